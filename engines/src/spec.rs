@@ -1,0 +1,210 @@
+//! Choosing an engine at run time from a config string such as `rocksdb` or
+//! `buffered:sqlite`.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+#[cfg(feature = "buffered")]
+use crate::buffered::BufferOptions;
+use crate::engine::{Durability, Engine};
+use crate::error::{EngineError, ErrorKind, Result};
+
+/// A durable engine, that `buffered` can sit on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DurableKind {
+    /// RocksDB.
+    Rocksdb,
+    /// SQLite.
+    Sqlite,
+}
+
+impl DurableKind {
+    fn name(self) -> &'static str {
+        match self {
+            DurableKind::Rocksdb => "rocksdb",
+            DurableKind::Sqlite => "sqlite",
+        }
+    }
+
+    fn compiled(self) -> bool {
+        match self {
+            DurableKind::Rocksdb => cfg!(feature = "rocksdb"),
+            DurableKind::Sqlite => cfg!(feature = "sqlite"),
+        }
+    }
+}
+
+/// Which engine to open. Parsed from `rocksdb`, `sqlite`, `memory`, `buffered:rocksdb`,
+/// `buffered:sqlite`, or `buffered` (over RocksDB); `Display` gives back the full form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EngineSpec {
+    /// A durable engine on its own.
+    Durable(DurableKind),
+    /// In-memory, nothing persisted.
+    Memory,
+    /// The in-memory write buffer over a durable engine.
+    Buffered(DurableKind),
+}
+
+impl EngineSpec {
+    /// Every spec this build can open, in a stable order.
+    pub fn available() -> Vec<EngineSpec> {
+        let mut all = Vec::new();
+        for kind in [DurableKind::Rocksdb, DurableKind::Sqlite] {
+            if kind.compiled() {
+                all.push(EngineSpec::Durable(kind));
+            }
+        }
+        if cfg!(feature = "memory") {
+            all.push(EngineSpec::Memory);
+        }
+        if cfg!(feature = "buffered") {
+            for kind in [DurableKind::Rocksdb, DurableKind::Sqlite] {
+                if kind.compiled() {
+                    all.push(EngineSpec::Buffered(kind));
+                }
+            }
+        }
+        all
+    }
+
+    /// Whether the engine keeps data across restarts.
+    pub fn is_durable(self) -> bool {
+        !matches!(self, EngineSpec::Memory)
+    }
+
+    fn compiled(self) -> bool {
+        match self {
+            EngineSpec::Durable(k) => k.compiled(),
+            EngineSpec::Memory => cfg!(feature = "memory"),
+            EngineSpec::Buffered(k) => cfg!(feature = "buffered") && k.compiled(),
+        }
+    }
+}
+
+impl fmt::Display for EngineSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineSpec::Durable(k) => f.write_str(k.name()),
+            EngineSpec::Memory => f.write_str("memory"),
+            EngineSpec::Buffered(k) => write!(f, "buffered:{}", k.name()),
+        }
+    }
+}
+
+fn names(specs: &[EngineSpec]) -> String {
+    specs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl FromStr for EngineSpec {
+    type Err = EngineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let spec = match s.trim().to_ascii_lowercase().as_str() {
+            "rocksdb" => EngineSpec::Durable(DurableKind::Rocksdb),
+            "sqlite" => EngineSpec::Durable(DurableKind::Sqlite),
+            "memory" => EngineSpec::Memory,
+            "buffered" | "buffered:rocksdb" => EngineSpec::Buffered(DurableKind::Rocksdb),
+            "buffered:sqlite" => EngineSpec::Buffered(DurableKind::Sqlite),
+            _ => {
+                return Err(
+                    EngineError::new(s, ErrorKind::UnknownEngine, "parse engine name").with_cause(
+                        format!("expected one of: {}", names(&EngineSpec::available())),
+                    ),
+                )
+            }
+        };
+        if !spec.compiled() {
+            return Err(
+                EngineError::new(s, ErrorKind::UnknownEngine, "parse engine name").with_cause(
+                    format!(
+                        "this build was compiled without it; available: {}",
+                        names(&EngineSpec::available())
+                    ),
+                ),
+            );
+        }
+        Ok(spec)
+    }
+}
+
+/// Settings for opening an engine. Defaults: [`Durability::Os`], the paper's buffer of
+/// 1000 objects flushed at least every 100 ms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// When durable engines fsync (for `buffered`, applies to its durable engine's flushes).
+    pub durability: Durability,
+    /// Buffer tuning, used by `buffered` only.
+    #[cfg(feature = "buffered")]
+    pub buffer: BufferOptions,
+}
+
+/// Opens the engine `spec` with its files in directory `dir` (ignored by `memory`).
+pub fn open_engine(spec: EngineSpec, dir: &Path, opts: &EngineOptions) -> Result<Arc<dyn Engine>> {
+    match spec {
+        EngineSpec::Durable(kind) => open_durable(kind, dir, opts.durability),
+        #[cfg(feature = "memory")]
+        EngineSpec::Memory => Ok(Arc::new(crate::memory::MemoryEngine::new())),
+        #[cfg(feature = "buffered")]
+        EngineSpec::Buffered(kind) => {
+            let durable = open_durable(kind, dir, opts.durability)?;
+            Ok(Arc::new(crate::buffered::BufferedEngine::new(
+                durable,
+                opts.buffer.clone(),
+            )?))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(not_compiled(other)),
+    }
+}
+
+fn not_compiled(spec: EngineSpec) -> EngineError {
+    EngineError::new(spec.to_string(), ErrorKind::UnknownEngine, "open")
+        .with_cause("this build was compiled without it")
+}
+
+fn open_durable(kind: DurableKind, dir: &Path, durability: Durability) -> Result<Arc<dyn Engine>> {
+    let _ = (dir, durability);
+    match kind {
+        #[cfg(feature = "rocksdb")]
+        DurableKind::Rocksdb => Ok(Arc::new(crate::rocks::RocksEngine::open(dir, durability)?)),
+        #[cfg(feature = "sqlite")]
+        DurableKind::Sqlite => Ok(Arc::new(crate::sqlite::SqliteEngine::open(
+            dir, durability,
+        )?)),
+        #[allow(unreachable_patterns)]
+        other => Err(not_compiled(EngineSpec::Durable(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for spec in EngineSpec::available() {
+            assert_eq!(spec.to_string().parse::<EngineSpec>().unwrap(), spec);
+        }
+        #[cfg(all(feature = "buffered", feature = "rocksdb"))]
+        assert_eq!(
+            "buffered".parse::<EngineSpec>().unwrap(),
+            EngineSpec::Buffered(DurableKind::Rocksdb)
+        );
+    }
+
+    #[test]
+    fn unknown_name_lists_the_choices() {
+        let err = "bdb".parse::<EngineSpec>().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnknownEngine);
+        let msg = err.to_string();
+        assert!(msg.starts_with("bdb engine"), "{msg}");
+        assert!(msg.contains("memory"), "{msg}");
+    }
+}
