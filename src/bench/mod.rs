@@ -1,0 +1,5 @@
+//! Benchmarks behind `dynamo bench`. Timings live here and in their reports, never in test
+//! assertions.
+
+pub mod engines;
+pub mod latency;

@@ -1,0 +1,145 @@
+//! The `dynamo` command: benchmarks today; the node, the cluster and the client follow.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use dynamo::bench::engines::{parse_size, EngineBenchOptions};
+use dynamo::engines::{Durability, EngineSpec};
+
+/// libdynamo: Amazon's Dynamo key-value store.
+#[derive(Parser)]
+#[command(name = "dynamo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure throughput and latency.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Put/get throughput and p50/p99/p99.9 latency of every storage engine, per value
+    /// size, with and without fsync; plus the rocksdb engine against the rocksdb crate
+    /// used directly and the buffered engine against synced RocksDB.
+    Engines(EngineBenchArgs),
+}
+
+#[derive(Args)]
+struct EngineBenchArgs {
+    /// Short phases: the whole run finishes in under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Print the report as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Engines to run, comma-separated (default: all built in).
+    #[arg(long, value_delimiter = ',', value_parser = parse_engine)]
+    engines: Option<Vec<EngineSpec>>,
+    /// Value sizes, comma-separated, e.g. 100,4KiB,64KiB,1MiB (the default).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    sizes: Option<Vec<usize>>,
+    /// Durability settings for durable engines: os, sync or both (default: os,sync).
+    #[arg(long, value_delimiter = ',', value_parser = parse_durability)]
+    durability: Option<Vec<Durability>>,
+    /// Time budget of each put phase, in milliseconds.
+    #[arg(long)]
+    put_ms: Option<u64>,
+    /// Time budget of each get phase, in milliseconds.
+    #[arg(long)]
+    get_ms: Option<u64>,
+    /// Cap on operations per phase.
+    #[arg(long)]
+    max_ops: Option<u64>,
+    /// Puts per round of the rocksdb-direct comparison (0 skips it).
+    #[arg(long)]
+    baseline_ops: Option<u64>,
+    /// Directory for scratch databases (default: a new temporary directory, removed after).
+    /// Put it on the disk you want measured: sync figures depend on it.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn parse_engine(s: &str) -> Result<EngineSpec, String> {
+    s.parse()
+        .map_err(|e: dynamo::engines::EngineError| e.to_string())
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    s.parse()
+        .map_err(|e: dynamo::engines::EngineError| e.to_string())
+}
+
+fn bench_engines(args: EngineBenchArgs) -> Result<()> {
+    let temp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("dynamo-bench-engines-")
+                .tempdir()
+                .context("creating a scratch directory for the benchmark")?;
+            temp.path().to_owned()
+        }
+    };
+    let mut opts = if args.quick {
+        EngineBenchOptions::quick(dir)
+    } else {
+        EngineBenchOptions::full(dir)
+    };
+    if let Some(e) = args.engines {
+        opts.engines = e;
+    }
+    if let Some(s) = args.sizes {
+        opts.value_sizes = s;
+    }
+    if let Some(d) = args.durability {
+        opts.durabilities = d;
+    }
+    if let Some(ms) = args.put_ms {
+        opts.put_time = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.get_ms {
+        opts.get_time = Duration::from_millis(ms);
+    }
+    if let Some(n) = args.max_ops {
+        opts.max_ops = n;
+    }
+    if let Some(n) = args.baseline_ops {
+        opts.baseline_ops = n;
+    }
+    eprintln!(
+        "benchmarking {} engine(s) x {} value size(s) in {}",
+        opts.engines.len(),
+        opts.value_sizes.len(),
+        opts.dir.display()
+    );
+    let report = dynamo::bench::engines::run(&opts, |line| eprintln!("{line}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_table());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(Bench::Engines(args)) => bench_engines(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
