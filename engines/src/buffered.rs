@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{unknown_keyspace, BatchOp, Direction, Engine, KeyRange, ScanIter, WriteBatch};
 use crate::error::{EngineError, ErrorKind, Result};
-use crate::scan::OverlayScan;
+use crate::overlay::OverlayScan;
 
 /// Tuning of the buffered engine.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -29,6 +29,9 @@
 
 mod engine;
 mod error;
+#[cfg(feature = "buffered")]
+mod overlay;
+#[cfg(any(feature = "memory", feature = "sqlite"))]
 mod scan;
 mod spec;
 

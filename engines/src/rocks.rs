@@ -2,6 +2,7 @@
 //! keyspace. Suits small objects: an LSM tree with a write-ahead log, cheap writes, and
 //! native ordered iteration, range deletes and atomic cross-family batches.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +26,9 @@ pub struct RocksEngine {
     db: DB,
     path: PathBuf,
     write_opts: WriteOptions,
-    /// Serialises column family creation so two racing `ensure_keyspace` calls both succeed.
-    create_lock: Mutex<()>,
+    /// The keyspaces (column families but `default`). Its lock also serialises column
+    /// family creation, so two racing `ensure_keyspace` calls both succeed.
+    keyspaces: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -44,6 +46,11 @@ fn map_err(context: impl Into<String>, err: rocksdb::Error) -> EngineError {
         _ => ErrorKind::Backend,
     };
     EngineError::new(NAME, kind, context).with_cause(err.into_string())
+}
+
+fn lock_err() -> EngineError {
+    EngineError::new(NAME, ErrorKind::Unavailable, "keyspace lock")
+        .with_cause("a thread panicked while holding the keyspace lock")
 }
 
 /// The RocksDB options every [`RocksEngine`] database and column family opens with
@@ -80,11 +87,12 @@ impl RocksEngine {
         })?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(durability == Durability::Sync);
+        let keyspaces = families.into_iter().filter(|n| n != DEFAULT_CF).collect();
         Ok(RocksEngine {
             db,
             path: path.to_owned(),
             write_opts,
-            create_lock: Mutex::new(()),
+            keyspaces: Mutex::new(keyspaces),
         })
     }
 
@@ -164,22 +172,25 @@ impl Engine for RocksEngine {
             )
             .with_cause("\"default\" is reserved by RocksDB"));
         }
-        let _guard = self
-            .create_lock
-            .lock()
-            .map_err(|_| EngineError::new(NAME, ErrorKind::Unavailable, "ensure_keyspace"))?;
-        if self.db.cf_handle(keyspace).is_some() {
+        let mut known = self.keyspaces.lock().map_err(|_| lock_err())?;
+        if known.contains(keyspace) {
             return Ok(());
         }
         self.db
             .create_cf(keyspace, &db_options())
-            .map_err(|e| map_err(format!("create keyspace={keyspace:?}"), e))
+            .map_err(|e| map_err(format!("create keyspace={keyspace:?}"), e))?;
+        known.insert(keyspace.to_owned());
+        Ok(())
     }
 
     fn keyspaces(&self) -> Result<Vec<String>> {
-        let all = DB::list_cf(&Options::default(), &self.path)
-            .map_err(|e| map_err("list keyspaces", e))?;
-        Ok(all.into_iter().filter(|n| n != DEFAULT_CF).collect())
+        Ok(self
+            .keyspaces
+            .lock()
+            .map_err(|_| lock_err())?
+            .iter()
+            .cloned()
+            .collect())
     }
 
     fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -1,12 +1,10 @@
-//! Scan building blocks shared by the backends: paging through a range in chunks, and
-//! overlaying a sorted set of pending changes on an underlying scan.
+//! Paging through a range in chunks, for backends that cannot hold an iterator open
+//! (a lock or a statement) across calls.
 
-use std::cmp::Ordering;
 use std::collections::VecDeque;
-use std::iter::Peekable;
 use std::ops::Bound;
 
-use crate::engine::{Direction, KeyRange, KvPair, ScanIter};
+use crate::engine::{Direction, KeyRange, KvPair};
 use crate::error::Result;
 
 /// Pages through `range` with a bounded query per page, so a backend holds no lock or
@@ -75,65 +73,6 @@ where
     }
 }
 
-/// A pending change: `Some(value)` puts, `None` deletes.
-pub(crate) type Change = (Vec<u8>, Option<Vec<u8>>);
-
-/// Yields `base` with `overlay` applied on top: an overlay entry `Some(v)` replaces or adds
-/// its key, `None` hides it. `overlay` must be sorted in `direction` order, as `base` is.
-pub(crate) struct OverlayScan<'a> {
-    base: Peekable<ScanIter<'a>>,
-    overlay: Peekable<std::vec::IntoIter<Change>>,
-    direction: Direction,
-}
-
-impl<'a> OverlayScan<'a> {
-    pub(crate) fn new(base: ScanIter<'a>, overlay: Vec<Change>, direction: Direction) -> Self {
-        OverlayScan {
-            base: base.peekable(),
-            overlay: overlay.into_iter().peekable(),
-            direction,
-        }
-    }
-}
-
-/// Orders two keys as a scan in `direction` yields them.
-fn order(direction: Direction, a: &[u8], b: &[u8]) -> Ordering {
-    match direction {
-        Direction::Forward => a.cmp(b),
-        Direction::Reverse => b.cmp(a),
-    }
-}
-
-impl Iterator for OverlayScan<'_> {
-    type Item = Result<KvPair>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let take_overlay = match (self.base.peek(), self.overlay.peek()) {
-                (None, None) => return None,
-                (Some(Err(_)), _) => return self.base.next(),
-                (None, Some(_)) => true,
-                (Some(_), None) => return self.base.next(),
-                (Some(Ok((bk, _))), Some((ok, _))) => match order(self.direction, bk, ok) {
-                    Ordering::Less => return self.base.next(),
-                    Ordering::Equal => {
-                        // The overlay is newer: drop the base's version of this key.
-                        self.base.next();
-                        true
-                    }
-                    Ordering::Greater => true,
-                },
-            };
-            if take_overlay {
-                // A pending delete (`None`) yields nothing: skip the key and look again.
-                if let Some((k, Some(v))) = self.overlay.next() {
-                    return Some(Ok((k, v)));
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,27 +102,5 @@ mod tests {
             }
             assert_eq!(keys, want);
         }
-    }
-
-    #[test]
-    fn overlay_replaces_adds_and_hides() {
-        let base: ScanIter<'static> = Box::new(pairs(&[b"a", b"b", b"d"]).into_iter().map(Ok));
-        let overlay = vec![
-            (b"b".to_vec(), None),
-            (b"c".to_vec(), Some(b"C".to_vec())),
-            (b"d".to_vec(), Some(b"D".to_vec())),
-            (b"e".to_vec(), None),
-        ];
-        let got: Vec<KvPair> = OverlayScan::new(base, overlay, Direction::Forward)
-            .map(|r| r.unwrap())
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (b"a".to_vec(), b"a".to_vec()),
-                (b"c".to_vec(), b"C".to_vec()),
-                (b"d".to_vec(), b"D".to_vec()),
-            ]
-        );
     }
 }

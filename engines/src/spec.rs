@@ -145,6 +145,18 @@ pub struct EngineOptions {
     pub buffer: BufferOptions,
 }
 
+impl EngineOptions {
+    /// Default options with the given durability.
+    pub fn with_durability(durability: Durability) -> Self {
+        // Without the `buffered` feature `durability` is the only field.
+        #[allow(clippy::needless_update)]
+        EngineOptions {
+            durability,
+            ..EngineOptions::default()
+        }
+    }
+}
+
 /// Opens the engine `spec` with its files in directory `dir` (ignored by `memory`).
 pub fn open_engine(spec: EngineSpec, dir: &Path, opts: &EngineOptions) -> Result<Arc<dyn Engine>> {
     match spec {

@@ -11,10 +11,7 @@ fn opener(
     durability: Durability,
 ) -> impl Fn(&Path) -> Result<Arc<dyn Engine>> + Sync {
     move |dir: &Path| {
-        let opts = EngineOptions {
-            durability,
-            ..EngineOptions::default()
-        };
+        let opts = EngineOptions::with_durability(durability);
         open_engine(spec.parse::<EngineSpec>()?, dir, &opts)
     }
 }

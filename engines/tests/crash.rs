@@ -27,10 +27,7 @@ fn value(i: u64) -> Vec<u8> {
 }
 
 fn open(spec: &str, dir: &Path) -> std::sync::Arc<dyn Engine> {
-    let opts = EngineOptions {
-        durability: Durability::Sync,
-        ..EngineOptions::default()
-    };
+    let opts = EngineOptions::with_durability(Durability::Sync);
     open_engine(spec.parse::<EngineSpec>().unwrap(), dir, &opts)
         .unwrap_or_else(|e| panic!("open {spec} in {}: {e}", dir.display()))
 }

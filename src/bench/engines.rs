@@ -215,10 +215,7 @@ fn run_config(
         source,
     };
     let dir = scratch(&opts.dir, &format!("run-{index}"))?;
-    let engine_opts = EngineOptions {
-        durability,
-        ..EngineOptions::default()
-    };
+    let engine_opts = EngineOptions::with_durability(durability);
     let engine: Arc<dyn Engine> = open_engine(spec, &dir, &engine_opts).map_err(fail)?;
     engine.ensure_keyspace(KEYSPACE).map_err(fail)?;
     let key_count = (opts.data_budget_bytes / value_size.max(1)).clamp(16, 1_000_000) as u64;
