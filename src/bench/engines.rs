@@ -68,6 +68,9 @@ pub struct EngineBenchOptions {
     pub baseline_ops: u64,
     /// Alternating rounds of the direct-RocksDB comparison; the median is reported.
     pub baseline_rounds: usize,
+    /// Duration of each paced (fixed-rate) put run comparing buffered engines with synced
+    /// RocksDB (zero skips the comparison).
+    pub paced_time: Duration,
     /// Where scratch databases go (a fresh subdirectory per configuration, removed after).
     pub dir: PathBuf,
 }
@@ -85,6 +88,7 @@ impl EngineBenchOptions {
             data_budget_bytes: 64 << 20,
             baseline_ops: 50_000,
             baseline_rounds: 3,
+            paced_time: Duration::from_secs(1),
             dir,
         }
     }
@@ -98,6 +102,7 @@ impl EngineBenchOptions {
             data_budget_bytes: 256 << 20,
             baseline_ops: 200_000,
             baseline_rounds: 5,
+            paced_time: Duration::from_secs(5),
             ..Self::quick(dir)
         }
     }
@@ -136,18 +141,21 @@ pub struct BaselineComparison {
     pub ratio: f64,
 }
 
-/// A buffered engine's put p99.9 against synced RocksDB at the same value size.
+/// A buffered engine against synced RocksDB at the same fixed put rate (the paper's
+/// Figure 5 compares latencies at the same load, not at saturation).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BufferedVsSync {
-    /// The buffered engine spec.
+    /// The buffered engine spec (its durable engine syncs each flush).
     pub engine: String,
     /// Value size in bytes.
     pub value_size: usize,
-    /// Buffered put p99.9 (its durable engine syncing each flush), microseconds.
-    pub buffered_put_p999_us: f64,
-    /// Synced `rocksdb` put p99.9, microseconds.
-    pub synced_rocksdb_put_p999_us: f64,
-    /// How many times lower the buffered p99.9 is.
+    /// Offered put rate: half of synced RocksDB's closed-loop put throughput at this size.
+    pub rate_ops_per_sec: f64,
+    /// The buffered engine's paced puts; latency counts from each put's scheduled start.
+    pub buffered: PhaseSummary,
+    /// Synced `rocksdb`'s paced puts at the same rate.
+    pub synced_rocksdb: PhaseSummary,
+    /// How many times lower the buffered put p99.9 is.
     pub factor: f64,
 }
 
@@ -201,6 +209,25 @@ fn remove_scratch(path: &Path) -> Result<(), BenchError> {
     })
 }
 
+/// Opens `spec` on a fresh scratch directory `name`, with the benchmark keyspace.
+fn open_scratch(
+    opts: &EngineBenchOptions,
+    spec: EngineSpec,
+    durability: Durability,
+    name: &str,
+) -> Result<(PathBuf, Arc<dyn Engine>), BenchError> {
+    let dir = scratch(&opts.dir, name)?;
+    let fail = |source| BenchError::Engine {
+        engine: spec.to_string(),
+        value_size: 0,
+        source,
+    };
+    let engine =
+        open_engine(spec, &dir, &EngineOptions::with_durability(durability)).map_err(fail)?;
+    engine.ensure_keyspace(KEYSPACE).map_err(fail)?;
+    Ok((dir, engine))
+}
+
 /// Runs one configuration: a put phase then a get phase on a fresh engine.
 fn run_config(
     opts: &EngineBenchOptions,
@@ -214,10 +241,7 @@ fn run_config(
         value_size,
         source,
     };
-    let dir = scratch(&opts.dir, &format!("run-{index}"))?;
-    let engine_opts = EngineOptions::with_durability(durability);
-    let engine: Arc<dyn Engine> = open_engine(spec, &dir, &engine_opts).map_err(fail)?;
-    engine.ensure_keyspace(KEYSPACE).map_err(fail)?;
+    let (dir, engine) = open_scratch(opts, spec, durability, &format!("run-{index}"))?;
     let key_count = (opts.data_budget_bytes / value_size.max(1)).clamp(16, 1_000_000) as u64;
     let value = make_value(value_size, index as u64);
     let mut key = Vec::with_capacity(32);
@@ -341,25 +365,112 @@ fn rocksdb_baseline(opts: &EngineBenchOptions) -> Result<BaselineComparison, Ben
     })
 }
 
-/// Pairs each buffered row with the synced `rocksdb` row of the same value size.
-fn compare_buffered(rows: &[EngineBenchRow]) -> Vec<BufferedVsSync> {
-    let synced = |size: usize| {
-        rows.iter()
-            .find(|r| r.engine == "rocksdb" && r.durability == "sync" && r.value_size == size)
-    };
+/// The paced comparisons to run: for each value size with a synced `rocksdb` row, half its
+/// closed-loop put throughput (between 10 and 5000 puts/s), so RocksDB is not saturated.
+fn paced_plan(rows: &[EngineBenchRow]) -> Vec<(usize, f64)> {
     rows.iter()
-        .filter(|r| r.engine.starts_with("buffered") && r.durability == "sync")
-        .filter_map(|b| {
-            let s = synced(b.value_size)?;
-            Some(BufferedVsSync {
-                engine: b.engine.clone(),
-                value_size: b.value_size,
-                buffered_put_p999_us: b.put.p999_us,
-                synced_rocksdb_put_p999_us: s.put.p999_us,
-                factor: s.put.p999_us / b.put.p999_us.max(0.001),
-            })
-        })
+        .filter(|r| r.engine == "rocksdb" && r.durability == "sync")
+        .map(|r| (r.value_size, (r.put.ops_per_sec / 2.0).clamp(10.0, 5_000.0)))
         .collect()
+}
+
+/// Waits until `deadline`: sleeps only when it is far off, then spins, so a late wake-up
+/// of the benchmark thread is rare.
+fn wait_until(deadline: Instant) {
+    const SPIN: Duration = Duration::from_millis(2);
+    let now = Instant::now();
+    if deadline > now + SPIN {
+        std::thread::sleep(deadline - now - SPIN);
+    }
+    while Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+/// Puts at a fixed `rate` for `duration` (open loop): put i is scheduled at `i / rate`. A
+/// put queued behind a previous put that overran its slot is charged from its scheduled
+/// start, so a stall also counts for every put it delayed (no coordinated omission); any
+/// other put is charged from when it started, so the benchmark thread's own wake-up jitter
+/// is not billed to the engine.
+fn run_paced(
+    opts: &EngineBenchOptions,
+    spec: EngineSpec,
+    value_size: usize,
+    rate: f64,
+    index: usize,
+) -> Result<PhaseSummary, BenchError> {
+    let fail = |source| BenchError::Engine {
+        engine: spec.to_string(),
+        value_size,
+        source,
+    };
+    let (dir, engine) = open_scratch(opts, spec, Durability::Sync, &format!("paced-{index}"))?;
+    let key_count = (opts.data_budget_bytes / value_size.max(1)).clamp(16, 1_000_000) as u64;
+    let value = make_value(value_size, index as u64);
+    let mut key = Vec::with_capacity(32);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut rec = LatencyRecorder::default();
+    let start = Instant::now();
+    let mut previous_end = start;
+    let mut i = 0u64;
+    loop {
+        let offset = interval.mul_f64(i as f64);
+        if offset >= opts.paced_time {
+            break;
+        }
+        let scheduled = start + offset;
+        let queued = previous_end > scheduled;
+        wait_until(scheduled);
+        write_key(&mut key, i % key_count);
+        let began = Instant::now();
+        engine.put(KEYSPACE, &key, &value).map_err(fail)?;
+        previous_end = Instant::now();
+        rec.record(previous_end - if queued { scheduled } else { began });
+        i += 1;
+    }
+    let summary = rec.summary(start.elapsed());
+    drop(engine);
+    remove_scratch(&dir)?;
+    Ok(summary)
+}
+
+/// Runs every paced comparison of `plan` for the buffered engines in the run.
+fn compare_buffered(
+    opts: &EngineBenchOptions,
+    plan: &[(usize, f64)],
+    progress: &mut impl FnMut(&str),
+) -> Result<Vec<BufferedVsSync>, BenchError> {
+    let buffered: Vec<EngineSpec> = opts
+        .engines
+        .iter()
+        .copied()
+        .filter(|e| matches!(e, EngineSpec::Buffered(_)))
+        .collect();
+    let mut out = Vec::new();
+    if buffered.is_empty() || opts.paced_time.is_zero() {
+        return Ok(out);
+    }
+    let rocksdb = EngineSpec::Durable(dynamo_engines::DurableKind::Rocksdb);
+    for (n, &(size, rate)) in plan.iter().enumerate() {
+        progress(&format!(
+            "paced puts at {} ops/s, {}: buffered vs synced rocksdb",
+            format_rate(rate),
+            format_size(size)
+        ));
+        let synced = run_paced(opts, rocksdb, size, rate, n * 100)?;
+        for (m, &spec) in buffered.iter().enumerate() {
+            let b = run_paced(opts, spec, size, rate, n * 100 + m + 1)?;
+            out.push(BufferedVsSync {
+                engine: spec.to_string(),
+                value_size: size,
+                rate_ops_per_sec: rate,
+                factor: synced.p999_us / b.p999_us.max(0.001),
+                buffered: b,
+                synced_rocksdb: synced.clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the benchmark, reporting progress through `progress` (one line per step).
@@ -407,7 +518,7 @@ pub fn run(
         rows.push(row);
     }
     let baseline = run_baseline(opts, &mut progress)?;
-    let buffered_vs_sync = compare_buffered(&rows);
+    let buffered_vs_sync = compare_buffered(opts, &paced_plan(&rows), &mut progress)?;
     Ok(EngineBenchReport {
         rows,
         baseline,
@@ -522,12 +633,15 @@ impl EngineBenchReport {
         }
         for c in &self.buffered_vs_sync {
             out.push_str(&format!(
-                "{} put p99.9 {} vs synced rocksdb {} at {}: {:.1}x lower\n",
+                "{} vs synced rocksdb, {} puts at {} ops/s: p99.9 {} vs {} ({:.1}x lower), p50 {} vs {}\n",
                 c.engine,
-                format_us(c.buffered_put_p999_us),
-                format_us(c.synced_rocksdb_put_p999_us),
                 format_size(c.value_size),
-                c.factor
+                format_rate(c.rate_ops_per_sec),
+                format_us(c.buffered.p999_us),
+                format_us(c.synced_rocksdb.p999_us),
+                c.factor,
+                format_us(c.buffered.p50_us),
+                format_us(c.synced_rocksdb.p50_us),
             ));
         }
         out.push_str(&format!("\nfinished in {:.1} s\n", self.elapsed_seconds));
@@ -588,31 +702,49 @@ mod tests {
     }
 
     #[test]
-    fn buffered_rows_are_compared_with_synced_rocksdb() {
-        let phase = |p999| PhaseSummary {
+    fn paced_comparison_runs_at_half_of_synced_rocksdb() {
+        let phase = |ops_per_sec| PhaseSummary {
             ops: 1,
             seconds: 1.0,
-            ops_per_sec: 1.0,
+            ops_per_sec,
             p50_us: 1.0,
             p99_us: 1.0,
-            p999_us: p999,
-            max_us: p999,
+            p999_us: 1.0,
+            max_us: 1.0,
         };
-        let row = |engine: &str, d: &str, p999| EngineBenchRow {
+        let row = |engine: &str, d: &str, size, rate| EngineBenchRow {
             engine: engine.into(),
-            value_size: 100,
+            value_size: size,
             durability: d.into(),
-            put: phase(p999),
+            put: phase(rate),
             get: phase(1.0),
         };
         let rows = vec![
-            row("rocksdb", "os", 50.0),
-            row("rocksdb", "sync", 4000.0),
-            row("buffered:rocksdb", "sync", 40.0),
-            row("buffered:rocksdb", "os", 30.0),
+            row("rocksdb", "os", 100, 300_000.0),
+            row("rocksdb", "sync", 100, 5_000.0),
+            row("rocksdb", "sync", 1 << 20, 8.0),
+            row("buffered:rocksdb", "sync", 100, 900_000.0),
         ];
-        let c = compare_buffered(&rows);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].factor, 100.0);
+        assert_eq!(paced_plan(&rows), vec![(100, 2_500.0), (1 << 20, 10.0)]);
+    }
+
+    #[test]
+    fn paced_run_issues_one_put_per_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = EngineBenchOptions::quick(dir.path().to_owned());
+        opts.paced_time = Duration::from_millis(100);
+        // 200 puts/s for 100 ms: slots at 0, 5, ..., 95 ms.
+        let s = run_paced(&opts, EngineSpec::Memory, 100, 200.0, 0).unwrap();
+        assert_eq!(s.ops, 20);
+        assert!(
+            s.seconds >= 0.095,
+            "the run lasts until its last slot: {s:?}"
+        );
+        let none = compare_buffered(&opts, &[(100, 200.0)], &mut |_| {}).unwrap();
+        let only_memory = opts
+            .engines
+            .iter()
+            .all(|e| !matches!(e, EngineSpec::Buffered(_)));
+        assert_eq!(none.is_empty(), only_memory);
     }
 }
