@@ -498,10 +498,15 @@ fn keyspace_isolation(h: &dyn Harness) {
     assert!(e
         .scan("nope", &KeyRange::all(), Direction::Forward)
         .is_err());
-    let err = e
-        .ensure_keyspace("bad name!")
-        .expect_err("invalid keyspace name");
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    for bad in ["bad name!", crate::engine::RESERVED_KEYSPACE] {
+        let err = e.ensure_keyspace(bad).expect_err("invalid keyspace name");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidArgument,
+            "{}: {bad:?}",
+            e.name()
+        );
+    }
 }
 
 fn value_for(key: &[u8]) -> Vec<u8> {

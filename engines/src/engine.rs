@@ -312,9 +312,21 @@ pub trait Engine: Send + Sync {
     fn approximate_size(&self) -> Result<u64>;
 }
 
+/// A keyspace name no engine accepts: RocksDB's own column family is called this, and
+/// reserving it everywhere keeps every engine accepting the same names.
+pub const RESERVED_KEYSPACE: &str = "default";
+
 /// Checks a keyspace name: 1 to 64 ASCII letters, digits, `_` or `-` (safe as a RocksDB
-/// column family, an SQLite table suffix and a file name).
+/// column family, an SQLite table suffix and a file name), and not [`RESERVED_KEYSPACE`].
 pub fn validate_keyspace_name(engine: &str, keyspace: &str) -> Result<()> {
+    if keyspace == RESERVED_KEYSPACE {
+        return Err(EngineError::new(
+            engine,
+            ErrorKind::InvalidArgument,
+            format!("keyspace name {keyspace:?}"),
+        )
+        .with_cause("the name is reserved (RocksDB's own column family)"));
+    }
     let ok = !keyspace.is_empty()
         && keyspace.len() <= 64
         && keyspace
@@ -372,7 +384,7 @@ mod tests {
     #[test]
     fn keyspace_names_are_checked() {
         assert!(validate_keyspace_name("memory", "data_1-x").is_ok());
-        for bad in ["", "a b", "x;drop", &"k".repeat(65)] {
+        for bad in ["", "a b", "x;drop", "default", &"k".repeat(65)] {
             let err = validate_keyspace_name("memory", bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         }

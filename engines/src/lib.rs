@@ -47,7 +47,7 @@ pub mod sqlite;
 
 pub use engine::{
     key_successor, prefix_successor, validate_keyspace_name, BatchOp, Direction, Durability,
-    Engine, KeyRange, KvPair, ScanIter, WriteBatch,
+    Engine, KeyRange, KvPair, ScanIter, WriteBatch, RESERVED_KEYSPACE,
 };
 pub use error::{Cause, EngineError, ErrorKind, Result};
 pub use spec::{open_engine, DurableKind, EngineOptions, EngineSpec};

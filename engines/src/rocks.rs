@@ -18,7 +18,7 @@ use crate::error::{EngineError, ErrorKind, Result};
 
 const NAME: &str = "rocksdb";
 /// RocksDB's own column family, which always exists and is never a keyspace.
-const DEFAULT_CF: &str = "default";
+const DEFAULT_CF: &str = crate::engine::RESERVED_KEYSPACE;
 
 /// RocksDB engine. Invariant: every keyspace is a column family of the same database, so
 /// a [`WriteBatch`] across keyspaces is one atomic RocksDB write.
@@ -164,14 +164,6 @@ impl Engine for RocksEngine {
 
     fn ensure_keyspace(&self, keyspace: &str) -> Result<()> {
         validate_keyspace_name(NAME, keyspace)?;
-        if keyspace == DEFAULT_CF {
-            return Err(EngineError::new(
-                NAME,
-                ErrorKind::InvalidArgument,
-                format!("ensure_keyspace {keyspace:?}"),
-            )
-            .with_cause("\"default\" is reserved by RocksDB"));
-        }
         let mut known = self.keyspaces.lock().map_err(|_| lock_err())?;
         if known.contains(keyspace) {
             return Ok(());

@@ -182,6 +182,7 @@ fn not_compiled(spec: EngineSpec) -> EngineError {
 }
 
 fn open_durable(kind: DurableKind, dir: &Path, durability: Durability) -> Result<Arc<dyn Engine>> {
+    // Unused when the build has no durable backend.
     let _ = (dir, durability);
     match kind {
         #[cfg(feature = "rocksdb")]
