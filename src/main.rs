@@ -61,7 +61,8 @@ struct EngineBenchArgs {
     /// Puts per round of the rocksdb-direct comparison (0 skips it).
     #[arg(long)]
     baseline_ops: Option<u64>,
-    /// Directory for scratch databases (default: a new temporary directory, removed after).
+    /// Directory to put scratch databases in (default: the system temporary directory). They
+    /// go into a new subdirectory that is removed afterwards; nothing else there is touched.
     /// Put it on the disk you want measured: sync figures depend on it.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -78,17 +79,19 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
 }
 
 fn bench_engines(args: EngineBenchArgs) -> Result<()> {
-    let temp;
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("dynamo-bench-engines-")
-                .tempdir()
-                .context("creating a scratch directory for the benchmark")?;
-            temp.path().to_owned()
-        }
-    };
+    // Always a fresh directory of our own (inside --dir when given): scratch databases are
+    // created and removed there, so nothing the user already keeps in --dir is touched.
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("dynamo-bench-engines-");
+    let temp = match &args.dir {
+        Some(parent) => builder.tempdir_in(parent),
+        None => builder.tempdir(),
+    }
+    .with_context(|| match &args.dir {
+        Some(parent) => format!("creating a scratch directory in {}", parent.display()),
+        None => "creating a scratch directory for the benchmark".to_owned(),
+    })?;
+    let dir = temp.path().to_owned();
     let mut opts = if args.quick {
         EngineBenchOptions::quick(dir)
     } else {

@@ -98,6 +98,59 @@ fn table_output_is_readable() {
 }
 
 #[test]
+fn user_files_in_the_scratch_dir_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // Names the benchmark uses for its own scratch databases.
+    for name in ["run-0", "paced-0", "baseline-engine-0"] {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join(name).join("keep.txt"), b"mine").unwrap();
+    }
+    let out = dynamo()
+        .args([
+            "bench",
+            "engines",
+            "--engines",
+            "memory",
+            "--sizes",
+            "100",
+            "--put-ms",
+            "10",
+            "--get-ms",
+            "10",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["run-0", "paced-0", "baseline-engine-0"] {
+        assert_eq!(
+            std::fs::read(dir.path().join(name).join("keep.txt")).unwrap(),
+            b"mine"
+        );
+    }
+    // The benchmark's own subdirectory is gone: only the user's three remain.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+
+    let missing = dir.path().join("no-such-dir");
+    let out = dynamo()
+        .args(["bench", "engines", "--engines", "memory", "--dir"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-dir"),
+        "error names the directory: {err}"
+    );
+}
+
+#[test]
 fn bad_arguments_fail_with_a_clear_message() {
     let out = dynamo()
         .args(["bench", "engines", "--engines", "bdb"])
