@@ -1,12 +1,26 @@
 //! libdynamo: Amazon's Dynamo (DeCandia et al., SOSP 2007) as a library.
 //!
-//! This crate is the core: today the benchmarks over the pluggable storage engines
-//! ([`engines`], the `dynamo-engines` crate); the ring, versions, coordinator and node
-//! follow (see `DESIGN.md` in the project's shared folder for the map).
+//! The core model, deterministic and network-free:
+//! - [`ring`]: MD5 consistent hashing over Q equal partitions, the claim algorithm,
+//!   preference lists;
+//! - [`dot`], [`vclock`], [`context`]: causality with dotted version vectors;
+//! - [`version`]: versions and sibling sets, merge and supersession;
+//! - [`store`]: one replica's versioned store over a pluggable engine ([`engines`]).
+//!
+//! Plus [`sim`] (the paper's partitioning experiment) and [`bench`] (engine benchmarks).
+//! The coordinator, RPC and node follow (see `DESIGN.md` in the project's shared folder).
 
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod codec;
+pub mod context;
+pub mod dot;
+pub mod ring;
+pub mod sim;
+pub mod store;
+pub mod vclock;
+pub mod version;
 
 /// The pluggable local storage engines (re-export of `dynamo-engines`).
 pub use dynamo_engines as engines;

@@ -1,0 +1,405 @@
+//! Causal contexts: exactly the set of write events (dots) their holder has seen.
+//!
+//! A [`Context`] is a version vector plus a *dot cloud*: the extra dots that cannot be
+//! folded into the vector because an earlier event of the same actor is not covered.
+//! This is the dotted-version-vector idea (Preguiça et al.) that Riak adopted to stop
+//! lost updates and sibling explosion: a client that read only some of an actor's
+//! events must not be credited with the ones in between.
+//!
+//! Invariant (normal form): no cloud dot is covered by the vector, and no cloud dot is
+//! the next event of its actor's vector entry (it would have been folded). Two contexts
+//! covering the same dots have the same representation, so `==` is set equality.
+//!
+//! Laws (property-tested in `tests/causality_laws.rs`): [`Context::merge`] is
+//! commutative, associative and idempotent (it is set union); [`Context::descends`]
+//! is set inclusion, a partial order; a dot issued after a context
+//! ([`Context::next_dot`]) is not covered by it, and adding it gives a context strictly
+//! after the old one.
+//!
+//! Encoding: version byte [`CONTEXT_FORMAT`], then the vector, then the cloud, all
+//! varints. [`Context::to_token`] wraps that in URL-safe base64 together with a
+//! fingerprint of the key it was issued for, so a context pasted onto the wrong key is
+//! rejected instead of silently superseding unrelated versions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use thiserror::Error;
+
+use crate::codec::{put_varint, DecodeError, Reader};
+use crate::dot::{Actor, Dot};
+use crate::vclock::{Causality, VClock, MAX_DECODED_ENTRIES};
+
+/// Format byte of the binary encoding. Decoders reject any other value.
+pub const CONTEXT_FORMAT: u8 = 1;
+/// Format byte of the printable token.
+pub const TOKEN_FORMAT: u8 = 1;
+/// Longest token accepted, so a hostile token cannot make us allocate much.
+pub const MAX_TOKEN_LEN: usize = 64 * 1024;
+
+/// Why a context token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ContextError {
+    /// Not URL-safe base64.
+    #[error("context token is not URL-safe base64: {0}")]
+    NotBase64(String),
+    /// Too long to be one of ours.
+    #[error("context token is {len} characters; the limit is {max}")]
+    TooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Written by an unknown (newer?) format.
+    #[error("context token has format {found}; this build reads format {expected}")]
+    UnknownFormat {
+        /// The byte found.
+        found: u8,
+        /// The byte expected.
+        expected: u8,
+    },
+    /// Issued for a different key.
+    #[error("context token was issued for a different key (fingerprint {found:08x}, this key has {expected:08x}); pass the context returned for this key")]
+    WrongKey {
+        /// The token's fingerprint.
+        found: u32,
+        /// This key's fingerprint.
+        expected: u32,
+    },
+    /// Structurally broken.
+    #[error(transparent)]
+    Malformed(#[from] DecodeError),
+}
+
+/// The set of events a holder has seen: a version vector plus a normalised dot cloud.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    vv: VClock,
+    cloud: BTreeMap<Dot, u64>,
+}
+
+impl Context {
+    /// The empty context (has seen nothing).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A context covering exactly the events of `vv`.
+    pub fn from_clock(vv: VClock) -> Self {
+        Self {
+            vv,
+            cloud: BTreeMap::new(),
+        }
+    }
+
+    /// The version-vector part.
+    pub fn clock(&self) -> &VClock {
+        &self.vv
+    }
+
+    /// The extra dots, with their timestamps.
+    pub fn cloud(&self) -> impl Iterator<Item = (&Dot, &u64)> {
+        self.cloud.iter()
+    }
+
+    /// True if it covers no event.
+    pub fn is_empty(&self) -> bool {
+        self.vv.is_empty() && self.cloud.is_empty()
+    }
+
+    /// Number of vector entries plus cloud dots (its size, for pruning).
+    pub fn len(&self) -> usize {
+        self.vv.len() + self.cloud.len()
+    }
+
+    /// Does it cover `dot`?
+    pub fn covers(&self, dot: &Dot) -> bool {
+        self.vv.covers(dot) || self.cloud.contains_key(dot)
+    }
+
+    /// Highest counter of `actor` it covers (0 if none).
+    pub fn max_counter(&self, actor: &Actor) -> u64 {
+        let cloud_max = self
+            .cloud
+            .range(Dot::new(*actor, 0)..=Dot::new(*actor, u64::MAX))
+            .next_back()
+            .map_or(0, |(d, _)| d.counter);
+        self.vv.get(actor).max(cloud_max)
+    }
+
+    /// The dot an actor would issue next after everything this context covers.
+    pub fn next_dot(&self, actor: Actor) -> Dot {
+        Dot::new(actor, self.max_counter(&actor) + 1)
+    }
+
+    /// Adds one event.
+    pub fn add(&mut self, dot: Dot, timestamp_ms: u64) {
+        if self.vv.covers(&dot) {
+            return;
+        }
+        let ts = self
+            .cloud
+            .get(&dot)
+            .map_or(timestamp_ms, |t| (*t).max(timestamp_ms));
+        self.cloud.insert(dot, ts);
+        self.normalize_actor(dot.actor);
+    }
+
+    /// Raises the vector entry of `actor` to `counter`: claims every event of `actor`
+    /// up to it.
+    pub fn cover_through(&mut self, actor: Actor, counter: u64, timestamp_ms: u64) {
+        self.vv.witness(actor, counter, timestamp_ms);
+        self.normalize_actor(actor);
+    }
+
+    /// Union with `other`.
+    pub fn merge(&mut self, other: &Context) {
+        self.vv.merge(&other.vv);
+        for (d, ts) in &other.cloud {
+            if !self.vv.covers(d) {
+                let t = self.cloud.entry(*d).or_insert(*ts);
+                *t = (*t).max(*ts);
+            }
+        }
+        let actors: Vec<Actor> = self
+            .cloud
+            .keys()
+            .map(|d| d.actor)
+            .chain(other.vv.entries().iter().map(|e| e.actor))
+            .collect();
+        for a in actors {
+            self.normalize_actor(a);
+        }
+    }
+
+    /// Covers every event `other` covers.
+    pub fn descends(&self, other: &Context) -> bool {
+        other
+            .vv
+            .entries()
+            .iter()
+            .all(|e| self.vv.get(&e.actor) >= e.counter)
+            && other.cloud.keys().all(|d| self.covers(d))
+    }
+
+    /// How `self` relates to `other` as sets of events.
+    pub fn compare(&self, other: &Context) -> Causality {
+        match (self.descends(other), other.descends(self)) {
+            (true, true) => Causality::Equal,
+            (true, false) => Causality::After,
+            (false, true) => Causality::Before,
+            (false, false) => Causality::Concurrent,
+        }
+    }
+
+    /// Shrinks to at most `threshold` vector entries plus cloud dots, dropping the
+    /// oldest timestamps first. A pruned context claims less than before (never more).
+    pub fn prune(&mut self, threshold: usize) -> usize {
+        let mut dropped = 0;
+        while self.len() > threshold {
+            let oldest_vv = self
+                .vv
+                .entries()
+                .iter()
+                .map(|e| (e.timestamp_ms, 0u8, Dot::new(e.actor, e.counter)))
+                .min();
+            let oldest_dot = self.cloud.iter().map(|(d, t)| (*t, 1u8, *d)).min();
+            match oldest_vv.into_iter().chain(oldest_dot).min() {
+                Some((_, 0, d)) => {
+                    self.vv.remove(&d.actor);
+                    self.normalize_actor(d.actor);
+                }
+                Some((_, _, d)) => {
+                    self.cloud.remove(&d);
+                }
+                None => break,
+            }
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Restores the normal form for one actor: drop covered cloud dots, fold the
+    /// contiguous run that follows the vector entry.
+    fn normalize_actor(&mut self, actor: Actor) {
+        let mut next = self.vv.get(&actor);
+        let lo = Dot::new(actor, 0);
+        let covered: Vec<Dot> = self
+            .cloud
+            .range(lo..=Dot::new(actor, next))
+            .map(|(d, _)| *d)
+            .collect();
+        for d in covered {
+            self.cloud.remove(&d);
+        }
+        while let Some(ts) = self.cloud.remove(&Dot::new(actor, next + 1)) {
+            next += 1;
+            self.vv.witness(actor, next, ts);
+        }
+    }
+
+    /// The binary encoding (format byte first).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 20 * self.len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(CONTEXT_FORMAT);
+        self.vv.encode(out);
+        put_varint(out, self.cloud.len() as u64);
+        for (d, ts) in &self.cloud {
+            d.encode(out);
+            put_varint(out, *ts);
+        }
+    }
+
+    /// Decodes [`Context::encode`]'s output; the whole input must be consumed.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes, "context");
+        let c = Self::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(c)
+    }
+
+    pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let format = r.u8()?;
+        if format != CONTEXT_FORMAT {
+            return Err(r.error(format!("format byte {format}, expected {CONTEXT_FORMAT}")));
+        }
+        let vv = VClock::decode(r)?;
+        let n = r.bounded(MAX_DECODED_ENTRIES, "cloud dot count")?;
+        let mut ctx = Context::from_clock(vv);
+        for _ in 0..n {
+            let d = Dot::decode(r)?;
+            let ts = r.varint()?;
+            ctx.add(d, ts);
+        }
+        Ok(ctx)
+    }
+
+    /// The printable form handed to clients: URL-safe base64 of the token format
+    /// byte, the key's 32-bit fingerprint, and the binary encoding.
+    pub fn to_token(&self, key_fingerprint: u32) -> String {
+        let mut out = vec![TOKEN_FORMAT];
+        out.extend_from_slice(&key_fingerprint.to_be_bytes());
+        self.encode_into(&mut out);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// Parses a token, checking it was issued for the key with `key_fingerprint`.
+    pub fn from_token(token: &str, key_fingerprint: u32) -> Result<Self, ContextError> {
+        let token = token.trim();
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(ContextError::TooLong {
+                len: token.len(),
+                max: MAX_TOKEN_LEN,
+            });
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|e| ContextError::NotBase64(e.to_string()))?;
+        let mut r = Reader::new(&bytes, "context token");
+        let format = r.u8()?;
+        if format != TOKEN_FORMAT {
+            return Err(ContextError::UnknownFormat {
+                found: format,
+                expected: TOKEN_FORMAT,
+            });
+        }
+        let fp = r.take(4)?;
+        let found = u32::from_be_bytes([fp[0], fp[1], fp[2], fp[3]]);
+        if found != key_fingerprint {
+            return Err(ContextError::WrongKey {
+                found,
+                expected: key_fingerprint,
+            });
+        }
+        let ctx = Self::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(ctx)
+    }
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.vv)?;
+        if !self.cloud.is_empty() {
+            f.write_str(" + [")?;
+            for (i, d) in self.cloud.keys().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{d}")?;
+            }
+            f.write_str("]")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(actor: u64, counter: u64) -> Dot {
+        Dot::new(Actor::new(actor, 0), counter)
+    }
+
+    #[test]
+    fn gaps_stay_in_the_cloud_and_fill_in_folds() {
+        let mut c = Context::new();
+        c.add(d(1, 1), 1);
+        c.add(d(1, 3), 3);
+        assert!(c.covers(&d(1, 3)));
+        assert!(!c.covers(&d(1, 2)), "a gap must not be claimed");
+        assert_eq!(c.clock().get(&Actor::new(1, 0)), 1);
+        assert_eq!(c.cloud().count(), 1);
+        c.add(d(1, 2), 2);
+        assert_eq!(c.clock().get(&Actor::new(1, 0)), 3);
+        assert_eq!(c.cloud().count(), 0);
+        assert_eq!(c.max_counter(&Actor::new(1, 0)), 3);
+    }
+
+    #[test]
+    fn tokens_round_trip_and_are_bound_to_their_key() {
+        let mut c = Context::new();
+        c.add(d(7, 1), 5);
+        c.add(d(9, 4), 6);
+        let t = c.to_token(0xdead_beef);
+        assert_eq!(Context::from_token(&t, 0xdead_beef).unwrap(), c);
+        assert!(matches!(
+            Context::from_token(&t, 1),
+            Err(ContextError::WrongKey { .. })
+        ));
+        assert!(matches!(
+            Context::from_token("not base64!", 1),
+            Err(ContextError::NotBase64(_))
+        ));
+        let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        bytes.pop();
+        let truncated = URL_SAFE_NO_PAD.encode(bytes);
+        assert!(matches!(
+            Context::from_token(&truncated, 0xdead_beef),
+            Err(ContextError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn prune_claims_less_never_more() {
+        let mut c = Context::new();
+        for i in 0..15u64 {
+            c.add(d(i, 1), 100 + i);
+        }
+        let before = c.clone();
+        assert_eq!(c.prune(10), 5);
+        assert_eq!(c.len(), 10);
+        assert!(before.descends(&c));
+        assert!(!c.covers(&d(0, 1)), "oldest dropped first");
+        assert!(c.covers(&d(14, 1)));
+    }
+}

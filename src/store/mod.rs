@@ -1,0 +1,724 @@
+//! The versioned store: one replica's copy of one named store, over an [`Engine`].
+//!
+//! Per (store, key) it keeps the sibling [`Version`]s (values or tombstones, each with
+//! its dot and causal past) in one record under an engine key prefixed by the key's
+//! partition. It is the node-local half of Dynamo's versioning:
+//!
+//! - [`VersionedStore::get`] returns the siblings and a context covering exactly them.
+//! - [`VersionedStore::put`] writes a version with a fresh dot of this replica (the
+//!   coordinator) whose past is the caller's context; it drops exactly the siblings
+//!   that context covers and returns a context covering only what the caller had seen
+//!   plus the new version (and versions already superseded by surviving siblings).
+//!   Under `siblings`, a put without a context on a key with versions makes a sibling.
+//! - [`VersionedStore::merge_remote`] folds in versions from other replicas
+//!   (replication, handoff, read repair, anti-entropy); it is idempotent, commutative
+//!   and order-independent.
+//! - [`VersionedStore::reap`] removes a key whose tombstones anti-entropy has proven
+//!   settled (see [`reap`]).
+//!
+//! The actor that issues dots is this store's *incarnation* (random, created with the
+//! data and kept in it) plus a per-key *epoch* (see [`crate::dot`]). Invariant: no dot
+//! is ever issued twice, even after the key is reaped, moves away and back, or a client
+//! sends a context claiming more than this replica issued.
+//!
+//! Bad input (oversize key or value, malformed context, a context issued for another
+//! key) is refused with a [`StoreError`] before anything is written.
+
+pub mod reap;
+pub mod record;
+pub mod registry;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dynamo_engines::{Engine, EngineError, KeyRange};
+use thiserror::Error;
+
+use crate::codec::DecodeError;
+use crate::context::{Context, ContextError};
+use crate::dot::{Actor, Dot};
+use crate::ring::{key_fingerprint, key_position, partition_of, validate_partition_count};
+use crate::vclock::DEFAULT_PRUNE_THRESHOLD;
+use crate::version::{ConflictPolicy, Siblings, Version};
+use record::{engine_key, split_engine_key, CoordinatorState, Record};
+
+/// Default largest key, in bytes.
+pub const DEFAULT_MAX_KEY_SIZE: usize = 4 * 1024;
+/// Default largest value, in bytes (the paper's objects are under 1 MB).
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
+/// Engine keyspace holding per-store metadata (incarnation, epoch reservations).
+pub const META_KEYSPACE: &str = "dynamo-meta";
+/// Epochs are reserved on disk in blocks this large, so opening an epoch rarely
+/// costs a synced write.
+const EPOCH_BLOCK: u64 = 1024;
+const STRIPES: usize = 256;
+
+/// The settings of one store. Defaults: N=3, R=2, W=2, `siblings`, 4 KiB keys, 1 MiB
+/// values, clocks pruned beyond 10 entries.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The store's name: 1 to 60 ASCII letters, digits, '_' or '-'.
+    pub name: String,
+    /// Replicas per key.
+    pub n: usize,
+    /// Replies a get waits for.
+    pub r: usize,
+    /// Acknowledgements a put waits for.
+    pub w: usize,
+    /// How concurrent versions are reconciled.
+    pub policy: ConflictPolicy,
+    /// Largest key accepted, in bytes.
+    pub max_key_size: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_size: usize,
+    /// Causal pasts keep at most this many entries (oldest dropped first).
+    pub prune_threshold: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            n: 3,
+            r: 2,
+            w: 2,
+            policy: ConflictPolicy::Siblings,
+            max_key_size: DEFAULT_MAX_KEY_SIZE,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            prune_threshold: DEFAULT_PRUNE_THRESHOLD,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A store called `name` with the defaults.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field; the error names the field and the rule it breaks.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bad = |field: &'static str, reason: String| StoreError::InvalidConfig {
+            store: self.name.clone(),
+            field,
+            reason,
+        };
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 60
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(bad(
+                "name",
+                "use 1 to 60 ASCII letters, digits, '_' or '-'".into(),
+            ));
+        }
+        if self.n == 0 {
+            return Err(bad("n", "must be at least 1".into()));
+        }
+        if self.r == 0 || self.r > self.n {
+            return Err(bad("r", format!("must be between 1 and n={}", self.n)));
+        }
+        if self.w == 0 || self.w > self.n {
+            return Err(bad("w", format!("must be between 1 and n={}", self.n)));
+        }
+        if self.max_key_size == 0 {
+            return Err(bad("max_key_size", "must be at least 1".into()));
+        }
+        if self.max_value_size == 0 {
+            return Err(bad("max_value_size", "must be at least 1".into()));
+        }
+        if self.prune_threshold == 0 {
+            return Err(bad("prune_threshold", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn data_keyspace(&self) -> String {
+        format!("kv-{}", self.name)
+    }
+}
+
+/// Everything that can go wrong in a store operation. Each message names the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// No store of that name on this node.
+    #[error("unknown store {store:?}; this node has {}", known_list(known))]
+    UnknownStore {
+        /// The name asked for.
+        store: String,
+        /// The stores that exist.
+        known: Vec<String>,
+    },
+    /// A config field is invalid.
+    #[error("invalid config for store {store:?}: field {field}: {reason}")]
+    InvalidConfig {
+        /// The store.
+        store: String,
+        /// The field.
+        field: &'static str,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// The key is empty.
+    #[error("empty key in store {store:?}; keys must be 1 to {max} bytes")]
+    EmptyKey {
+        /// The store.
+        store: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The key is too long.
+    #[error("key of {len} bytes is over the limit of {max} bytes in store {store:?}")]
+    KeyTooLarge {
+        /// The store.
+        store: String,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is too long.
+    #[error(
+        "value of {len} bytes is over the limit of {max} bytes in store {store:?} (max_value_size)"
+    )]
+    ValueTooLarge {
+        /// The store.
+        store: String,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The context could not be used.
+    #[error("bad context for key {key} in store {store:?}: {source}")]
+    BadContext {
+        /// The store.
+        store: String,
+        /// The key, printable.
+        key: String,
+        /// Why.
+        #[source]
+        source: ContextError,
+    },
+    /// Versions from a peer were malformed.
+    #[error("refused versions for key {key} in store {store:?}: {reason}")]
+    BadVersions {
+        /// The store.
+        store: String,
+        /// The key, printable.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A stored record (or metadata) failed to decode.
+    #[error("corrupt record for key {key} in store {store:?}: {source}")]
+    Corrupt {
+        /// The store.
+        store: String,
+        /// The key, printable.
+        key: String,
+        /// The decoding failure.
+        #[source]
+        source: DecodeError,
+    },
+    /// The engine failed.
+    #[error("store {store:?}: {op} failed: {source}")]
+    Engine {
+        /// The store.
+        store: String,
+        /// What the store was doing.
+        op: &'static str,
+        /// The engine's error.
+        #[source]
+        source: EngineError,
+    },
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        "no stores".into()
+    } else {
+        format!("stores: {}", known.join(", "))
+    }
+}
+
+/// A key made printable for messages: escaped, cut at 64 bytes.
+pub fn printable_key(key: &[u8]) -> String {
+    let shown = &key[..key.len().min(64)];
+    let mut s = format!("\"{}\"", shown.escape_ascii());
+    if key.len() > 64 {
+        s.push_str(&format!("... ({} bytes)", key.len()));
+    }
+    s
+}
+
+/// What a get returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    /// The sibling versions (tombstones included, flagged by `value == None`).
+    pub siblings: Siblings,
+    /// A context covering exactly those versions; pass it to the next put.
+    pub context: Context,
+}
+
+impl ReadResult {
+    /// The live values (tombstones left out).
+    pub fn values(&self) -> Vec<&[u8]> {
+        self.siblings
+            .versions()
+            .iter()
+            .filter_map(|v| v.value.as_deref())
+            .collect()
+    }
+}
+
+/// What a put returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    /// The version written.
+    pub version: Version,
+    /// Context covering the written version and what the caller's context covered.
+    pub context: Context,
+    /// The key's full sibling set after the write: what a coordinator replicates.
+    pub siblings: Siblings,
+}
+
+/// Source of wall-clock milliseconds (replaceable in tests).
+pub type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// One replica of one store. `Send + Sync`; operations on one key are serialised,
+/// operations on different keys run in parallel. Calls block on the engine: call them
+/// off any async event loop.
+pub struct VersionedStore {
+    config: StoreConfig,
+    engine: Arc<dyn Engine>,
+    keyspace: String,
+    partitions: u32,
+    incarnation: u64,
+    epochs: Mutex<EpochAllocator>,
+    stripes: Vec<Mutex<()>>,
+    clock: ClockFn,
+}
+
+impl fmt::Debug for VersionedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VersionedStore")
+            .field("store", &self.config.name)
+            .field("engine", &self.engine.name())
+            .field("partitions", &self.partitions)
+            .field("incarnation", &format_args!("{:016x}", self.incarnation))
+            .finish()
+    }
+}
+
+struct EpochAllocator {
+    next: u64,
+    reserved_until: u64,
+}
+
+fn system_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl VersionedStore {
+    /// Opens (creating if needed) the store `config.name` in `engine`, for a ring of
+    /// `partitions` partitions. The first open creates the incarnation id in the
+    /// engine, so data and incarnation live and die together.
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        config: StoreConfig,
+        partitions: u32,
+    ) -> Result<Self, StoreError> {
+        config.validate()?;
+        validate_partition_count(partitions).map_err(|reason| StoreError::InvalidConfig {
+            store: config.name.clone(),
+            field: "partitions",
+            reason,
+        })?;
+        let keyspace = config.data_keyspace();
+        let eng = |op: &'static str| {
+            let store = config.name.clone();
+            move |source| StoreError::Engine { store, op, source }
+        };
+        engine
+            .ensure_keyspace(&keyspace)
+            .map_err(eng("creating the data keyspace"))?;
+        engine
+            .ensure_keyspace(META_KEYSPACE)
+            .map_err(eng("creating the metadata keyspace"))?;
+        let meta_key = |what: &str| format!("store/{}/{what}", config.name).into_bytes();
+        let read_u64 = |what: &str| -> Result<Option<u64>, StoreError> {
+            let raw = engine
+                .get(META_KEYSPACE, &meta_key(what))
+                .map_err(eng("reading store metadata"))?;
+            raw.map(|b| {
+                <[u8; 8]>::try_from(b.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        store: config.name.clone(),
+                        key: format!("(metadata {what})"),
+                        source: DecodeError {
+                            what: "store metadata",
+                            reason: format!("{} bytes, expected 8", b.len()),
+                            offset: 0,
+                        },
+                    })
+            })
+            .transpose()
+        };
+        let incarnation = match read_u64("incarnation")? {
+            Some(i) => i,
+            None => {
+                let fresh: u64 = rand::random();
+                engine
+                    .put(
+                        META_KEYSPACE,
+                        &meta_key("incarnation"),
+                        &fresh.to_be_bytes(),
+                    )
+                    .map_err(eng("creating the incarnation id"))?;
+                engine.sync().map_err(eng("syncing the incarnation id"))?;
+                fresh
+            }
+        };
+        let reserved = read_u64("epochs")?.unwrap_or(1);
+        Ok(Self {
+            keyspace,
+            partitions,
+            incarnation,
+            epochs: Mutex::new(EpochAllocator {
+                next: reserved,
+                reserved_until: reserved,
+            }),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            clock: Arc::new(system_now_ms),
+            engine,
+            config,
+        })
+    }
+
+    /// Replaces the wall clock (tests use this to control timestamps).
+    pub fn with_clock(mut self, clock: ClockFn) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The store's settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The incarnation id this replica issues dots under.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The ring's partition count this store lays its keys out for.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The partition `key` belongs to.
+    pub fn partition_of(&self, key: &[u8]) -> u32 {
+        partition_of(key_position(&self.config.name, key), self.partitions)
+    }
+
+    /// The fingerprint that binds context tokens to `key`.
+    pub fn key_fingerprint(&self, key: &[u8]) -> u32 {
+        key_fingerprint(&self.config.name, key)
+    }
+
+    /// The printable token of `context` for `key`.
+    pub fn context_token(&self, key: &[u8], context: &Context) -> String {
+        context.to_token(self.key_fingerprint(key))
+    }
+
+    /// Parses a token a client got for `key`; a token for another key is refused.
+    pub fn parse_context(&self, key: &[u8], token: &str) -> Result<Context, StoreError> {
+        self.check_key(key)?;
+        Context::from_token(token, self.key_fingerprint(key)).map_err(|source| {
+            StoreError::BadContext {
+                store: self.config.name.clone(),
+                key: printable_key(key),
+                source,
+            }
+        })
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::EmptyKey {
+                store: self.config.name.clone(),
+                max: self.config.max_key_size,
+            });
+        }
+        if key.len() > self.config.max_key_size {
+            return Err(StoreError::KeyTooLarge {
+                store: self.config.name.clone(),
+                len: key.len(),
+                max: self.config.max_key_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(v) if v.len() > self.config.max_value_size => Err(StoreError::ValueTooLarge {
+                store: self.config.name.clone(),
+                len: v.len(),
+                max: self.config.max_value_size,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        let stripe = self.key_fingerprint(key) as usize % STRIPES;
+        // A poisoned stripe only means another thread panicked while holding it; the
+        // record on disk is the state of truth, so carry on.
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn engine_err(&self, op: &'static str) -> impl FnOnce(EngineError) -> StoreError + '_ {
+        move |source| StoreError::Engine {
+            store: self.config.name.clone(),
+            op,
+            source,
+        }
+    }
+
+    fn load(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let ek = engine_key(self.partition_of(key), key);
+        let raw = self
+            .engine
+            .get(&self.keyspace, &ek)
+            .map_err(self.engine_err("reading a record"))?;
+        raw.map(|bytes| self.decode_record(key, &bytes)).transpose()
+    }
+
+    fn decode_record(&self, key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
+        Record::decode(bytes, self.config.max_value_size as u64, self.config.policy).map_err(
+            |source| StoreError::Corrupt {
+                store: self.config.name.clone(),
+                key: printable_key(key),
+                source,
+            },
+        )
+    }
+
+    fn save(&self, key: &[u8], record: &Record) -> Result<(), StoreError> {
+        let ek = engine_key(self.partition_of(key), key);
+        self.engine
+            .put(&self.keyspace, &ek, &record.encode())
+            .map_err(self.engine_err("writing a record"))
+    }
+
+    /// The siblings of `key` and a context covering exactly them (empty if none).
+    pub fn get(&self, key: &[u8]) -> Result<ReadResult, StoreError> {
+        self.check_key(key)?;
+        let siblings = self.load(key)?.map(|r| r.siblings).unwrap_or_default();
+        let context = siblings.context();
+        Ok(ReadResult { siblings, context })
+    }
+
+    /// Writes `value` (`None` writes a tombstone: a delete) as a new version
+    /// coordinated by this replica, superseding exactly the versions `context` covers.
+    /// With no context the write supersedes nothing.
+    pub fn put(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        context: Option<&Context>,
+    ) -> Result<WriteResult, StoreError> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let empty = Context::new();
+        let ctx = context.unwrap_or(&empty);
+        let _guard = self.lock(key);
+        let mut record = self.load(key)?.unwrap_or_default();
+
+        let dot = self.next_dot(&record, ctx)?;
+        let mut timestamp_ms = (self.clock)();
+        if self.config.policy == ConflictPolicy::Lww {
+            // The coordinator's newest write must win here even if the wall clock
+            // stepped back.
+            let newest = record
+                .siblings
+                .versions()
+                .iter()
+                .map(|v| v.timestamp_ms)
+                .max();
+            if let Some(newest) = newest {
+                timestamp_ms = timestamp_ms.max(newest + 1);
+            }
+        }
+        let mut past = ctx.clone();
+        past.prune(self.config.prune_threshold);
+        let version = Version {
+            dot,
+            past,
+            timestamp_ms,
+            value: value.map(<[u8]>::to_vec),
+        };
+        record.siblings.merge([version.clone()], self.config.policy);
+        record.coordinator = Some(CoordinatorState {
+            epoch: dot.actor.epoch,
+            counter: dot.counter,
+        });
+        self.save(key, &record)?;
+        let context = match self.config.policy {
+            ConflictPolicy::Siblings => record.siblings.context_after_write(&version, ctx),
+            ConflictPolicy::Lww => record.siblings.context(),
+        };
+        Ok(WriteResult {
+            version,
+            context,
+            siblings: record.siblings,
+        })
+    }
+
+    /// Writes a tombstone; same as `put(key, None, context)`.
+    pub fn delete(&self, key: &[u8], context: Option<&Context>) -> Result<WriteResult, StoreError> {
+        self.put(key, None, context)
+    }
+
+    /// Chooses the dot for a new write: continue this replica's run for the key when
+    /// that is provably fresh, otherwise open a new epoch.
+    fn next_dot(&self, record: &Record, ctx: &Context) -> Result<Dot, StoreError> {
+        if let Some(state) = record.coordinator {
+            let actor = Actor::new(self.incarnation, state.epoch);
+            let candidate = Dot::new(actor, state.counter + 1);
+            // A context (or a stored past) that already claims the candidate came from
+            // somewhere this run cannot account for; never issue a dot someone claims.
+            let claimed = ctx.max_counter(&actor) >= candidate.counter
+                || record.siblings.context().max_counter(&actor) >= candidate.counter;
+            if !claimed {
+                return Ok(candidate);
+            }
+        }
+        let epoch = self.open_epoch()?;
+        Ok(Dot::new(Actor::new(self.incarnation, epoch), 1))
+    }
+
+    fn open_epoch(&self) -> Result<u64, StoreError> {
+        let mut alloc = self
+            .epochs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if alloc.next >= alloc.reserved_until {
+            let until = alloc.next + EPOCH_BLOCK;
+            let key = format!("store/{}/epochs", self.config.name).into_bytes();
+            self.engine
+                .put(META_KEYSPACE, &key, &until.to_be_bytes())
+                .map_err(self.engine_err("reserving epochs"))?;
+            // Durable before use: after a crash no reserved epoch is handed out again.
+            self.engine
+                .sync()
+                .map_err(self.engine_err("syncing the epoch reservation"))?;
+            alloc.reserved_until = until;
+        }
+        let epoch = alloc.next;
+        alloc.next += 1;
+        Ok(epoch)
+    }
+
+    /// Merges versions that came from another replica. Idempotent, commutative and
+    /// order-independent; returns the key's sibling set afterwards and whether it
+    /// changed.
+    pub fn merge_remote(
+        &self,
+        key: &[u8],
+        versions: Vec<Version>,
+    ) -> Result<(Siblings, bool), StoreError> {
+        self.check_key(key)?;
+        for v in &versions {
+            if let Some(val) = &v.value {
+                if val.len() > self.config.max_value_size {
+                    return Err(StoreError::BadVersions {
+                        store: self.config.name.clone(),
+                        key: printable_key(key),
+                        reason: format!(
+                            "version {} has a value of {} bytes, over max_value_size {}",
+                            v.dot,
+                            val.len(),
+                            self.config.max_value_size
+                        ),
+                    });
+                }
+            }
+        }
+        let _guard = self.lock(key);
+        let mut record = self.load(key)?.unwrap_or_default();
+        let changed = record.siblings.merge(versions, self.config.policy);
+        if changed {
+            self.save(key, &record)?;
+        }
+        Ok((record.siblings, changed))
+    }
+
+    /// Deletes `key`'s record if it still holds exactly `observed` (the settled
+    /// tombstones anti-entropy checked with [`reap::reap_decision`]). Returns true if
+    /// it was removed; false if a write arrived in between (then nothing changes).
+    pub fn reap(&self, key: &[u8], observed: &Siblings) -> Result<bool, StoreError> {
+        self.check_key(key)?;
+        if !observed.all_tombstones() {
+            return Ok(false);
+        }
+        let _guard = self.lock(key);
+        let Some(record) = self.load(key)? else {
+            return Ok(false);
+        };
+        if &record.siblings != observed {
+            return Ok(false);
+        }
+        let ek = engine_key(self.partition_of(key), key);
+        self.engine
+            .delete(&self.keyspace, &ek)
+            .map_err(self.engine_err("reaping a record"))?;
+        Ok(true)
+    }
+
+    /// Every key of one partition with its siblings, in key order. The scan reads only
+    /// that partition's engine range.
+    pub fn scan_partition(&self, partition: u32) -> Result<Vec<(Vec<u8>, Siblings)>, StoreError> {
+        let range = KeyRange::prefix(&partition.to_be_bytes());
+        let mut out = Vec::new();
+        for item in self
+            .engine
+            .scan(&self.keyspace, &range, dynamo_engines::Direction::Forward)
+            .map_err(self.engine_err("scanning a partition"))?
+        {
+            let (ek, bytes) = item.map_err(self.engine_err("scanning a partition"))?;
+            let Some((p, key)) = split_engine_key(&ek) else {
+                continue;
+            };
+            debug_assert_eq!(p, partition);
+            let record = self.decode_record(key, &bytes)?;
+            out.push((key.to_vec(), record.siblings));
+        }
+        Ok(out)
+    }
+
+    /// Flushes the engine (used on shutdown).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.engine.sync().map_err(self.engine_err("syncing"))
+    }
+}

@@ -1,0 +1,286 @@
+//! Versions and sibling sets: how one replica keeps the versions of one key.
+//!
+//! A [`Version`] is a value (or a tombstone) named by its [`Dot`] and carrying the
+//! causal context it was written from (`past`). A [`Siblings`] set keeps every version
+//! that no other version it knows supersedes; version `v` is superseded by `u` exactly
+//! when `u.past` covers `v.dot` (whoever wrote `u` had seen `v`).
+//!
+//! Invariants of [`Siblings`] under the `siblings` policy:
+//! - dots are unique and no kept version's dot is covered by another kept version's
+//!   past (an antichain);
+//! - [`Siblings::merge`] is commutative, associative and idempotent (it is "union, then
+//!   drop the superseded"), so replicas that receive the same versions in any order,
+//!   duplicated or not, hold the same set;
+//! - a write with context `C` drops exactly the versions `C` covers and keeps the rest,
+//!   including a concurrent write from the same coordinator.
+//!
+//! Under `lww` a set holds one version: the greatest by (timestamp, dot). That is a
+//! total order, so merge is again a semilattice; it ignores causality, as the paper's
+//! timestamp reconciliation does.
+
+use crate::codec::{put_bytes, put_varint, DecodeError, Reader};
+use crate::context::Context;
+use crate::dot::Dot;
+
+/// How a store reconciles concurrent versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictPolicy {
+    /// Keep concurrent versions as siblings and return them all (the default).
+    #[default]
+    Siblings,
+    /// Keep only the version with the newest timestamp (ties: highest dot).
+    Lww,
+}
+
+impl std::str::FromStr for ConflictPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "siblings" => Ok(Self::Siblings),
+            "lww" => Ok(Self::Lww),
+            other => Err(format!(
+                "unknown conflict policy {other:?}; use \"siblings\" or \"lww\""
+            )),
+        }
+    }
+}
+
+/// One version of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// The write that made it.
+    pub dot: Dot,
+    /// What its writer had seen: the versions it supersedes.
+    pub past: Context,
+    /// Wall-clock milliseconds at the coordinator (used by `lww` and for pruning).
+    pub timestamp_ms: u64,
+    /// The value, or `None` for a tombstone (a delete).
+    pub value: Option<Vec<u8>>,
+}
+
+impl Version {
+    /// True for a delete marker.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// Its past plus its own dot: everything a reader of this version has seen.
+    pub fn history(&self) -> Context {
+        let mut h = self.past.clone();
+        h.add(self.dot, self.timestamp_ms);
+        h
+    }
+
+    fn lww_rank(&self) -> (u64, Dot) {
+        (self.timestamp_ms, self.dot)
+    }
+
+    /// Appends the binary encoding (kind, dot, timestamp, past, value).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(if self.value.is_some() { 0 } else { 1 });
+        self.dot.encode(out);
+        put_varint(out, self.timestamp_ms);
+        self.past.encode_into(out);
+        if let Some(v) = &self.value {
+            put_bytes(out, v);
+        }
+    }
+
+    /// Reads one version; values longer than `max_value` are refused.
+    pub fn decode_from(r: &mut Reader<'_>, max_value: u64) -> Result<Self, DecodeError> {
+        let kind = r.u8()?;
+        if kind > 1 {
+            return Err(r.error(format!("unknown version kind {kind}")));
+        }
+        let dot = Dot::decode(r)?;
+        let timestamp_ms = r.varint()?;
+        let past = Context::decode_from(r)?;
+        let value = if kind == 0 {
+            Some(r.bytes(max_value, "value length")?.to_vec())
+        } else {
+            None
+        };
+        Ok(Self {
+            dot,
+            past,
+            timestamp_ms,
+            value,
+        })
+    }
+}
+
+/// The versions of one key held by one replica. Kept sorted by dot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Siblings {
+    versions: Vec<Version>,
+}
+
+impl Siblings {
+    /// No versions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a set from arbitrary versions (merging them under `policy`).
+    pub fn from_versions(versions: Vec<Version>, policy: ConflictPolicy) -> Self {
+        let mut s = Self::new();
+        s.merge(versions, policy);
+        s
+    }
+
+    /// The versions, sorted by dot.
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    /// Consumes the set.
+    pub fn into_versions(self) -> Vec<Version> {
+        self.versions
+    }
+
+    /// Number of versions (tombstones included).
+    pub fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    /// True if the key has no versions here.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    /// True if every version is a tombstone (and there is at least one).
+    pub fn all_tombstones(&self) -> bool {
+        !self.versions.is_empty() && self.versions.iter().all(Version::is_tombstone)
+    }
+
+    /// A context covering exactly these versions and everything they supersede.
+    pub fn context(&self) -> Context {
+        let mut c = Context::new();
+        for v in &self.versions {
+            c.merge(&v.past);
+            c.add(v.dot, v.timestamp_ms);
+        }
+        c
+    }
+
+    /// Merges `incoming` in. Returns true if the set changed.
+    pub fn merge(
+        &mut self,
+        incoming: impl IntoIterator<Item = Version>,
+        policy: ConflictPolicy,
+    ) -> bool {
+        let before = self.versions.clone();
+        let mut all = std::mem::take(&mut self.versions);
+        all.extend(incoming);
+        match policy {
+            ConflictPolicy::Lww => {
+                // Ties on (timestamp, dot) mean the same write; pick by encoding so the
+                // choice does not depend on arrival order.
+                let best = all.into_iter().max_by(|a, b| {
+                    a.lww_rank()
+                        .cmp(&b.lww_rank())
+                        .then_with(|| encoded(a).cmp(&encoded(b)))
+                });
+                self.versions = best.into_iter().collect();
+            }
+            ConflictPolicy::Siblings => {
+                all.sort_by(|a, b| a.dot.cmp(&b.dot).then_with(|| encoded(a).cmp(&encoded(b))));
+                // One version per dot (a dot names one write; duplicates are redeliveries).
+                all.dedup_by(|later, earlier| later.dot == earlier.dot);
+                let superseded: Vec<bool> = all
+                    .iter()
+                    .map(|v| all.iter().any(|u| u.dot != v.dot && u.past.covers(&v.dot)))
+                    .collect();
+                self.versions = all
+                    .into_iter()
+                    .zip(superseded)
+                    .filter_map(|(v, dead)| (!dead).then_some(v))
+                    .collect();
+            }
+        }
+        self.versions != before
+    }
+
+    /// The context to hand back after writing `written`: what the writer's context
+    /// covered, the new dot, and the pasts of the surviving siblings (versions they
+    /// supersede are dead everywhere those siblings exist, so claiming them changes
+    /// nothing; it keeps interleaved writers' contexts compact). It never covers a
+    /// surviving sibling the writer had not seen.
+    pub fn context_after_write(&self, written: &Version, writer_context: &Context) -> Context {
+        let mut c = writer_context.clone();
+        c.add(written.dot, written.timestamp_ms);
+        for v in &self.versions {
+            if v.dot != written.dot {
+                c.merge(&v.past);
+            }
+        }
+        c
+    }
+}
+
+fn encoded(v: &Version) -> Vec<u8> {
+    let mut out = Vec::new();
+    v.encode_into(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dot::Actor;
+
+    fn version(actor: u64, counter: u64, past: &Context, value: &str) -> Version {
+        Version {
+            dot: Dot::new(Actor::new(actor, 1), counter),
+            past: past.clone(),
+            timestamp_ms: counter,
+            value: Some(value.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn a_write_drops_only_what_its_context_covers() {
+        let mut s = Siblings::new();
+        let v1 = version(1, 1, &Context::new(), "a");
+        let v2 = version(1, 2, &Context::new(), "b");
+        s.merge([v1.clone(), v2.clone()], ConflictPolicy::Siblings);
+        assert_eq!(s.len(), 2);
+        let v3 = version(1, 3, &v1.history(), "c");
+        s.merge([v3.clone()], ConflictPolicy::Siblings);
+        assert_eq!(s.versions(), &[v2, v3]);
+    }
+
+    #[test]
+    fn lww_keeps_the_newest_timestamp() {
+        let mut s = Siblings::new();
+        let mut old = version(2, 1, &Context::new(), "old");
+        old.timestamp_ms = 50;
+        let mut new = version(1, 1, &Context::new(), "new");
+        new.timestamp_ms = 60;
+        s.merge([new.clone(), old.clone()], ConflictPolicy::Lww);
+        assert_eq!(s.versions(), &[new.clone()]);
+        let mut t = Siblings::new();
+        t.merge([old], ConflictPolicy::Lww);
+        t.merge([new.clone()], ConflictPolicy::Lww);
+        assert_eq!(t.versions(), &[new]);
+    }
+
+    #[test]
+    fn versions_round_trip_and_tombstones_have_no_value() {
+        let mut past = Context::new();
+        past.add(Dot::new(Actor::new(9, 2), 4), 77);
+        for value in [Some(b"hello".to_vec()), None] {
+            let v = Version {
+                dot: Dot::new(Actor::new(3, 1), 5),
+                past: past.clone(),
+                timestamp_ms: 1234,
+                value,
+            };
+            let bytes = encoded(&v);
+            let mut r = Reader::new(&bytes, "version");
+            assert_eq!(Version::decode_from(&mut r, 1024).unwrap(), v);
+            r.finish().unwrap();
+        }
+    }
+}
