@@ -22,6 +22,46 @@ enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(Bench),
+    /// Simulate the paper's experiments.
+    #[command(subcommand)]
+    Sim(Sim),
+}
+
+#[derive(Subcommand)]
+enum Sim {
+    /// The paper's partitioning experiment (Figures 7/8): load-balancing efficiency of
+    /// its three partitioning strategies at equal membership-metadata size, for S=30
+    /// nodes and N=3 with skewed key popularity. Prints a table (or JSON) and writes a
+    /// plot.
+    Partitioning(SimPartitioningArgs),
+}
+
+#[derive(Args)]
+struct SimPartitioningArgs {
+    /// Print JSON on stdout: a list of {strategy, metadata_size, efficiency}.
+    #[arg(long)]
+    json: bool,
+    /// Where to write the SVG plot.
+    #[arg(long, default_value = "partitioning.svg")]
+    plot: PathBuf,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 30)]
+    nodes: usize,
+    /// Replicas per key.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 200_000)]
+    keys: usize,
+    /// Zipf exponent of key popularity (0 is uniform).
+    #[arg(long, default_value_t = 0.5)]
+    zipf: f64,
+    /// Random placements averaged per point (strategies 1 and 2).
+    #[arg(long, default_value_t = 3)]
+    trials: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 2007)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -137,6 +177,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(Bench::Engines(args)) => bench_engines(args),
+        Command::Sim(Sim::Partitioning(args)) => sim_partitioning(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,4 +186,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn sim_partitioning(args: SimPartitioningArgs) -> Result<()> {
+    use dynamo::sim::partitioning::{plot_svg, run, table, PartitioningOptions};
+    if args.nodes == 0 || args.replicas == 0 || args.keys == 0 {
+        anyhow::bail!("--nodes, --replicas and --keys must be at least 1");
+    }
+    if !(0.0..=4.0).contains(&args.zipf) {
+        anyhow::bail!("--zipf {} is outside 0..=4", args.zipf);
+    }
+    let opts = PartitioningOptions {
+        nodes: args.nodes,
+        replicas: args.replicas,
+        keys: args.keys,
+        zipf: args.zipf,
+        trials: args.trials.max(1),
+        seed: args.seed,
+        ..PartitioningOptions::default()
+    };
+    let points = run(&opts, |p| {
+        eprintln!(
+            "strategy {} metadata {:>6}: efficiency {:.3}",
+            p.strategy, p.metadata_size, p.efficiency
+        )
+    });
+    plot_svg(&points, &args.plot)
+        .map_err(|e| anyhow::anyhow!("writing the plot to {}: {e}", args.plot.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&points)?);
+    } else {
+        print!("{}", table(&points, &opts));
+    }
+    eprintln!("plot written to {}", args.plot.display());
+    Ok(())
 }

@@ -386,6 +386,12 @@ impl Ring {
                 }
             }
         }
+        // With more members than partitions some own nothing; they come last.
+        for i in 0..self.members.len() as u32 {
+            if !order.contains(&i) {
+                order.push(i);
+            }
+        }
         let n = n.min(order.len());
         // Prefer distinct zones: first pass takes members whose zone is new, second
         // pass fills up in clockwise order.

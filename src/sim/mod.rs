@@ -1,1 +1,3 @@
-//! Simulations of the paper's experiments.
+//! Simulations of the paper's experiments, run by `dynamo sim`.
+
+pub mod partitioning;
