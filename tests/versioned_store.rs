@@ -407,7 +407,7 @@ fn a_reopened_durable_store_keeps_data_and_never_reuses_epochs() {
     let dir = tempfile::tempdir().unwrap();
     let opts = EngineOptions::with_durability(Durability::Os);
     let open = || {
-        let engine = open_engine(spec.clone(), dir.path(), &opts).unwrap();
+        let engine = open_engine(spec, dir.path(), &opts).unwrap();
         VersionedStore::open(engine, StoreConfig::new("carts"), Q).unwrap()
     };
     let s = open();
