@@ -187,12 +187,7 @@ impl Context {
 
     /// How `self` relates to `other` as sets of events.
     pub fn compare(&self, other: &Context) -> Causality {
-        match (self.descends(other), other.descends(self)) {
-            (true, true) => Causality::Equal,
-            (true, false) => Causality::After,
-            (false, true) => Causality::Before,
-            (false, false) => Causality::Concurrent,
-        }
+        Causality::from_descents(self.descends(other), other.descends(self))
     }
 
     /// Shrinks to at most `threshold` vector entries plus cloud dots, dropping the

@@ -44,6 +44,18 @@ pub enum Causality {
     Concurrent,
 }
 
+impl Causality {
+    /// The relation given whether the left side descends the right and vice versa.
+    pub fn from_descents(left_descends_right: bool, right_descends_left: bool) -> Self {
+        match (left_descends_right, right_descends_left) {
+            (true, true) => Causality::Equal,
+            (true, false) => Causality::After,
+            (false, true) => Causality::Before,
+            (false, false) => Causality::Concurrent,
+        }
+    }
+}
+
 /// One actor's entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -146,12 +158,7 @@ impl VClock {
 
     /// How `self` relates to `other`.
     pub fn compare(&self, other: &VClock) -> Causality {
-        match (self.descends(other), other.descends(self)) {
-            (true, true) => Causality::Equal,
-            (true, false) => Causality::After,
-            (false, true) => Causality::Before,
-            (false, false) => Causality::Concurrent,
-        }
+        Causality::from_descents(self.descends(other), other.descends(self))
     }
 
     /// Drops entries, oldest timestamp first (ties: lowest actor), until at most

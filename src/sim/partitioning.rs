@@ -119,6 +119,22 @@ pub fn efficiency(loads: &[f64]) -> f64 {
     mean / max
 }
 
+/// Each key's weight added to every node of its preference list.
+fn add_loads<'a>(
+    nodes: usize,
+    positions: &[u128],
+    weights: &[f64],
+    list_of: impl Fn(u128) -> &'a [usize],
+) -> Vec<f64> {
+    let mut loads = vec![0.0; nodes];
+    for (pos, w) in positions.iter().zip(weights) {
+        for &node in list_of(*pos) {
+            loads[node] += w;
+        }
+    }
+    loads
+}
+
 /// Random tokens: (position, node), sorted by position.
 fn random_tokens(nodes: usize, t: usize, rng: &mut StdRng) -> Vec<(u128, usize)> {
     let mut tokens: Vec<(u128, usize)> = (0..nodes)
@@ -165,13 +181,9 @@ fn strategy1(
     let lists: Vec<Vec<usize>> = (0..tokens.len())
         .map(|i| walk_tokens(&tokens, i, opts.replicas))
         .collect();
-    let mut loads = vec![0.0; opts.nodes];
-    for (pos, w) in positions.iter().zip(weights) {
-        for &node in &lists[successor(&tokens, *pos)] {
-            loads[node] += w;
-        }
-    }
-    loads
+    add_loads(opts.nodes, positions, weights, |pos| {
+        &lists[successor(&tokens, pos)]
+    })
 }
 
 fn strategy2(
@@ -190,13 +202,9 @@ fn strategy2(
             walk_tokens(&tokens, successor(&tokens, end), opts.replicas)
         })
         .collect();
-    let mut loads = vec![0.0; opts.nodes];
-    for (pos, w) in positions.iter().zip(weights) {
-        for &node in &lists[partition_of(*pos, q) as usize] {
-            loads[node] += w;
-        }
-    }
-    loads
+    add_loads(opts.nodes, positions, weights, |pos| {
+        &lists[partition_of(pos, q) as usize]
+    })
 }
 
 fn strategy3(opts: &PartitioningOptions, q: u32, positions: &[u128], weights: &[f64]) -> Vec<f64> {
@@ -215,13 +223,9 @@ fn strategy3(opts: &PartitioningOptions, q: u32, positions: &[u128], weights: &[
                 .collect()
         })
         .collect();
-    let mut loads = vec![0.0; opts.nodes];
-    for (pos, w) in positions.iter().zip(weights) {
-        for &node in &lists[partition_of(*pos, q) as usize] {
-            loads[node] += w;
-        }
-    }
-    loads
+    add_loads(opts.nodes, positions, weights, |pos| {
+        &lists[partition_of(pos, q) as usize]
+    })
 }
 
 /// The points as a table: one row per metadata size, one column per strategy.
