@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod codec;
+pub mod config;
 pub mod context;
 pub mod dot;
 pub mod ring;

@@ -141,7 +141,8 @@ impl Member {
     }
 }
 
-fn valid_name(s: &str) -> bool {
+/// A valid member or zone name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`.
+pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

@@ -1,0 +1,449 @@
+//! A node's configuration file (TOML), as read by `dynamo node --config FILE`.
+//!
+//! Every field has a default, so an empty file is a valid single-node configuration
+//! (name `node-1`, listening on 127.0.0.1:7400, data in `./data`, one store `default`
+//! on RocksDB (or the best engine built in) with N=3, R=2, W=2). Invariant: a [`NodeConfig`] returned by
+//! [`NodeConfig::parse`] or [`NodeConfig::load`] has passed [`NodeConfig::validate`],
+//! and every error names the field it is about (`stores[1].w`,
+//! `cluster.members[0].address`, ...).
+//!
+//! ```toml
+//! [node]
+//! name = "node-a"
+//! listen = "127.0.0.1:7400"
+//! data_dir = "/var/lib/dynamo/node-a"
+//! zone = "rack-1"                 # optional
+//! request_timeout_ms = 500
+//!
+//! [cluster]
+//! partitions = 256                # Q, a power of two, fixed at cluster creation
+//! members = [
+//!   { name = "node-a", address = "127.0.0.1:7400", zone = "rack-1" },
+//!   { name = "node-b", address = "127.0.0.1:7401" },
+//! ]
+//!
+//! [[stores]]
+//! name = "carts"
+//! engine = "rocksdb"              # rocksdb | sqlite | memory | buffered:rocksdb | buffered:sqlite
+//! n = 3
+//! r = 2
+//! w = 2
+//! policy = "siblings"             # or "lww"
+//! max_key_size = 4096
+//! max_value_size = 1048576
+//! prune_threshold = 10
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::engines::EngineSpec;
+use crate::ring::{valid_name, validate_partition_count, Member, DEFAULT_PARTITIONS};
+use crate::store::{StoreConfig, StoreError, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_VALUE_SIZE};
+use crate::vclock::DEFAULT_PRUNE_THRESHOLD;
+use crate::version::ConflictPolicy;
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a field of the wrong type or an unknown field.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// The file (or "<string>").
+        origin: String,
+        /// The parser's message, which names the field and the line.
+        message: String,
+    },
+    /// A field holds a value that cannot be used.
+    #[error("config {origin}: field {field}: {reason}")]
+    Invalid {
+        /// The file (or "<string>").
+        origin: String,
+        /// The field's path, e.g. `stores[0].r`.
+        field: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node.
+    pub node: NodeSection,
+    /// The cluster it belongs to.
+    pub cluster: ClusterSection,
+    /// The stores it hosts.
+    pub stores: Vec<StoreSection>,
+}
+
+/// `[node]`: who this node is and where it keeps its data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Unique member name.
+    pub name: String,
+    /// Address to listen on, `host:port`.
+    pub listen: String,
+    /// Data directory (identity, ring, engines).
+    pub data_dir: PathBuf,
+    /// Failure zone, if any.
+    pub zone: Option<String>,
+    /// Timeout of every call to another node, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            name: "node-1".into(),
+            listen: "127.0.0.1:7400".into(),
+            data_dir: PathBuf::from("data"),
+            zone: None,
+            request_timeout_ms: 500,
+        }
+    }
+}
+
+/// `[cluster]`: static membership and the ring's size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Q, a power of two, fixed when the cluster is created.
+    pub partitions: u32,
+    /// Every member, this node included. Empty means a cluster of this node alone.
+    pub members: Vec<MemberConfig>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            partitions: DEFAULT_PARTITIONS,
+            members: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `cluster.members`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Its name.
+    pub name: String,
+    /// Its RPC address, `host:port`.
+    pub address: String,
+    /// Its zone, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// One `[[stores]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Store name.
+    pub name: String,
+    /// Engine: rocksdb, sqlite, memory, buffered:rocksdb or buffered:sqlite.
+    pub engine: String,
+    /// Replicas per key.
+    pub n: usize,
+    /// Replies a get waits for.
+    pub r: usize,
+    /// Acknowledgements a put waits for.
+    pub w: usize,
+    /// `siblings` or `lww`.
+    pub policy: ConflictPolicy,
+    /// Largest key, bytes.
+    pub max_key_size: usize,
+    /// Largest value, bytes.
+    pub max_value_size: usize,
+    /// Clock entries kept per version.
+    pub prune_threshold: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        let s = StoreConfig::default();
+        Self {
+            name: s.name,
+            engine: default_engine().into(),
+            n: s.n,
+            r: s.r,
+            w: s.w,
+            policy: s.policy,
+            max_key_size: DEFAULT_MAX_KEY_SIZE,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            prune_threshold: DEFAULT_PRUNE_THRESHOLD,
+        }
+    }
+}
+
+impl StoreSection {
+    /// The versioned store's settings.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            name: self.name.clone(),
+            n: self.n,
+            r: self.r,
+            w: self.w,
+            policy: self.policy,
+            max_key_size: self.max_key_size,
+            max_value_size: self.max_value_size,
+            prune_threshold: self.prune_threshold,
+        }
+    }
+
+    /// The engine to open (validated by [`NodeConfig::validate`]).
+    pub fn engine_spec(&self) -> Result<EngineSpec, String> {
+        self.engine.parse::<EngineSpec>().map_err(|e| e.to_string())
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let mut cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        if cfg.stores.is_empty() {
+            cfg.stores.push(StoreSection::default());
+        }
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// The file's TOML form (what `dynamo cluster up` writes).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
+    }
+
+    /// The members, this node included (the node alone when none are listed).
+    pub fn members(&self) -> Vec<(Member, String)> {
+        if self.cluster.members.is_empty() {
+            let mut m = Member::new(&self.node.name);
+            m.zone = self.node.zone.clone();
+            return vec![(m, self.node.listen.clone())];
+        }
+        self.cluster
+            .members
+            .iter()
+            .map(|m| {
+                let mut member = Member::new(&m.name);
+                member.zone = m.zone.clone();
+                (member, m.address.clone())
+            })
+            .collect()
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |field: String, reason: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            field,
+            reason,
+        };
+        let name_rule = "use 1 to 64 ASCII letters, digits, '.', '_' or '-'".to_string();
+        if !valid_name(&self.node.name) {
+            return Err(bad("node.name".into(), name_rule));
+        }
+        if let Some(z) = &self.node.zone {
+            if !valid_name(z) {
+                return Err(bad("node.zone".into(), name_rule));
+            }
+        }
+        parse_addr(&self.node.listen).map_err(|r| bad("node.listen".into(), r))?;
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(bad("node.data_dir".into(), "must not be empty".into()));
+        }
+        if self.node.request_timeout_ms == 0 {
+            return Err(bad(
+                "node.request_timeout_ms".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        validate_partition_count(self.cluster.partitions)
+            .map_err(|r| bad("cluster.partitions".into(), r))?;
+        let mut names = BTreeSet::new();
+        for (i, m) in self.cluster.members.iter().enumerate() {
+            let field = |f: &str| format!("cluster.members[{i}].{f}");
+            if !valid_name(&m.name) {
+                return Err(bad(field("name"), name_rule));
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err(bad(field("name"), format!("{:?} is listed twice", m.name)));
+            }
+            parse_addr(&m.address).map_err(|r| bad(field("address"), r))?;
+            if let Some(z) = &m.zone {
+                if !valid_name(z) {
+                    return Err(bad(field("zone"), name_rule));
+                }
+            }
+        }
+        if !self.cluster.members.is_empty() && !names.contains(self.node.name.as_str()) {
+            return Err(bad(
+                "cluster.members".into(),
+                format!(
+                    "this node ({:?}, node.name) must be one of the members",
+                    self.node.name
+                ),
+            ));
+        }
+        let mut stores = BTreeSet::new();
+        for (i, s) in self.stores.iter().enumerate() {
+            if !stores.insert(s.name.as_str()) {
+                return Err(bad(
+                    format!("stores[{i}].name"),
+                    format!("{:?} is listed twice", s.name),
+                ));
+            }
+            s.engine_spec()
+                .map_err(|r| bad(format!("stores[{i}].engine"), r))?;
+            s.store_config().validate().map_err(|e| match e {
+                StoreError::InvalidConfig { field, reason, .. } => {
+                    bad(format!("stores[{i}].{field}"), reason)
+                }
+                other => bad(format!("stores[{i}]"), other.to_string()),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The engine a store gets when none is named: RocksDB when built in, else SQLite,
+/// else the in-memory engine.
+pub fn default_engine() -> &'static str {
+    if cfg!(feature = "rocksdb") {
+        "rocksdb"
+    } else if cfg!(feature = "sqlite") {
+        "sqlite"
+    } else {
+        "memory"
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|e| format!("{s:?} is not an address of the form ip:port ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_field(text: &str) -> String {
+        match NodeConfig::parse(text, "test.toml") {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_a_single_node_with_one_default_store() {
+        let c = NodeConfig::parse("", "empty.toml").unwrap();
+        assert_eq!(c.node.name, "node-1");
+        assert_eq!(c.cluster.partitions, 256);
+        assert_eq!(c.stores.len(), 1);
+        assert_eq!(c.stores[0].store_config(), StoreConfig::default());
+        assert_eq!(c.members().len(), 1);
+        let again = NodeConfig::parse(&c.to_toml(), "round-trip").unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace(
+                "engine = \"rocksdb\"",
+                &format!("engine = {:?}", default_engine()),
+            );
+        let c = NodeConfig::parse(&example, "example").unwrap();
+        assert_eq!(c.members().len(), 2);
+        assert_eq!(c.stores[0].name, "carts");
+        assert_eq!(c.node.zone.as_deref(), Some("rack-1"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            invalid_field("[[stores]]\nname = \"s\"\nr = 4"),
+            "stores[0].r"
+        );
+        assert_eq!(
+            invalid_field("[[stores]]\nname = \"s\"\nengine = \"leveldb\""),
+            "stores[0].engine"
+        );
+        assert_eq!(
+            invalid_field("[[stores]]\nname = \"a\"\n[[stores]]\nname = \"a\""),
+            "stores[1].name"
+        );
+        assert_eq!(
+            invalid_field("[cluster]\npartitions = 100"),
+            "cluster.partitions"
+        );
+        assert_eq!(
+            invalid_field("[node]\nlisten = \"localhost\""),
+            "node.listen"
+        );
+        assert_eq!(
+            invalid_field(
+                "[cluster]\nmembers = [{ name = \"node-1\", address = \"127.0.0.1:1\" }, { name = \"b\", address = \"nope\" }]"
+            ),
+            "cluster.members[1].address"
+        );
+        assert_eq!(
+            invalid_field("[cluster]\nmembers = [{ name = \"other\", address = \"127.0.0.1:1\" }]"),
+            "cluster.members"
+        );
+        match NodeConfig::parse("[node]\nnmae = \"x\"", "typo.toml") {
+            Err(e @ ConfigError::Parse { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("typo.toml") && msg.contains("nmae"), "{msg}");
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+        match NodeConfig::parse("[[stores]]\nn = \"three\"", "types.toml") {
+            Err(e @ ConfigError::Parse { .. }) => {
+                let msg = e.to_string();
+                // The parser shows the line and the offending field.
+                assert!(
+                    msg.contains("line 2") && msg.contains("n = \"three\""),
+                    "{msg}"
+                );
+                assert!(msg.contains("invalid type"), "{msg}");
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+}
