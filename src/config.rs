@@ -41,11 +41,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::engines::EngineSpec;
 use crate::ring::{valid_name, validate_partition_count, Member, DEFAULT_PARTITIONS};
-use crate::store::{StoreConfig, StoreError, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_VALUE_SIZE};
-use crate::vclock::DEFAULT_PRUNE_THRESHOLD;
-use crate::version::ConflictPolicy;
+use crate::store::{StoreConfig, StoreError};
 
 /// Why a configuration was refused.
 #[derive(Debug, Error)]
@@ -87,8 +84,8 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// The cluster it belongs to.
     pub cluster: ClusterSection,
-    /// The stores it hosts.
-    pub stores: Vec<StoreSection>,
+    /// The stores it hosts (`[[stores]]`; see [`StoreConfig`] for the fields).
+    pub stores: Vec<StoreConfig>,
 }
 
 /// `[node]`: who this node is and where it keeps its data.
@@ -151,68 +148,6 @@ pub struct MemberConfig {
     pub zone: Option<String>,
 }
 
-/// One `[[stores]]` entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreSection {
-    /// Store name.
-    pub name: String,
-    /// Engine: rocksdb, sqlite, memory, buffered:rocksdb or buffered:sqlite.
-    pub engine: String,
-    /// Replicas per key.
-    pub n: usize,
-    /// Replies a get waits for.
-    pub r: usize,
-    /// Acknowledgements a put waits for.
-    pub w: usize,
-    /// `siblings` or `lww`.
-    pub policy: ConflictPolicy,
-    /// Largest key, bytes.
-    pub max_key_size: usize,
-    /// Largest value, bytes.
-    pub max_value_size: usize,
-    /// Clock entries kept per version.
-    pub prune_threshold: usize,
-}
-
-impl Default for StoreSection {
-    fn default() -> Self {
-        let s = StoreConfig::default();
-        Self {
-            name: s.name,
-            engine: default_engine().into(),
-            n: s.n,
-            r: s.r,
-            w: s.w,
-            policy: s.policy,
-            max_key_size: DEFAULT_MAX_KEY_SIZE,
-            max_value_size: DEFAULT_MAX_VALUE_SIZE,
-            prune_threshold: DEFAULT_PRUNE_THRESHOLD,
-        }
-    }
-}
-
-impl StoreSection {
-    /// The versioned store's settings.
-    pub fn store_config(&self) -> StoreConfig {
-        StoreConfig {
-            name: self.name.clone(),
-            n: self.n,
-            r: self.r,
-            w: self.w,
-            policy: self.policy,
-            max_key_size: self.max_key_size,
-            max_value_size: self.max_value_size,
-            prune_threshold: self.prune_threshold,
-        }
-    }
-
-    /// The engine to open (validated by [`NodeConfig::validate`]).
-    pub fn engine_spec(&self) -> Result<EngineSpec, String> {
-        self.engine.parse::<EngineSpec>().map_err(|e| e.to_string())
-    }
-}
-
 impl NodeConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -230,7 +165,7 @@ impl NodeConfig {
             message: e.to_string().trim_end().to_owned(),
         })?;
         if cfg.stores.is_empty() {
-            cfg.stores.push(StoreSection::default());
+            cfg.stores.push(StoreConfig::default());
         }
         cfg.validate(origin)?;
         Ok(cfg)
@@ -320,9 +255,7 @@ impl NodeConfig {
                     format!("{:?} is listed twice", s.name),
                 ));
             }
-            s.engine_spec()
-                .map_err(|r| bad(format!("stores[{i}].engine"), r))?;
-            s.store_config().validate().map_err(|e| match e {
+            s.validate().map_err(|e| match e {
                 StoreError::InvalidConfig { field, reason, .. } => {
                     bad(format!("stores[{i}].{field}"), reason)
                 }
@@ -330,18 +263,6 @@ impl NodeConfig {
             })?;
         }
         Ok(())
-    }
-}
-
-/// The engine a store gets when none is named: RocksDB when built in, else SQLite,
-/// else the in-memory engine.
-pub fn default_engine() -> &'static str {
-    if cfg!(feature = "rocksdb") {
-        "rocksdb"
-    } else if cfg!(feature = "sqlite") {
-        "sqlite"
-    } else {
-        "memory"
     }
 }
 
@@ -367,7 +288,7 @@ mod tests {
         assert_eq!(c.node.name, "node-1");
         assert_eq!(c.cluster.partitions, 256);
         assert_eq!(c.stores.len(), 1);
-        assert_eq!(c.stores[0].store_config(), StoreConfig::default());
+        assert_eq!(c.stores[0], StoreConfig::default());
         assert_eq!(c.members().len(), 1);
         let again = NodeConfig::parse(&c.to_toml(), "round-trip").unwrap();
         assert_eq!(again, c);
@@ -386,7 +307,7 @@ mod tests {
             .join("\n")
             .replace(
                 "engine = \"rocksdb\"",
-                &format!("engine = {:?}", default_engine()),
+                &format!("engine = {:?}", crate::store::default_engine()),
             );
         let c = NodeConfig::parse(&example, "example").unwrap();
         assert_eq!(c.members().len(), 2);

@@ -54,13 +54,17 @@ pub const META_KEYSPACE: &str = "dynamo-meta";
 const EPOCH_BLOCK: u64 = 1024;
 const STRIPES: usize = 256;
 
-/// The settings of one store. Defaults: N=3, R=2, W=2, `siblings`, 4 KiB keys, 1 MiB
-/// values, clocks pruned beyond 10 entries.
+/// The settings of one store, as written in a node's config (`[[stores]]`). Defaults:
+/// the best engine built in, N=3, R=2, W=2, `siblings`, 4 KiB keys, 1 MiB values, clocks
+/// pruned beyond 10 entries.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// The store's name: 1 to 60 ASCII letters, digits, '_' or '-'.
     pub name: String,
+    /// Engine the node opens for it: rocksdb, sqlite, memory, buffered:rocksdb or
+    /// buffered:sqlite. (A [`VersionedStore`] is handed its engine already open.)
+    pub engine: String,
     /// Replicas per key.
     pub n: usize,
     /// Replies a get waits for.
@@ -81,6 +85,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             name: "default".into(),
+            engine: default_engine().into(),
             n: 3,
             r: 2,
             w: 2,
@@ -120,6 +125,7 @@ impl StoreConfig {
                 "use 1 to 60 ASCII letters, digits, '_' or '-'".into(),
             ));
         }
+        self.engine_spec()?;
         if self.n == 0 {
             return Err(bad("n", "must be at least 1".into()));
         }
@@ -141,8 +147,31 @@ impl StoreConfig {
         Ok(())
     }
 
+    /// The engine to open for this store.
+    pub fn engine_spec(&self) -> Result<dynamo_engines::EngineSpec, StoreError> {
+        self.engine
+            .parse()
+            .map_err(|e: EngineError| StoreError::InvalidConfig {
+                store: self.name.clone(),
+                field: "engine",
+                reason: e.to_string(),
+            })
+    }
+
     fn data_keyspace(&self) -> String {
         format!("kv-{}", self.name)
+    }
+}
+
+/// The engine a store gets when none is named: RocksDB when built in, else SQLite,
+/// else the in-memory engine.
+pub fn default_engine() -> &'static str {
+    if cfg!(feature = "rocksdb") {
+        "rocksdb"
+    } else if cfg!(feature = "sqlite") {
+        "sqlite"
+    } else {
+        "memory"
     }
 }
 
