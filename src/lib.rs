@@ -13,11 +13,16 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod context;
 pub mod dot;
+pub mod error;
+pub mod node;
 pub mod ring;
+pub mod rpc;
 pub mod sim;
 pub mod store;
 pub mod vclock;

@@ -33,6 +33,15 @@ pub enum ConflictPolicy {
     Lww,
 }
 
+impl std::fmt::Display for ConflictPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Siblings => "siblings",
+            Self::Lww => "lww",
+        })
+    }
+}
+
 impl std::str::FromStr for ConflictPolicy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

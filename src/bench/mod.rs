@@ -3,3 +3,4 @@
 
 pub mod engines;
 pub mod latency;
+pub mod workload;

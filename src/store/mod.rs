@@ -50,8 +50,10 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
 /// Engine keyspace holding per-store metadata (incarnation, epoch reservations).
 pub const META_KEYSPACE: &str = "dynamo-meta";
 /// Epochs are reserved on disk in blocks this large, so opening an epoch rarely
-/// costs a synced write.
-const EPOCH_BLOCK: u64 = 1024;
+/// costs a synced write. Every key's first write through a replica opens an epoch, and
+/// a sync can take 100 ms on a busy disk, so blocks are large: a crash skips at most
+/// one block of a 64-bit counter.
+const EPOCH_BLOCK: u64 = 1 << 20;
 const STRIPES: usize = 256;
 
 /// The settings of one store, as written in a node's config (`[[stores]]`). Defaults:
@@ -723,6 +725,30 @@ impl VersionedStore {
             .delete(&self.keyspace, &ek)
             .map_err(self.engine_err("reaping a record"))?;
         Ok(true)
+    }
+
+    /// Drops `key`'s record if it still holds exactly `observed`: a stand-in calls this
+    /// after handing off versions it kept for a key it does not own. Returns false (and
+    /// changes nothing) if a write arrived in between.
+    pub fn forget(&self, key: &[u8], observed: &Siblings) -> Result<bool, StoreError> {
+        self.check_key(key)?;
+        let _guard = self.lock(key);
+        let Some(record) = self.load(key)? else {
+            return Ok(true);
+        };
+        if &record.siblings != observed {
+            return Ok(false);
+        }
+        let ek = engine_key(self.partition_of(key), key);
+        self.engine
+            .delete(&self.keyspace, &ek)
+            .map_err(self.engine_err("dropping a handed-off record"))?;
+        Ok(true)
+    }
+
+    /// The engine under this store (the node keeps its hints for the store in it).
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
     }
 
     /// Every key of one partition with its siblings, in key order. The scan reads only

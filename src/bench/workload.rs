@@ -1,0 +1,483 @@
+//! `dynamo bench --nodes ...`: YCSB-style workloads against a running cluster.
+//!
+//! Workloads: A (50% read, 50% update), B (95/5), C (read only), W (write only).
+//! An update is a read-modify-write, as a Dynamo client does it: get the key, then put
+//! the new value with the context of the read. Keys are `user<N>` with N drawn from a
+//! scrambled zipfian (YCSB's, θ = 0.99) or a uniform distribution over `keys` records,
+//! loaded before the measured phase.
+//!
+//! With a target rate the run is open-loop: operation k is due at `start + k/rate`, and
+//! when the workers fall behind, its latency is measured from that due time, so a slow
+//! system cannot hide queueing delay by slowing the client down (coordinated omission).
+//! A worker that is ahead sleeps until the due time and measures from when it woke,
+//! since the timer's own lateness (up to a millisecond) is not the cluster's.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::latency::{format_rate, format_us, LatencyRecorder, PhaseSummary};
+use crate::client::{Client, ClientOptions, Coordination};
+use crate::error::DynamoError;
+
+/// A YCSB workload mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Workload {
+    /// 50% reads, 50% updates.
+    A,
+    /// 95% reads, 5% updates.
+    B,
+    /// Reads only.
+    C,
+    /// Updates only (write-only).
+    W,
+}
+
+impl Workload {
+    /// Fraction of operations that are reads.
+    pub fn read_fraction(self) -> f64 {
+        match self {
+            Workload::A => 0.5,
+            Workload::B => 0.95,
+            Workload::C => 1.0,
+            Workload::W => 0.0,
+        }
+    }
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "a" => Ok(Workload::A),
+            "b" => Ok(Workload::B),
+            "c" => Ok(Workload::C),
+            "w" | "write" | "write-only" => Ok(Workload::W),
+            other => Err(format!("unknown workload {other:?}: use a, b, c or w")),
+        }
+    }
+}
+
+/// How keys are picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyDistribution {
+    /// YCSB's scrambled zipfian (θ = 0.99).
+    Zipfian,
+    /// Every key equally likely.
+    Uniform,
+}
+
+impl std::str::FromStr for KeyDistribution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "zipfian" | "zipf" => Ok(Self::Zipfian),
+            "uniform" => Ok(Self::Uniform),
+            other => Err(format!(
+                "unknown distribution {other:?}: use zipfian or uniform"
+            )),
+        }
+    }
+}
+
+/// One benchmark run's settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadOptions {
+    /// Node addresses.
+    pub nodes: Vec<String>,
+    /// Store to use.
+    pub store: String,
+    /// The mix.
+    pub workload: Workload,
+    /// Key distribution.
+    pub distribution: KeyDistribution,
+    /// Records loaded before the run (the key space).
+    pub keys: u64,
+    /// Value size in bytes.
+    pub value_size: usize,
+    /// Operations in flight at once.
+    pub concurrency: usize,
+    /// Measured phase length.
+    pub duration: Duration,
+    /// Target operations per second (open loop); `None` runs as fast as it can.
+    pub rate: Option<f64>,
+    /// Coordination mode.
+    pub coordination: Coordination,
+    /// Random seed.
+    pub seed: u64,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadReport {
+    /// The settings.
+    pub options: WorkloadOptions,
+    /// All operations.
+    pub total: PhaseSummary,
+    /// Reads.
+    pub reads: PhaseSummary,
+    /// Updates (read-modify-write, measured as one operation).
+    pub updates: PhaseSummary,
+    /// Requests sent to the cluster per second (an update is two).
+    pub requests_per_sec: f64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// The first few distinct error messages.
+    pub error_samples: Vec<String>,
+    /// With a target rate: how far the run fell behind at its end, ms.
+    pub behind_ms: f64,
+}
+
+/// YCSB's zipfian generator over `0..n` (Gray et al., "Quickly generating
+/// billion-record synthetic databases"), scrambled with a hash so popular keys spread
+/// over the key space.
+pub struct Zipfian {
+    n: u64,
+    theta: f64,
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+}
+
+impl Zipfian {
+    /// The YCSB constant.
+    pub const THETA: f64 = 0.99;
+
+    /// A generator over `n >= 1` items.
+    pub fn new(n: u64) -> Self {
+        let n = n.max(1);
+        let theta = Self::THETA;
+        let zeta = |k: u64| (1..=k).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let zetan = zeta(n);
+        let zeta2 = zeta(2.min(n));
+        let alpha = 1.0 / (1.0 - theta);
+        let eta = (1.0 - (2.0 / n as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
+        Self {
+            n,
+            theta,
+            alpha,
+            zetan,
+            eta,
+        }
+    }
+
+    /// The next item's rank (0 is the most popular).
+    pub fn rank(&self, rng: &mut impl Rng) -> u64 {
+        let u: f64 = rng.random();
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1.min(self.n - 1);
+        }
+        let r = (self.n as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
+        r.min(self.n - 1)
+    }
+
+    /// The next item, scrambled (FNV-1a of the rank, mod n).
+    pub fn next(&self, rng: &mut impl Rng) -> u64 {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in self.rank(rng).to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        h % self.n
+    }
+}
+
+fn key_name(i: u64) -> Vec<u8> {
+    format!("user{i:010}").into_bytes()
+}
+
+struct Shared {
+    reads: LatencyRecorder,
+    updates: LatencyRecorder,
+    total: LatencyRecorder,
+    errors: u64,
+    samples: Vec<String>,
+}
+
+fn note_error(shared: &Mutex<Shared>, e: &DynamoError) {
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    s.errors += 1;
+    if s.samples.len() < 5 && !s.samples.contains(&e.message) {
+        s.samples.push(e.message.clone());
+    }
+}
+
+async fn update(client: &Client, store: &str, key: &[u8], value: &[u8]) -> Result<(), DynamoError> {
+    let got = client.get(store, key, None).await?;
+    client
+        .put(store, key, value, Some(&got.context), None)
+        .await?;
+    Ok(())
+}
+
+/// Loads `keys` records (so reads find data), with `concurrency` writers; reports
+/// progress through `progress`.
+pub async fn load(
+    client: &Client,
+    opts: &WorkloadOptions,
+    progress: impl Fn(u64),
+) -> Result<(), DynamoError> {
+    let next = Arc::new(AtomicU64::new(0));
+    let value = vec![b'x'; opts.value_size];
+    let mut tasks = Vec::new();
+    for _ in 0..opts.concurrency.max(1) {
+        let (client, next, value, store, keys) = (
+            client.clone(),
+            next.clone(),
+            value.clone(),
+            opts.store.clone(),
+            opts.keys,
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys {
+                    return Ok::<(), DynamoError>(());
+                }
+                // Reading first gives a context, so a re-run does not pile up siblings.
+                update(&client, &store, &key_name(i), &value).await?;
+            }
+        }));
+    }
+    let mut last = 0;
+    loop {
+        let done = next.load(Ordering::Relaxed).min(opts.keys);
+        if done >= last + opts.keys / 10 || done == opts.keys {
+            progress(done);
+            last = done;
+        }
+        if tasks.iter().all(|t| t.is_finished()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| DynamoError::new(crate::error::ErrorKind::Internal, e.to_string()))??;
+    }
+    Ok(())
+}
+
+/// Runs the measured phase. Must be called inside a tokio runtime.
+pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
+    // A real client is connected before its traffic starts: fetch the ring and open
+    // the connections outside the measurement.
+    let _ = client.ring().await;
+    for a in &opts.nodes {
+        let _ = client.status(Some(a)).await;
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        reads: LatencyRecorder::default(),
+        updates: LatencyRecorder::default(),
+        total: LatencyRecorder::default(),
+        errors: 0,
+        samples: Vec::new(),
+    }));
+    let zipf = Arc::new(Zipfian::new(opts.keys));
+    let counter = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let end = start + opts.duration;
+    let value = vec![b'v'; opts.value_size];
+    let mut tasks = Vec::new();
+    for worker in 0..opts.concurrency.max(1) {
+        let (client, shared, zipf, counter, requests, stop, value) = (
+            client.clone(),
+            shared.clone(),
+            zipf.clone(),
+            counter.clone(),
+            requests.clone(),
+            stop.clone(),
+            value.clone(),
+        );
+        let opts = opts.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(worker as u64));
+            loop {
+                let due = match opts.rate {
+                    Some(rate) => {
+                        let k = counter.fetch_add(1, Ordering::Relaxed);
+                        let due = start + Duration::from_secs_f64(k as f64 / rate);
+                        if due >= end {
+                            break;
+                        }
+                        if due > Instant::now() {
+                            // On schedule: the timer wakes up to a millisecond late,
+                            // which is the client's slack, not the cluster's latency.
+                            tokio::time::sleep_until(due.into()).await;
+                            Instant::now()
+                        } else {
+                            // Behind schedule: the wait since `due` is queueing the
+                            // cluster caused, so it counts (no coordinated omission).
+                            due
+                        }
+                    }
+                    None => {
+                        let now = Instant::now();
+                        if now >= end || stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        now
+                    }
+                };
+                let i = match opts.distribution {
+                    KeyDistribution::Zipfian => zipf.next(&mut rng),
+                    KeyDistribution::Uniform => rng.random_range(0..opts.keys.max(1)),
+                };
+                let key = key_name(i);
+                let is_read = rng.random::<f64>() < opts.workload.read_fraction();
+                let result = if is_read {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    client.get(&opts.store, &key, None).await.map(|_| ())
+                } else {
+                    requests.fetch_add(2, Ordering::Relaxed);
+                    update(&client, &opts.store, &key, &value).await
+                };
+                let latency = due.elapsed();
+                match result {
+                    // One set of histograms for all workers: each is ~1 MB, and
+                    // per-worker copies made the start of a run stall while they were
+                    // allocated and zeroed.
+                    Ok(()) => {
+                        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        s.total.record(latency);
+                        if is_read {
+                            s.reads.record(latency)
+                        } else {
+                            s.updates.record(latency)
+                        }
+                    }
+                    Err(e) => note_error(&shared, &e),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let behind_ms = match opts.rate {
+        Some(_) => elapsed.saturating_sub(opts.duration).as_secs_f64() * 1000.0,
+        None => 0.0,
+    };
+    let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    WorkloadReport {
+        options: opts.clone(),
+        total: s.total.summary(elapsed),
+        reads: s.reads.summary(elapsed),
+        updates: s.updates.summary(elapsed),
+        requests_per_sec: requests.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+        errors: s.errors,
+        error_samples: s.samples.clone(),
+        behind_ms,
+    }
+}
+
+/// Starts a client for `opts`.
+pub fn client_for(opts: &WorkloadOptions) -> Result<Client, DynamoError> {
+    Client::connect(
+        &opts.nodes,
+        ClientOptions {
+            coordination: opts.coordination,
+            ..ClientOptions::default()
+        },
+    )
+}
+
+/// A table of reports, one row per operation type per run.
+pub fn render_table(reports: &[WorkloadReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "mode", "op", "ops", "ops/s", "p50", "p99", "p99.9", "max", "errors"
+    );
+    for r in reports {
+        let mode = match r.options.coordination {
+            Coordination::ClientDriven => "client-driven",
+            Coordination::ServerDriven => "server-driven",
+        };
+        for (name, s) in [
+            ("all", &r.total),
+            ("read", &r.reads),
+            ("update", &r.updates),
+        ] {
+            if s.ops == 0 && name != "all" {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "{:<14} {:<8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+                mode,
+                name,
+                s.ops,
+                format_rate(s.ops_per_sec),
+                format_us(s.p50_us),
+                format_us(s.p99_us),
+                format_us(s.p999_us),
+                format_us(s.max_us),
+                if name == "all" {
+                    r.errors.to_string()
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<14} requests/s to the cluster: {} (an update is a get and a put){}",
+            "",
+            format_rate(r.requests_per_sec),
+            match r.options.rate {
+                Some(rate) => format!(
+                    "; target {} ops/s, ended {:.0} ms behind",
+                    format_rate(rate),
+                    r.behind_ms
+                ),
+                None => String::new(),
+            }
+        );
+        for e in &r.error_samples {
+            let _ = writeln!(out, "{:<14} error: {e}", "");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipfian_is_skewed_and_in_range() {
+        let z = Zipfian::new(1000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut counts = vec![0u32; 1000];
+        for _ in 0..100_000 {
+            let r = z.rank(&mut rng);
+            counts[r as usize] += 1;
+            assert!(z.next(&mut rng) < 1000);
+        }
+        // Rank 0 is the most popular and far above the uniform share (100).
+        assert!(counts[0] > 5_000, "{}", counts[0]);
+        assert!(counts[0] > counts[10] && counts[10] > counts[500]);
+    }
+
+    #[test]
+    fn workloads_parse() {
+        assert_eq!("A".parse::<Workload>().unwrap(), Workload::A);
+        assert_eq!("w".parse::<Workload>().unwrap().read_fraction(), 0.0);
+        assert!("d".parse::<Workload>().is_err());
+    }
+}

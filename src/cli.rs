@@ -1,0 +1,505 @@
+//! The `dynamo` binary's cluster commands: node, put/get/delete, status, cluster up and
+//! the workload benchmark. (Part of the binary, not the library.)
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+use clap::Args;
+use dynamo::bench::workload::{self, KeyDistribution, Workload, WorkloadOptions, WorkloadReport};
+use dynamo::client::{Client, ClientOptions, Coordination, GetResponse, NodeStatus};
+use dynamo::cluster::{ClusterSpec, LocalCluster};
+use dynamo::config::NodeConfig;
+use dynamo::error::DynamoError;
+use dynamo::store::StoreConfig;
+
+/// `dynamo node`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// The node's TOML config (see the README, "The config file").
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// Options shared by the client commands.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Node addresses, comma-separated (any node of the cluster will do).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Coordination: client (send to the key's coordinator) or server (any node).
+    #[arg(long, default_value = "client")]
+    pub mode: Coordination,
+    /// Per-call timeout in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
+}
+
+/// `dynamo get|put|delete`.
+#[derive(Args)]
+pub struct KvArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The store.
+    #[arg(long, default_value = "default")]
+    pub store: String,
+    /// The key (UTF-8 text).
+    pub key: String,
+    /// Context token from an earlier get or put (put and delete).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Read quorum for this request (get).
+    #[arg(long)]
+    pub r: Option<u8>,
+    /// Write quorum for this request (put and delete).
+    #[arg(long)]
+    pub w: Option<u8>,
+}
+
+/// `dynamo put` adds the value.
+#[derive(Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub kv: KvArgs,
+    /// The value (UTF-8 text).
+    pub value: String,
+}
+
+/// `dynamo status`.
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `dynamo cluster up`.
+#[derive(Args)]
+pub struct ClusterUpArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Directory for the nodes' configs, data and logs.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// First port; nodes listen on consecutive ports (default: ports the OS picks).
+    #[arg(long)]
+    pub base_port: Option<u16>,
+    /// Engine of the `default` store.
+    #[arg(long, default_value = dynamo::store::default_engine())]
+    pub engine: String,
+}
+
+/// `dynamo bench` against a cluster.
+#[derive(Args)]
+pub struct WorkloadArgs {
+    /// Node addresses of a running cluster, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "spawn")]
+    pub nodes: Vec<String>,
+    /// Start a local cluster of this many nodes for the run (N=3, R=2, W=2) and stop it
+    /// afterwards.
+    #[arg(long)]
+    pub spawn: Option<usize>,
+    /// Engine of the spawned cluster's store.
+    #[arg(long, default_value = dynamo::store::default_engine())]
+    pub engine: String,
+    /// Directory of the spawned cluster (default: a temporary directory, removed).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Workload: a (50/50 read/update), b (95/5), c (read-only), w (write-only).
+    #[arg(long, default_value = "a")]
+    pub workload: Workload,
+    /// Key distribution: zipfian or uniform.
+    #[arg(long, default_value = "zipfian")]
+    pub distribution: KeyDistribution,
+    /// Records loaded before the run.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Operations in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Measured seconds per mode.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Target operations per second (open loop); default: as fast as possible.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Coordination: client, server or both (one run each, same cluster).
+    #[arg(long, default_value = "client")]
+    pub mode: String,
+    /// Store to use.
+    #[arg(long, default_value = "default")]
+    pub store: String,
+    /// Skip loading the records.
+    #[arg(long)]
+    pub no_load: bool,
+    /// Unmeasured seconds of the workload before the first measured run (caches,
+    /// connections and allocator warm up, so the first mode is not penalised).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs a node until SIGTERM / Ctrl-C.
+pub fn node(args: NodeArgs) -> Result<()> {
+    let cfg = NodeConfig::load(&args.config)?;
+    dynamo::node::run(cfg)?;
+    Ok(())
+}
+
+fn client(t: &Target) -> Result<Client, DynamoError> {
+    Client::connect(
+        &t.nodes,
+        ClientOptions {
+            coordination: t.mode,
+            timeout: Duration::from_millis(t.timeout_ms),
+            ..ClientOptions::default()
+        },
+    )
+}
+
+/// Prints a failure the scriptable way and returns the exit code.
+fn fail(json: bool, e: &DynamoError) -> std::process::ExitCode {
+    eprintln!("error: {e}");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": e.message, "kind": e.kind})
+        );
+    }
+    std::process::ExitCode::FAILURE
+}
+
+fn get_json(g: &GetResponse) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let siblings: Vec<serde_json::Value> = g
+        .siblings
+        .iter()
+        .map(|s| match &s.value {
+            Some(v) => serde_json::json!({
+                "value": std::str::from_utf8(v).ok(),
+                "value_base64": b64.encode(v),
+                "deleted": false,
+            }),
+            None => serde_json::json!({"value": null, "value_base64": null, "deleted": true}),
+        })
+        .collect();
+    serde_json::json!({"siblings": siblings, "context": g.context})
+}
+
+/// `dynamo get`.
+pub fn get(args: KvArgs) -> std::process::ExitCode {
+    let json = args.target.json;
+    let result = client(&args.target)
+        .and_then(|c| c.blocking().get(&args.store, args.key.as_bytes(), args.r));
+    match result {
+        Err(e) => fail(json, &e),
+        Ok(g) => {
+            if json {
+                println!("{}", get_json(&g));
+            } else {
+                if g.siblings.is_empty() {
+                    println!("(not found)");
+                }
+                for (i, s) in g.siblings.iter().enumerate() {
+                    let shown = match &s.value {
+                        None => "(deleted)".to_owned(),
+                        Some(v) => match std::str::from_utf8(v) {
+                            Ok(t) => t.to_owned(),
+                            Err(_) => format!(
+                                "(binary, base64) {}",
+                                base64::engine::general_purpose::STANDARD.encode(v)
+                            ),
+                        },
+                    };
+                    if g.siblings.len() > 1 {
+                        println!("sibling {}: {shown}", i + 1);
+                    } else {
+                        println!("{shown}");
+                    }
+                }
+                println!("context: {}", g.context);
+            }
+            std::process::ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `dynamo put` (value `Some`) and `dynamo delete`.
+pub fn put(args: KvArgs, value: Option<String>) -> std::process::ExitCode {
+    let json = args.target.json;
+    let result = client(&args.target).and_then(|c| {
+        let b = c.blocking();
+        match &value {
+            Some(v) => b.put(
+                &args.store,
+                args.key.as_bytes(),
+                v.as_bytes(),
+                args.context.as_deref(),
+                args.w,
+            ),
+            None => b.delete(
+                &args.store,
+                args.key.as_bytes(),
+                args.context.as_deref(),
+                args.w,
+            ),
+        }
+    });
+    match result {
+        Err(e) => fail(json, &e),
+        Ok(p) => {
+            if json {
+                println!("{}", serde_json::json!({"context": p.context}));
+            } else {
+                println!("ok (coordinated by {})", p.coordinator);
+                println!("context: {}", p.context);
+            }
+            std::process::ExitCode::SUCCESS
+        }
+    }
+}
+
+fn render_status(s: &NodeStatus) -> String {
+    let mut out = format!(
+        "node {} at {} (id {}, up {:.0} s, {} request(s) in flight)\n",
+        s.node,
+        s.address,
+        s.node_id,
+        s.uptime_ms as f64 / 1000.0,
+        s.in_flight
+    );
+    out.push_str(&format!(
+        "{:<16} {:<22} {:<5} {:>10} {:>6}  {}\n",
+        "member", "address", "state", "partitions", "hints", "last error"
+    ));
+    for m in &s.members {
+        out.push_str(&format!(
+            "{:<16} {:<22} {:<5} {:>10} {:>6}  {}\n",
+            m.name,
+            m.address,
+            if m.up { "up" } else { "DOWN" },
+            m.partitions,
+            s.hints.get(&m.name).copied().unwrap_or(0),
+            m.last_error.as_deref().unwrap_or("")
+        ));
+    }
+    for st in &s.stores {
+        out.push_str(&format!(
+            "store {}: engine {}, N={} R={} W={}, policy {}, max value {} bytes\n",
+            st.name, st.engine, st.n, st.r, st.w, st.policy, st.max_value_size
+        ));
+    }
+    out
+}
+
+/// `dynamo status`: the first node of `--nodes` (each, with several).
+pub fn status(args: StatusArgs) -> std::process::ExitCode {
+    let json = args.target.json;
+    let c = match client(&args.target) {
+        Ok(c) => c,
+        Err(e) => return fail(json, &e),
+    };
+    let mut all = Vec::new();
+    for a in &args.target.nodes {
+        match c.blocking().status(Some(a)) {
+            Ok(s) => all.push(s),
+            Err(e) => return fail(json, &e),
+        }
+    }
+    if json {
+        let v = if all.len() == 1 {
+            serde_json::to_value(&all[0])
+        } else {
+            serde_json::to_value(&all)
+        };
+        println!("{}", v.unwrap_or_default());
+    } else {
+        for s in &all {
+            print!("{}", render_status(s));
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn store_for(engine: &str) -> StoreConfig {
+    StoreConfig {
+        engine: engine.to_owned(),
+        ..StoreConfig::default()
+    }
+}
+
+/// `dynamo cluster up`: starts the nodes and stays until Ctrl-C / SIGTERM.
+pub fn cluster_up(args: ClusterUpArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("finding the dynamo binary")?;
+    let mut spec = ClusterSpec::new(args.nodes, &args.dir);
+    spec.base_port = args.base_port;
+    spec.stores = vec![store_for(&args.engine)];
+    let mut cluster = LocalCluster::start(&spec, &exe)?;
+    let addrs = cluster.addresses().join(",");
+    println!(
+        "cluster of {} node(s) is up in {}:",
+        args.nodes,
+        cluster.dir().display()
+    );
+    for n in &cluster.nodes {
+        println!(
+            "  {}  {}  pid {}  config {}  log {}",
+            n.name,
+            n.address,
+            n.pid().map_or("-".into(), |p| p.to_string()),
+            n.config_path.display(),
+            n.log_path.display()
+        );
+    }
+    println!("try:");
+    println!("  dynamo put --nodes {addrs} greeting hello");
+    println!("  dynamo get --nodes {addrs} greeting");
+    println!("  dynamo status --nodes {addrs}");
+    println!("  dynamo bench --nodes {addrs} --duration 10");
+    println!("Ctrl-C stops every node.");
+    let _ = std::io::stdout().flush();
+    let rt = runtime()?;
+    let exited = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok::<_, std::io::Error>(None),
+                _ = term.recv() => return Ok(None),
+                _ = tick.tick() => if let Some(x) = cluster.exited() { return Ok(Some(x)) },
+            }
+        }
+    })?;
+    eprintln!("stopping the cluster");
+    cluster.stop_all();
+    if let Some((name, status)) = exited {
+        anyhow::bail!(
+            "{name} exited unexpectedly with {status}; see its log in {}",
+            args.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `dynamo bench --nodes ... | --spawn N`.
+pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
+    let modes: Vec<Coordination> = match args.mode.as_str() {
+        "both" => vec![Coordination::ClientDriven, Coordination::ServerDriven],
+        m => vec![m.parse().map_err(anyhow::Error::msg)?],
+    };
+    anyhow::ensure!(args.keys >= 1, "--keys must be at least 1");
+    anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
+    if let Some(r) = args.rate {
+        anyhow::ensure!(r > 0.0, "--rate must be positive");
+    }
+    let mut temp = None;
+    let mut cluster = None;
+    let nodes = match args.spawn {
+        Some(k) => {
+            let dir = match &args.dir {
+                Some(d) => d.clone(),
+                None => {
+                    let t = tempfile::Builder::new()
+                        .prefix("dynamo-bench-cluster-")
+                        .tempdir()?;
+                    let p = t.path().to_owned();
+                    temp = Some(t);
+                    p
+                }
+            };
+            let mut spec = ClusterSpec::new(k, &dir);
+            spec.stores = vec![store_for(&args.engine)];
+            eprintln!(
+                "starting a local cluster of {k} nodes (N=3, R=2, W=2, engine {}) in {}",
+                args.engine,
+                dir.display()
+            );
+            let exe = std::env::current_exe().context("finding the dynamo binary")?;
+            let c = LocalCluster::start(&spec, &exe)?;
+            let addrs = c.addresses();
+            cluster = Some(c);
+            addrs
+        }
+        None => {
+            anyhow::ensure!(
+                !args.nodes.is_empty(),
+                "give --nodes ADDR[,ADDR...] or --spawn N"
+            );
+            args.nodes.clone()
+        }
+    };
+    let rt = runtime()?;
+    let mut reports: Vec<WorkloadReport> = Vec::new();
+    for (i, mode) in modes.iter().enumerate() {
+        let opts = WorkloadOptions {
+            nodes: nodes.clone(),
+            store: args.store.clone(),
+            workload: args.workload,
+            distribution: args.distribution,
+            keys: args.keys,
+            value_size: args.value_size,
+            concurrency: args.concurrency,
+            duration: Duration::from_secs_f64(args.duration),
+            rate: args.rate,
+            coordination: *mode,
+            seed: 2007 + i as u64,
+        };
+        let client = workload::client_for(&opts)?;
+        if i == 0 && !args.no_load {
+            eprintln!("loading {} records of {} bytes", opts.keys, opts.value_size);
+            rt.block_on(workload::load(&client, &opts, |n| {
+                eprintln!("  loaded {n}")
+            }))?;
+        }
+        if i == 0 && args.warmup > 0.0 {
+            eprintln!("warming up for {:.0} s", args.warmup);
+            let warm = WorkloadOptions {
+                duration: Duration::from_secs_f64(args.warmup),
+                ..opts.clone()
+            };
+            rt.block_on(workload::run(&client, &warm));
+        }
+        eprintln!(
+            "running workload {:?} ({:?} keys, {} in flight{}) for {:.0} s, {:?}",
+            opts.workload,
+            opts.distribution,
+            opts.concurrency,
+            opts.rate
+                .map_or(String::new(), |r| format!(", target {r:.0} ops/s")),
+            args.duration,
+            mode
+        );
+        let report = rt.block_on(workload::run(&client, &opts));
+        reports.push(report);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", workload::render_table(&reports));
+    }
+    if let Some(mut c) = cluster {
+        c.stop_all();
+        eprintln!("local cluster stopped");
+    }
+    drop(temp);
+    Ok(())
+}

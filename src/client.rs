@@ -1,0 +1,879 @@
+//! The Rust client library: [`Client`] talks to a cluster over Cap'n Proto RPC.
+//!
+//! Two coordination modes (paper section 6.4):
+//! - [`Coordination::ClientDriven`] (the default): the client fetches the ring from
+//!   any node, refreshes it every 10 s or after an error, and sends each request
+//!   straight to a coordinator in the key's preference list (the one it has the fewest
+//!   requests outstanding with): one hop to the coordinator plus one parallel fan-out
+//!   to the replicas.
+//! - [`Coordination::ServerDriven`]: requests go to the cluster's nodes in turn; a node
+//!   outside the key's top N forwards the request to one inside it (one hop more).
+//!
+//! `Client` is `Send + Sync + Clone`; its RPC connections live on a thread of its own
+//! (capnp-rpc is `!Send`), so it can be used from any async runtime or, through
+//! [`Client::blocking`], from plain threads.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dynamo::error::DynamoError> {
+//! use dynamo::client::{Client, ClientOptions};
+//! let client = Client::connect(&["127.0.0.1:7400".into()], ClientOptions::default())?;
+//! let put = client.put("default", b"cart:42", b"1 book", None, None).await?;
+//! let got = client.get("default", b"cart:42", None).await?;
+//! assert_eq!(got.values(), vec![&b"1 book"[..]]);
+//! // Resolve siblings by writing with the context of the read.
+//! client.put("default", b"cart:42", b"2 books", Some(&got.context), None).await?;
+//! # let _ = put; Ok(()) }
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{DynamoError, ErrorKind};
+use crate::ring::Ring;
+use crate::rpc::{self, Connection};
+use crate::version::Version;
+
+/// How requests find their coordinator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Coordination {
+    /// Straight to a node in the key's preference list (partition-aware client).
+    #[default]
+    ClientDriven,
+    /// To any node, which forwards to a coordinator.
+    ServerDriven,
+}
+
+impl std::str::FromStr for Coordination {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "client" | "client-driven" => Ok(Self::ClientDriven),
+            "server" | "server-driven" => Ok(Self::ServerDriven),
+            other => Err(format!(
+                "unknown coordination mode {other:?}: use client or server"
+            )),
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Coordination mode.
+    pub coordination: Coordination,
+    /// Timeout of each call to a node (connect included).
+    pub timeout: Duration,
+    /// How often the ring is refreshed (also after any error).
+    pub ring_refresh: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            coordination: Coordination::ClientDriven,
+            timeout: Duration::from_secs(3),
+            ring_refresh: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One sibling of a key. `value` is `None` for a delete that conflicts with a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sibling {
+    /// The value, or `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Sibling {
+    /// Is this a tombstone?
+    pub fn deleted(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// The answer to a get. `siblings` is empty when the key has no live versions;
+/// `context` covers exactly the versions read (pass it to the next put or delete).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetResponse {
+    /// The concurrent versions (tombstones among them only when they conflict with
+    /// live values).
+    pub siblings: Vec<Sibling>,
+    /// Context token.
+    pub context: String,
+    /// The node that coordinated the read.
+    pub coordinator: String,
+}
+
+impl GetResponse {
+    /// The live values.
+    pub fn values(&self) -> Vec<&[u8]> {
+        self.siblings
+            .iter()
+            .filter_map(|s| s.value.as_deref())
+            .collect()
+    }
+}
+
+/// The answer to a put or delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutResponse {
+    /// Context covering the write and what the request's context covered.
+    pub context: String,
+    /// The node that coordinated the write.
+    pub coordinator: String,
+}
+
+/// A member as a node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    /// Name.
+    pub name: String,
+    /// RPC address.
+    pub address: String,
+    /// Zone.
+    pub zone: Option<String>,
+    /// Up, in the answering node's opinion.
+    pub up: bool,
+    /// Partitions it owns.
+    pub partitions: u32,
+    /// Why it is considered down.
+    pub last_error: Option<String>,
+}
+
+/// A store's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoreSummary {
+    /// Name.
+    pub name: String,
+    /// Engine.
+    pub engine: String,
+    /// Replicas.
+    pub n: u8,
+    /// Read quorum.
+    pub r: u8,
+    /// Write quorum.
+    pub w: u8,
+    /// Conflict policy.
+    pub policy: String,
+    /// Largest value accepted.
+    pub max_value_size: u64,
+}
+
+/// A node's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    /// Its name.
+    pub node: String,
+    /// Its listen address.
+    pub address: String,
+    /// Its data directory's id.
+    pub node_id: String,
+    /// Milliseconds since start.
+    pub uptime_ms: u64,
+    /// Client requests in flight (this one not counted).
+    pub in_flight: u64,
+    /// Every member with its health as this node sees it.
+    pub members: Vec<MemberStatus>,
+    /// Hints waiting for handoff, per intended owner.
+    pub hints: BTreeMap<String, u64>,
+    /// Stores.
+    pub stores: Vec<StoreSummary>,
+}
+
+/// The cluster's layout as a node reports it.
+#[derive(Clone, Debug)]
+pub struct RingInfo {
+    /// Partition owners.
+    pub ring: Ring,
+    /// Members with addresses.
+    pub members: Vec<MemberStatus>,
+    /// Stores.
+    pub stores: Vec<StoreSummary>,
+}
+
+type Job = Box<dyn FnOnce(Rc<State>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// A handle to a cluster. Cheap to clone; the connection thread stops when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Client")
+    }
+}
+
+/// Member names of a key's preference list, best first.
+type PreferenceList = Vec<String>;
+
+struct Layout {
+    info: RingInfo,
+    addresses: HashMap<String, String>,
+    stores: HashMap<String, StoreSummary>,
+    fetched: Instant,
+    walks: RefCell<HashMap<(u8, u32), Rc<PreferenceList>>>,
+}
+
+struct State {
+    seeds: Vec<String>,
+    options: ClientOptions,
+    conns: RefCell<HashMap<String, Connection>>,
+    layout: RefCell<Option<Rc<Layout>>>,
+    refreshing: Cell<bool>,
+    stale: Cell<bool>,
+    failed: RefCell<HashMap<String, Instant>>,
+    next: Cell<usize>,
+    /// Requests in flight per node address.
+    outstanding: RefCell<HashMap<String, usize>>,
+    /// Serialises connecting, so a burst of first requests opens one connection per node.
+    connecting: tokio::sync::Mutex<()>,
+    /// Serialises the first ring fetch, so a burst of first requests fetches it once.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// How long a node that failed a call is avoided.
+const AVOID: Duration = Duration::from_secs(1);
+
+impl Client {
+    /// Starts a client for the cluster reachable at any of `nodes` (`host:port`). Does
+    /// not contact the cluster yet: the first request fetches the ring.
+    pub fn connect(nodes: &[String], options: ClientOptions) -> Result<Client, DynamoError> {
+        if nodes.is_empty() {
+            return Err(DynamoError::new(
+                ErrorKind::BadRequest,
+                "no node addresses given (--nodes host:port[,host:port...])",
+            ));
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let seeds = nodes.to_vec();
+        // The state holds `Rc`s: it is built on the connection thread itself.
+        let make_state = move || State {
+            seeds,
+            options,
+            conns: RefCell::default(),
+            layout: RefCell::default(),
+            refreshing: Cell::new(false),
+            stale: Cell::new(false),
+            failed: RefCell::default(),
+            next: Cell::new(0),
+            outstanding: RefCell::default(),
+            connecting: tokio::sync::Mutex::new(()),
+            fetching: tokio::sync::Mutex::new(()),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DynamoError::new(ErrorKind::Internal, format!("client runtime: {e}")))?;
+        std::thread::Builder::new()
+            .name("dynamo-client".into())
+            .spawn(move || {
+                let local = tokio::task::LocalSet::new();
+                let state = Rc::new(make_state());
+                local.block_on(&rt, async move {
+                    while let Some(job) = rx.recv().await {
+                        tokio::task::spawn_local(job(state.clone()));
+                    }
+                });
+            })
+            .map_err(|e| DynamoError::new(ErrorKind::Internal, format!("client thread: {e}")))?;
+        Ok(Client { jobs: tx })
+    }
+
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, DynamoError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<State>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, DynamoError>> + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |st| {
+            Box::pin(async move {
+                let _ = tx.send(f(st).await);
+            })
+        });
+        let gone = || {
+            DynamoError::new(
+                ErrorKind::Internal,
+                "the client's connection thread stopped",
+            )
+        };
+        self.jobs.send(job).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Reads `key` from `store` with the store's R, or `r` if given.
+    pub async fn get(
+        &self,
+        store: &str,
+        key: &[u8],
+        r: Option<u8>,
+    ) -> Result<GetResponse, DynamoError> {
+        let (store, key) = (store.to_owned(), key.to_vec());
+        self.run(move |st| async move { st.request(Op::Get { r }, &store, &key).await?.into_get() })
+            .await
+    }
+
+    /// Writes `value` under `key`, superseding what `context` (a token from an earlier
+    /// get or put) covers; with no context the write becomes a sibling of whatever is
+    /// there. `w` overrides the store's W.
+    pub async fn put(
+        &self,
+        store: &str,
+        key: &[u8],
+        value: &[u8],
+        context: Option<&str>,
+        w: Option<u8>,
+    ) -> Result<PutResponse, DynamoError> {
+        let (store, key, value) = (store.to_owned(), key.to_vec(), value.to_vec());
+        let context = context.unwrap_or_default().to_owned();
+        self.run(move |st| async move {
+            st.request(
+                Op::Put {
+                    value: Some(value),
+                    context,
+                    w,
+                },
+                &store,
+                &key,
+            )
+            .await?
+            .into_put()
+        })
+        .await
+    }
+
+    /// Deletes `key` (a causal tombstone superseding what `context` covers).
+    pub async fn delete(
+        &self,
+        store: &str,
+        key: &[u8],
+        context: Option<&str>,
+        w: Option<u8>,
+    ) -> Result<PutResponse, DynamoError> {
+        let (store, key) = (store.to_owned(), key.to_vec());
+        let context = context.unwrap_or_default().to_owned();
+        self.run(move |st| async move {
+            st.request(
+                Op::Put {
+                    value: None,
+                    context,
+                    w,
+                },
+                &store,
+                &key,
+            )
+            .await?
+            .into_put()
+        })
+        .await
+    }
+
+    /// The status of the node at `address` (the first reachable seed if `None`).
+    pub async fn status(&self, address: Option<&str>) -> Result<NodeStatus, DynamoError> {
+        let address = address.map(str::to_owned);
+        self.run(move |st| async move {
+            let targets = match address {
+                Some(a) => vec![a],
+                None => st.seeds.clone(),
+            };
+            let mut last = None;
+            for a in targets {
+                match st.status_of(&a).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| DynamoError::new(ErrorKind::Unavailable, "no node to ask")))
+        })
+        .await
+    }
+
+    /// The ring, members and stores, fetched fresh from any seed.
+    pub async fn ring(&self) -> Result<RingInfo, DynamoError> {
+        self.run(|st| async move { Ok(st.fetch_layout().await?.info.clone()) })
+            .await
+    }
+
+    /// Diagnostic: the versions of `key` held by the single replica at `address`,
+    /// without quorum, repair or forwarding (hinted copies it keeps included).
+    pub async fn read_replica(
+        &self,
+        address: &str,
+        store: &str,
+        key: &[u8],
+    ) -> Result<Vec<Version>, DynamoError> {
+        let (address, store, key) = (address.to_owned(), store.to_owned(), key.to_vec());
+        self.run(move |st| async move {
+            let conn = st.conn(&address).await?;
+            let call = async {
+                let node = conn.dynamo.internode_request().send().pipeline.get_node();
+                let mut req = node.read_request();
+                req.get().set_store(store.as_str());
+                req.get().set_key(&key);
+                let resp = req
+                    .send()
+                    .promise
+                    .await
+                    .map_err(|e| rpc::from_capnp(&address, e))?;
+                let r = resp.get().map_err(|e| rpc::from_capnp(&address, e))?;
+                if let Some(f) = rpc::read_failure(r.has_failure(), r.get_failure()) {
+                    return Err(f);
+                }
+                rpc::decode_versions(r.get_versions(), u64::from(u32::MAX))
+            };
+            st.timed(&address, call).await
+        })
+        .await
+    }
+
+    /// A blocking facade for programs without an async runtime.
+    pub fn blocking(&self) -> BlockingClient {
+        BlockingClient {
+            client: self.clone(),
+        }
+    }
+}
+
+/// [`Client`] for synchronous callers: each call blocks the calling thread (do not use
+/// it inside an async runtime).
+pub struct BlockingClient {
+    client: Client,
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+impl BlockingClient {
+    /// See [`Client::get`].
+    pub fn get(&self, store: &str, key: &[u8], r: Option<u8>) -> Result<GetResponse, DynamoError> {
+        block_on(self.client.get(store, key, r))
+    }
+    /// See [`Client::put`].
+    pub fn put(
+        &self,
+        store: &str,
+        key: &[u8],
+        value: &[u8],
+        context: Option<&str>,
+        w: Option<u8>,
+    ) -> Result<PutResponse, DynamoError> {
+        block_on(self.client.put(store, key, value, context, w))
+    }
+    /// See [`Client::delete`].
+    pub fn delete(
+        &self,
+        store: &str,
+        key: &[u8],
+        context: Option<&str>,
+        w: Option<u8>,
+    ) -> Result<PutResponse, DynamoError> {
+        block_on(self.client.delete(store, key, context, w))
+    }
+    /// See [`Client::status`].
+    pub fn status(&self, address: Option<&str>) -> Result<NodeStatus, DynamoError> {
+        block_on(self.client.status(address))
+    }
+    /// See [`Client::read_replica`].
+    pub fn read_replica(
+        &self,
+        address: &str,
+        store: &str,
+        key: &[u8],
+    ) -> Result<Vec<Version>, DynamoError> {
+        block_on(self.client.read_replica(address, store, key))
+    }
+    /// See [`Client::ring`].
+    pub fn ring(&self) -> Result<RingInfo, DynamoError> {
+        block_on(self.client.ring())
+    }
+}
+
+enum Op {
+    Get {
+        r: Option<u8>,
+    },
+    Put {
+        value: Option<Vec<u8>>,
+        context: String,
+        w: Option<u8>,
+    },
+}
+
+enum Answer {
+    Get(GetResponse),
+    Put(PutResponse),
+}
+
+impl Answer {
+    fn into_get(self) -> Result<GetResponse, DynamoError> {
+        match self {
+            Answer::Get(g) => Ok(g),
+            Answer::Put(_) => Err(rpc::protocol("a put answer to a get")),
+        }
+    }
+    fn into_put(self) -> Result<PutResponse, DynamoError> {
+        match self {
+            Answer::Put(p) => Ok(p),
+            Answer::Get(_) => Err(rpc::protocol("a get answer to a put")),
+        }
+    }
+}
+
+impl State {
+    fn live_conn(&self, address: &str) -> Option<Connection> {
+        self.conns
+            .borrow()
+            .get(address)
+            .filter(|c| c.alive())
+            .cloned()
+    }
+
+    async fn conn(&self, address: &str) -> Result<Connection, DynamoError> {
+        if let Some(c) = self.live_conn(address) {
+            return Ok(c);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(c) = self.live_conn(address) {
+            return Ok(c);
+        }
+        let c = rpc::connect(address, self.options.timeout).await?;
+        self.conns
+            .borrow_mut()
+            .insert(address.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    async fn timed<T>(
+        &self,
+        address: &str,
+        call: impl Future<Output = Result<T, DynamoError>>,
+    ) -> Result<T, DynamoError> {
+        let t = self.options.timeout;
+        let r = match tokio::time::timeout(t, call).await {
+            Ok(r) => r,
+            Err(_) => Err(DynamoError::unreachable(
+                address,
+                format!("no answer within {} ms", t.as_millis()),
+            )),
+        };
+        if let Err(e) = &r {
+            if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::Protocol {
+                if let Some(c) = self.conns.borrow_mut().remove(address) {
+                    c.poison();
+                }
+                self.failed
+                    .borrow_mut()
+                    .insert(address.to_owned(), Instant::now());
+                self.stale.set(true);
+            }
+        }
+        r
+    }
+
+    async fn status_of(&self, address: &str) -> Result<NodeStatus, DynamoError> {
+        let conn = self.conn(address).await?;
+        self.timed(address, async {
+            let resp = conn
+                .dynamo
+                .status_request()
+                .send()
+                .promise
+                .await
+                .map_err(|e| rpc::from_capnp(address, e))?;
+            rpc::read_status(
+                address,
+                resp.get()
+                    .map_err(|e| rpc::from_capnp(address, e))?
+                    .get_reply(),
+            )
+        })
+        .await
+    }
+
+    async fn ring_of(&self, address: &str) -> Result<Layout, DynamoError> {
+        let conn = self.conn(address).await?;
+        self.timed(address, async {
+            let resp = conn
+                .dynamo
+                .ring_request()
+                .send()
+                .promise
+                .await
+                .map_err(|e| rpc::from_capnp(address, e))?;
+            let r = resp
+                .get()
+                .and_then(|r| r.get_reply())
+                .map_err(|e| rpc::from_capnp(address, e))?;
+            let ring = Ring::from_json(&rpc::text(r.get_ring_json())?)
+                .map_err(|e| rpc::protocol(format!("ring from {address}: {e}")))?;
+            let mut members = Vec::new();
+            for m in r
+                .get_members()
+                .map_err(|e| rpc::from_capnp(address, e))?
+                .iter()
+            {
+                members.push(rpc::read_member(m)?);
+            }
+            let mut stores = Vec::new();
+            for s in r
+                .get_stores()
+                .map_err(|e| rpc::from_capnp(address, e))?
+                .iter()
+            {
+                stores.push(rpc::read_store(s)?);
+            }
+            Ok(Layout {
+                addresses: members
+                    .iter()
+                    .map(|m| (m.name.clone(), m.address.clone()))
+                    .collect(),
+                stores: stores.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+                info: RingInfo {
+                    ring,
+                    members,
+                    stores,
+                },
+                fetched: Instant::now(),
+                walks: RefCell::default(),
+            })
+        })
+        .await
+    }
+
+    /// Fetches the layout from the seeds (then known members) and caches it.
+    async fn fetch_layout(&self) -> Result<Rc<Layout>, DynamoError> {
+        let mut candidates = self.seeds.clone();
+        if let Some(l) = self.layout.borrow().as_ref() {
+            candidates.extend(l.addresses.values().cloned());
+        }
+        let mut errors = Vec::new();
+        for a in candidates {
+            match self.ring_of(&a).await {
+                Ok(l) => {
+                    let l = Rc::new(l);
+                    *self.layout.borrow_mut() = Some(l.clone());
+                    self.stale.set(false);
+                    return Ok(l);
+                }
+                Err(e) => errors.push(e.message),
+            }
+        }
+        Err(DynamoError::new(
+            ErrorKind::Unavailable,
+            format!("no node answered: {}", errors.join("; ")),
+        ))
+    }
+
+    /// The cached layout; refreshed in the background when old or after an error,
+    /// fetched (waiting) only when there is none yet.
+    async fn layout(self: &Rc<Self>) -> Result<Rc<Layout>, DynamoError> {
+        let cached = self.layout.borrow().clone();
+        match cached {
+            None => {
+                let _fetching = self.fetching.lock().await;
+                if let Some(l) = self.layout.borrow().clone() {
+                    return Ok(l);
+                }
+                self.fetch_layout().await
+            }
+            Some(l) => {
+                let old = l.fetched.elapsed() >= self.options.ring_refresh || self.stale.get();
+                if old && !self.refreshing.get() {
+                    self.refreshing.set(true);
+                    let me = self.clone();
+                    tokio::task::spawn_local(async move {
+                        let _ = me.fetch_layout().await;
+                        me.refreshing.set(false);
+                    });
+                }
+                Ok(l)
+            }
+        }
+    }
+
+    fn avoided(&self, address: &str) -> bool {
+        match self.failed.borrow().get(address) {
+            Some(t) => t.elapsed() < AVOID,
+            None => false,
+        }
+    }
+
+    /// The addresses to try for a request, best first.
+    fn route(&self, layout: &Layout, store: &StoreSummary, key: &[u8]) -> Vec<String> {
+        let mut order: Vec<String> = Vec::new();
+        if self.options.coordination == Coordination::ClientDriven {
+            let q = layout.info.ring.partition_count();
+            let p = layout.info.ring.partition_for_key(&store.name, key);
+            let walk = layout
+                .walks
+                .borrow_mut()
+                .entry((store.n, p))
+                .or_insert_with(|| {
+                    Rc::new(
+                        layout
+                            .info
+                            .ring
+                            .key_preference_list(&store.name, key, store.n as usize)
+                            .iter()
+                            .map(|m| m.name.clone())
+                            .collect(),
+                    )
+                })
+                .clone();
+            debug_assert!(p < q);
+            for name in walk.iter() {
+                if let Some(a) = layout.addresses.get(name) {
+                    order.push(a.clone());
+                }
+            }
+            // Any top-N node may coordinate: the one this client is waiting on least
+            // goes first (a partition-aware client can choose; a node receiving a
+            // request from a load balancer cannot). Ties keep preference order.
+            let outstanding = self.outstanding.borrow();
+            order.sort_by_key(|a| outstanding.get(a).copied().unwrap_or(0));
+        }
+        // Server-driven (and the fallback of client-driven): every node, in turn.
+        let mut all: Vec<&String> = layout.info.members.iter().map(|m| &m.address).collect();
+        if all.is_empty() {
+            all = self.seeds.iter().collect();
+        }
+        let start = self.next.get();
+        self.next.set(start.wrapping_add(1));
+        for i in 0..all.len() {
+            let a = all[(start + i) % all.len()];
+            if !order.contains(a) {
+                order.push(a.clone());
+            }
+        }
+        // Nodes that failed a moment ago go last.
+        let (good, bad): (Vec<String>, Vec<String>) =
+            order.into_iter().partition(|a| !self.avoided(a));
+        good.into_iter().chain(bad).collect()
+    }
+
+    async fn request(
+        self: &Rc<Self>,
+        op: Op,
+        store: &str,
+        key: &[u8],
+    ) -> Result<Answer, DynamoError> {
+        let layout = self.layout().await?;
+        let Some(summary) = layout.stores.get(store).cloned() else {
+            let known: Vec<&str> = layout.stores.keys().map(String::as_str).collect();
+            return Err(DynamoError::new(
+                ErrorKind::UnknownStore,
+                format!(
+                    "unknown store {store:?}; the cluster has: {}",
+                    known.join(", ")
+                ),
+            ));
+        };
+        let mut errors = Vec::new();
+        for address in self.route(&layout, &summary, key) {
+            match self.send(&address, &op, store, key).await {
+                Ok(a) => return Ok(a),
+                // Unreachable or shutting down: another node can take it.
+                Err(e) if e.kind == ErrorKind::Unavailable => errors.push(e.message),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DynamoError::new(
+            ErrorKind::Unavailable,
+            format!("no node could take the request: {}", errors.join("; ")),
+        ))
+    }
+
+    async fn send(
+        &self,
+        address: &str,
+        op: &Op,
+        store: &str,
+        key: &[u8],
+    ) -> Result<Answer, DynamoError> {
+        let conn = self.conn(address).await.inspect_err(|_| {
+            self.failed
+                .borrow_mut()
+                .insert(address.to_owned(), Instant::now());
+            self.stale.set(true);
+        })?;
+        let call = async {
+            match op {
+                Op::Get { r } => {
+                    let mut req = conn.dynamo.get_request();
+                    let mut p = req.get();
+                    p.set_store(store);
+                    p.set_key(key);
+                    p.set_r(r.unwrap_or(0));
+                    let resp = req
+                        .send()
+                        .promise
+                        .await
+                        .map_err(|e| rpc::from_capnp(address, e))?;
+                    let r = resp.get().map_err(|e| rpc::from_capnp(address, e))?;
+                    Ok(Answer::Get(rpc::read_get_reply(address, r.get_reply())?))
+                }
+                Op::Put {
+                    value: Some(v),
+                    context,
+                    w,
+                } => {
+                    let mut req = conn.dynamo.put_request();
+                    let mut p = req.get();
+                    p.set_store(store);
+                    p.set_key(key);
+                    p.set_value(v);
+                    p.set_context(context.as_str());
+                    p.set_w(w.unwrap_or(0));
+                    let resp = req
+                        .send()
+                        .promise
+                        .await
+                        .map_err(|e| rpc::from_capnp(address, e))?;
+                    let r = resp.get().map_err(|e| rpc::from_capnp(address, e))?;
+                    Ok(Answer::Put(rpc::read_put_reply(address, r.get_reply())?))
+                }
+                Op::Put {
+                    value: None,
+                    context,
+                    w,
+                } => {
+                    let mut req = conn.dynamo.delete_request();
+                    let mut p = req.get();
+                    p.set_store(store);
+                    p.set_key(key);
+                    p.set_context(context.as_str());
+                    p.set_w(w.unwrap_or(0));
+                    let resp = req
+                        .send()
+                        .promise
+                        .await
+                        .map_err(|e| rpc::from_capnp(address, e))?;
+                    let r = resp.get().map_err(|e| rpc::from_capnp(address, e))?;
+                    Ok(Answer::Put(rpc::read_put_reply(address, r.get_reply())?))
+                }
+            }
+        };
+        *self
+            .outstanding
+            .borrow_mut()
+            .entry(address.to_owned())
+            .or_insert(0) += 1;
+        let result = self.timed(address, call).await;
+        if let Some(n) = self.outstanding.borrow_mut().get_mut(address) {
+            *n = n.saturating_sub(1);
+        }
+        result
+    }
+}

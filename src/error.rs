@@ -1,0 +1,89 @@
+//! The error a client request can end in, shared by the coordinator, the RPC layer and
+//! [`crate::client::Client`]. Its `kind` travels on the wire (`Failure.Kind` in the
+//! schema), its message is complete on its own: it names the store, the key, the nodes
+//! and the numbers involved.
+
+use std::fmt;
+
+/// What kind of failure a request met; lets callers decide whether to retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// A bug or an engine failure on a node.
+    Internal,
+    /// The request itself is wrong (empty or oversize key or value, bad R/W, bad
+    /// argument): retrying will not help.
+    BadRequest,
+    /// The store is not hosted by the cluster.
+    UnknownStore,
+    /// The context token is malformed or belongs to another key.
+    BadContext,
+    /// Fewer than R (get) or W (put) replicas answered.
+    Quorum,
+    /// No node could serve the request (unreachable, shutting down).
+    Unavailable,
+    /// A peer sent something that does not follow the protocol.
+    Protocol,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Internal => "internal error",
+            ErrorKind::BadRequest => "bad request",
+            ErrorKind::UnknownStore => "unknown store",
+            ErrorKind::BadContext => "bad context",
+            ErrorKind::Quorum => "quorum not reached",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Protocol => "protocol error",
+        })
+    }
+}
+
+/// A failed request. Invariant: `message` is non-empty and self-explanatory.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DynamoError {
+    /// The category, for programs.
+    pub kind: ErrorKind,
+    /// The explanation, for people.
+    pub message: String,
+}
+
+impl DynamoError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The error for a failed call to the node at `address` (timeouts, refused
+    /// connections, broken connections).
+    pub fn unreachable(address: &str, what: impl fmt::Display) -> Self {
+        Self::new(
+            ErrorKind::Unavailable,
+            format!("node {address} is unreachable: {what}"),
+        )
+    }
+}
+
+impl From<crate::store::StoreError> for DynamoError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        let kind = match &e {
+            S::UnknownStore { .. } => ErrorKind::UnknownStore,
+            S::EmptyKey { .. } | S::KeyTooLarge { .. } | S::ValueTooLarge { .. } => {
+                ErrorKind::BadRequest
+            }
+            S::BadContext { .. } => ErrorKind::BadContext,
+            S::BadVersions { .. } => ErrorKind::Protocol,
+            _ => ErrorKind::Internal,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+/// Shorthand for results of client requests.
+pub type Result<T, E = DynamoError> = std::result::Result<T, E>;

@@ -1,0 +1,97 @@
+//! Local failure detection: this node's own opinion of which peers are up.
+//!
+//! A peer that fails a call (error or timeout) is marked down for this node only; the
+//! ping loop keeps trying it and marks it up when it answers. Nothing is gossiped: two
+//! nodes may disagree, which sloppy quorum tolerates.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// What this node knows of one peer's health.
+#[derive(Clone, Debug)]
+pub struct PeerHealth {
+    /// Up unless a call failed since the last success.
+    pub up: bool,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// When the state last changed.
+    pub since: Instant,
+}
+
+/// Health of every peer. Invariant: a peer never seen failing is up.
+#[derive(Debug, Default)]
+pub struct HealthTable {
+    peers: Mutex<HashMap<String, PeerHealth>>,
+}
+
+impl HealthTable {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, PeerHealth>) -> R) -> R {
+        let mut g = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// Is `name` up as far as this node knows?
+    pub fn is_up(&self, name: &str) -> bool {
+        self.with(|m| m.get(name).is_none_or(|h| h.up))
+    }
+
+    /// Records a failed call. Returns true if the peer was up before.
+    pub fn mark_down(&self, name: &str, error: &str) -> bool {
+        self.with(|m| {
+            let h = m.entry(name.to_owned()).or_insert_with(|| PeerHealth {
+                up: true,
+                last_error: None,
+                since: Instant::now(),
+            });
+            let was_up = h.up;
+            if was_up {
+                h.since = Instant::now();
+            }
+            h.up = false;
+            h.last_error = Some(error.to_owned());
+            was_up
+        })
+    }
+
+    /// Records a successful call. Returns true if the peer was down before.
+    pub fn mark_up(&self, name: &str) -> bool {
+        self.with(|m| match m.get_mut(name) {
+            Some(h) if !h.up => {
+                h.up = true;
+                h.since = Instant::now();
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// The health of `name` (up with no history if never seen).
+    pub fn get(&self, name: &str) -> PeerHealth {
+        self.with(|m| {
+            m.get(name).cloned().unwrap_or(PeerHealth {
+                up: true,
+                last_error: None,
+                since: Instant::now(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_and_up_transitions_are_reported_once() {
+        let t = HealthTable::default();
+        assert!(t.is_up("b"));
+        assert!(t.mark_down("b", "timed out"));
+        assert!(!t.mark_down("b", "refused"));
+        assert!(!t.is_up("b"));
+        assert_eq!(t.get("b").last_error.as_deref(), Some("refused"));
+        assert!(t.mark_up("b"));
+        assert!(!t.mark_up("b"));
+        assert!(t.is_up("b"));
+    }
+}

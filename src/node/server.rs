@@ -1,0 +1,534 @@
+//! The node's RPC servers (client-facing `Dynamo`, `Internode`), the accept loop and
+//! clean shutdown on SIGTERM / Ctrl-C.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+use crate::client::{GetResponse, MemberStatus, NodeStatus, PutResponse, Sibling, StoreSummary};
+use crate::error::{DynamoError, ErrorKind};
+use crate::rpc::{self, dynamo, internode};
+use crate::store::VersionedStore;
+
+use super::handoff;
+use super::hints::HintLog;
+use super::local::{blocking, LocalNode};
+use super::{NodeCore, NodeError};
+
+/// How long shutdown waits for in-flight requests.
+const DRAIN: Duration = Duration::from_secs(10);
+
+struct DynamoServer {
+    node: LocalNode,
+    internode: internode::Client,
+    stopping: Rc<Cell<bool>>,
+}
+
+struct InternodeServer {
+    node: LocalNode,
+}
+
+fn quorum_override(q: u8) -> Option<u8> {
+    (q != 0).then_some(q)
+}
+
+/// Summaries of a node's stores.
+pub(crate) fn store_summaries(core: &NodeCore) -> Vec<StoreSummary> {
+    core.stores
+        .values()
+        .map(|s| {
+            let c = s.config();
+            StoreSummary {
+                name: c.name.clone(),
+                engine: c.engine.clone(),
+                n: c.n as u8,
+                r: c.r as u8,
+                w: c.w as u8,
+                policy: c.policy.to_string(),
+                max_value_size: c.max_value_size as u64,
+            }
+        })
+        .collect()
+}
+
+fn member_statuses(node: &LocalNode) -> Vec<MemberStatus> {
+    let core = &node.core;
+    core.ring
+        .members()
+        .iter()
+        .map(|m| {
+            let h = core.health.get(&m.name);
+            let me = m.name == node.name();
+            MemberStatus {
+                name: m.name.clone(),
+                address: core.addresses.get(&m.name).cloned().unwrap_or_default(),
+                zone: m.zone.clone(),
+                up: me || h.up,
+                partitions: core.ring.partitions_of(&m.name).len() as u32,
+                last_error: if me || h.up { None } else { h.last_error },
+            }
+        })
+        .collect()
+}
+
+impl DynamoServer {
+    fn check_open(&self) -> Result<(), DynamoError> {
+        if self.stopping.get() {
+            return Err(DynamoError::new(
+                ErrorKind::Unavailable,
+                format!("node {} is shutting down", self.node.name()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Owners of the key this node could forward to, in preference order (server-driven
+    /// coordination). Empty when this node coordinates itself.
+    fn forward_targets(&self, store: &VersionedStore, key: &[u8], forwarded: bool) -> Vec<String> {
+        if forwarded || self.node.in_top_n(store, key) {
+            return Vec::new();
+        }
+        self.node
+            .top_n(store, key)
+            .into_iter()
+            .filter(|m| self.node.is_healthy(m))
+            .collect()
+    }
+
+    fn forward_timeout(&self) -> Duration {
+        // The coordinator's own fan-out may take a full request timeout.
+        self.node.core.request_timeout() * 2 + Duration::from_millis(100)
+    }
+
+    async fn handle_get(
+        &self,
+        store: String,
+        key: Vec<u8>,
+        r: Option<u8>,
+        forwarded: bool,
+    ) -> Result<GetResponse, DynamoError> {
+        self.check_open()?;
+        let st = self.node.core.store(&store)?.clone();
+        for owner in self.forward_targets(&st, &key, forwarded) {
+            let attempt = async {
+                let d = self.node.dynamo_of(&owner).await?;
+                let mut req = d.get_request();
+                let mut p = req.get();
+                p.set_store(store.as_str());
+                p.set_key(&key);
+                p.set_r(r.unwrap_or(0));
+                p.set_forwarded(true);
+                let resp = req
+                    .send()
+                    .promise
+                    .await
+                    .map_err(|e| rpc::from_capnp(&owner, e))?;
+                let reply = resp.get().map_err(|e| rpc::from_capnp(&owner, e))?;
+                Ok::<_, DynamoError>(rpc::read_get_reply(&owner, reply.get_reply()))
+            };
+            match tokio::time::timeout(self.forward_timeout(), attempt).await {
+                Ok(Ok(answer)) => return answer,
+                Ok(Err(e)) => self.node.core.health.mark_down(&owner, &e.message),
+                Err(_) => self
+                    .node
+                    .core
+                    .health
+                    .mark_down(&owner, "forwarded get timed out"),
+            };
+        }
+        let out = self.node.coordinate_get(&st, key, r).await?;
+        let siblings = if out.siblings.all_tombstones() {
+            Vec::new()
+        } else {
+            out.siblings
+                .versions()
+                .iter()
+                .map(|v| Sibling {
+                    value: v.value.clone(),
+                })
+                .collect()
+        };
+        Ok(GetResponse {
+            siblings,
+            context: out.context,
+            coordinator: self.node.name().to_owned(),
+        })
+    }
+
+    async fn handle_put(
+        &self,
+        store: String,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        context: String,
+        w: Option<u8>,
+        forwarded: bool,
+    ) -> Result<PutResponse, DynamoError> {
+        self.check_open()?;
+        let st = self.node.core.store(&store)?.clone();
+        for owner in self.forward_targets(&st, &key, forwarded) {
+            let attempt = async {
+                let d = self.node.dynamo_of(&owner).await?;
+                let resp = match &value {
+                    Some(v) => {
+                        let mut req = d.put_request();
+                        let mut p = req.get();
+                        p.set_store(store.as_str());
+                        p.set_key(&key);
+                        p.set_value(v);
+                        p.set_context(context.as_str());
+                        p.set_w(w.unwrap_or(0));
+                        p.set_forwarded(true);
+                        let resp = req
+                            .send()
+                            .promise
+                            .await
+                            .map_err(|e| rpc::from_capnp(&owner, e))?;
+                        let reply = resp.get().map_err(|e| rpc::from_capnp(&owner, e))?;
+                        rpc::read_put_reply(&owner, reply.get_reply())
+                    }
+                    None => {
+                        let mut req = d.delete_request();
+                        let mut p = req.get();
+                        p.set_store(store.as_str());
+                        p.set_key(&key);
+                        p.set_context(context.as_str());
+                        p.set_w(w.unwrap_or(0));
+                        p.set_forwarded(true);
+                        let resp = req
+                            .send()
+                            .promise
+                            .await
+                            .map_err(|e| rpc::from_capnp(&owner, e))?;
+                        let reply = resp.get().map_err(|e| rpc::from_capnp(&owner, e))?;
+                        rpc::read_put_reply(&owner, reply.get_reply())
+                    }
+                };
+                Ok::<_, DynamoError>(resp)
+            };
+            match tokio::time::timeout(self.forward_timeout(), attempt).await {
+                Ok(Ok(answer)) => return answer,
+                Ok(Err(e)) => self.node.core.health.mark_down(&owner, &e.message),
+                Err(_) => self
+                    .node
+                    .core
+                    .health
+                    .mark_down(&owner, "forwarded put timed out"),
+            };
+        }
+        let context = (!context.is_empty()).then_some(context);
+        let token = self
+            .node
+            .coordinate_put(&st, key, value, context, w)
+            .await?;
+        Ok(PutResponse {
+            context: token,
+            coordinator: self.node.name().to_owned(),
+        })
+    }
+
+    async fn handle_status(&self) -> Result<NodeStatus, DynamoError> {
+        let core = self.node.core.clone();
+        let hints = blocking(move || {
+            let mut total: BTreeMap<String, u64> = BTreeMap::new();
+            for s in core.stores.values() {
+                for (owner, n) in HintLog::backlog(s)? {
+                    *total.entry(owner).or_insert(0) += n;
+                }
+            }
+            Ok(total)
+        })
+        .await?;
+        let core = &self.node.core;
+        Ok(NodeStatus {
+            node: core.name().to_owned(),
+            address: core.config.node.listen.clone(),
+            node_id: core.identity.node_id.clone(),
+            uptime_ms: core.started.elapsed().as_millis() as u64,
+            in_flight: core.in_flight.load(Ordering::SeqCst).saturating_sub(1),
+            members: member_statuses(&self.node),
+            hints,
+            stores: store_summaries(core),
+        })
+    }
+}
+
+impl dynamo::Server for DynamoServer {
+    async fn get(
+        self: Rc<Self>,
+        params: dynamo::GetParams,
+        mut results: dynamo::GetResults,
+    ) -> Result<(), capnp::Error> {
+        let _in = self.node.core.request_started();
+        let p = params.get()?;
+        let parsed =
+            (|| Ok::<_, DynamoError>((rpc::text(p.get_store())?, rpc::data(p.get_key())?)))();
+        let (r, fwd) = (quorum_override(p.get_r()), p.get_forwarded());
+        let answer = match parsed {
+            Ok((store, key)) => self.handle_get(store, key, r, fwd).await,
+            Err(e) => Err(e),
+        };
+        let reply = results.get().init_reply();
+        match answer {
+            Ok(g) => rpc::write_get_reply(reply, &g),
+            Err(e) => rpc::write_failure(reply.init_failure(), &e),
+        }
+        Ok(())
+    }
+
+    async fn put(
+        self: Rc<Self>,
+        params: dynamo::PutParams,
+        mut results: dynamo::PutResults,
+    ) -> Result<(), capnp::Error> {
+        let _in = self.node.core.request_started();
+        let p = params.get()?;
+        let parsed = (|| {
+            Ok::<_, DynamoError>((
+                rpc::text(p.get_store())?,
+                rpc::data(p.get_key())?,
+                rpc::data(p.get_value())?,
+                rpc::text(p.get_context())?,
+            ))
+        })();
+        let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
+        let answer = match parsed {
+            Ok((store, key, value, ctx)) => {
+                self.handle_put(store, key, Some(value), ctx, w, fwd).await
+            }
+            Err(e) => Err(e),
+        };
+        let reply = results.get().init_reply();
+        match answer {
+            Ok(r) => rpc::write_put_reply(reply, &r),
+            Err(e) => rpc::write_failure(reply.init_failure(), &e),
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        self: Rc<Self>,
+        params: dynamo::DeleteParams,
+        mut results: dynamo::DeleteResults,
+    ) -> Result<(), capnp::Error> {
+        let _in = self.node.core.request_started();
+        let p = params.get()?;
+        let parsed = (|| {
+            Ok::<_, DynamoError>((
+                rpc::text(p.get_store())?,
+                rpc::data(p.get_key())?,
+                rpc::text(p.get_context())?,
+            ))
+        })();
+        let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
+        let answer = match parsed {
+            Ok((store, key, ctx)) => self.handle_put(store, key, None, ctx, w, fwd).await,
+            Err(e) => Err(e),
+        };
+        let reply = results.get().init_reply();
+        match answer {
+            Ok(r) => rpc::write_put_reply(reply, &r),
+            Err(e) => rpc::write_failure(reply.init_failure(), &e),
+        }
+        Ok(())
+    }
+
+    async fn ring(
+        self: Rc<Self>,
+        _: dynamo::RingParams,
+        mut results: dynamo::RingResults,
+    ) -> Result<(), capnp::Error> {
+        let core = &self.node.core;
+        let mut b = results.get().init_reply();
+        b.set_ring_json(core.ring.to_json().as_str());
+        let members = member_statuses(&self.node);
+        let mut ms = b.reborrow().init_members(members.len() as u32);
+        for (i, m) in members.iter().enumerate() {
+            rpc::write_member(ms.reborrow().get(i as u32), m);
+        }
+        let stores = store_summaries(core);
+        let mut ss = b.init_stores(stores.len() as u32);
+        for (i, s) in stores.iter().enumerate() {
+            rpc::write_store(ss.reborrow().get(i as u32), s);
+        }
+        Ok(())
+    }
+
+    async fn status(
+        self: Rc<Self>,
+        _: dynamo::StatusParams,
+        mut results: dynamo::StatusResults,
+    ) -> Result<(), capnp::Error> {
+        let _in = self.node.core.request_started();
+        let status = self
+            .handle_status()
+            .await
+            .map_err(|e| capnp::Error::failed(e.message))?;
+        rpc::write_status(results.get().init_reply(), &status);
+        Ok(())
+    }
+
+    async fn internode(
+        self: Rc<Self>,
+        _: dynamo::InternodeParams,
+        mut results: dynamo::InternodeResults,
+    ) -> Result<(), capnp::Error> {
+        results.get().set_node(self.internode.clone());
+        Ok(())
+    }
+}
+
+impl InternodeServer {
+    fn store(
+        &self,
+        p: capnp::Result<capnp::text::Reader<'_>>,
+    ) -> Result<Arc<VersionedStore>, DynamoError> {
+        let name = rpc::text(p)?;
+        Ok(self.node.core.store(&name)?.clone())
+    }
+}
+
+impl internode::Server for InternodeServer {
+    async fn read(
+        self: Rc<Self>,
+        params: internode::ReadParams,
+        mut results: internode::ReadResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let key = rpc::data(p.get_key())?;
+            blocking(move || {
+                let versions = st.get(&key)?.siblings.into_versions();
+                Ok(rpc::encode_versions(&versions))
+            })
+            .await
+        }
+        .await;
+        match answer {
+            Ok(encoded) => {
+                rpc::set_versions(results.get().init_versions(encoded.len() as u32), &encoded)
+            }
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
+    async fn write(
+        self: Rc<Self>,
+        params: internode::WriteParams,
+        mut results: internode::WriteResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let key = rpc::data(p.get_key())?;
+            let versions =
+                rpc::decode_versions(p.get_versions(), st.config().max_value_size as u64)?;
+            let hint_for = rpc::text(p.get_hint_for())?;
+            let core = self.node.core.clone();
+            blocking(move || {
+                st.merge_remote(&key, versions)?;
+                if !hint_for.is_empty() {
+                    core.hints.record(&st, &hint_for, &key)?;
+                }
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        if let Err(e) = answer {
+            rpc::write_failure(results.get().init_failure(), &e);
+        }
+        Ok(())
+    }
+
+    async fn deliver_hint(
+        self: Rc<Self>,
+        params: internode::DeliverHintParams,
+        mut results: internode::DeliverHintResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let key = rpc::data(p.get_key())?;
+            let versions =
+                rpc::decode_versions(p.get_versions(), st.config().max_value_size as u64)?;
+            blocking(move || {
+                st.merge_remote(&key, versions)?;
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        if let Err(e) = answer {
+            rpc::write_failure(results.get().init_failure(), &e);
+        }
+        Ok(())
+    }
+
+    async fn ping(
+        self: Rc<Self>,
+        _: internode::PingParams,
+        mut results: internode::PingResults,
+    ) -> Result<(), capnp::Error> {
+        let mut r = results.get();
+        r.set_name(self.node.name());
+        r.set_node_id(self.node.core.identity.node_id.as_str());
+        Ok(())
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
+pub async fn serve(core: Arc<NodeCore>) -> Result<(), NodeError> {
+    let node = LocalNode::new(core.clone());
+    let listen = core.config.node.listen.clone();
+    let addr = rpc::resolve(&listen).map_err(|e| NodeError::Config(format!("node.listen {e}")))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| NodeError::Io(format!("listening on {listen} (node.listen): {e}")))?;
+    let stopping = Rc::new(Cell::new(false));
+    let internode: internode::Client =
+        capnp_rpc::new_client(InternodeServer { node: node.clone() });
+    let bootstrap: dynamo::Client = capnp_rpc::new_client(DynamoServer {
+        node: node.clone(),
+        internode,
+        stopping: stopping.clone(),
+    });
+    let ping = tokio::task::spawn_local(handoff::ping_loop(node.clone()));
+    let handoff_task = tokio::task::spawn_local(handoff::handoff_loop(node.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| NodeError::Io(format!("installing the SIGTERM handler: {e}")))?;
+    eprintln!(
+        "{}: listening on {listen} ({} members, {} partitions, stores: {})",
+        core.name(),
+        core.ring.members().len(),
+        core.ring.partition_count(),
+        core.stores.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => rpc::serve_stream(stream, bootstrap.clone()),
+                Err(e) => eprintln!("{}: accept failed: {e}", core.name()),
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    eprintln!("{}: shutting down", core.name());
+    stopping.set(true);
+    drop(listener);
+    ping.abort();
+    handoff_task.abort();
+    let start = Instant::now();
+    while core.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}

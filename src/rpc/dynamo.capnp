@@ -1,0 +1,120 @@
+@0xba65b1171757073d;
+# libdynamo's wire protocol: the one schema every node and client speaks.
+#
+# EVOLUTION RULE: this schema only ever grows. Fields, enumerants and methods are added
+# with the next free ordinal; none is ever removed, renumbered, renamed to mean something
+# else, or given another type. A reader that meets a field it does not know ignores it;
+# a field a newer peer did not set reads as its default. So nodes of adjacent versions
+# can talk during a rolling upgrade.
+#
+# Versions on the wire (`VersionBytes`) are in the core's own binary version encoding
+# (src/version.rs, `Version::encode_into`), which carries its own format rules.
+
+# Why a request failed. Every reply carries `failure`; it is unset on success.
+struct Failure {
+  kind @0 :Kind;
+  message @1 :Text;   # complete, human-readable: names store, key, nodes, numbers
+
+  enum Kind {
+    internal @0;      # a bug or an engine failure on the node
+    badRequest @1;    # empty/oversize key or value, bad R/W: fix the request
+    unknownStore @2;  # the store is not hosted by this cluster
+    badContext @3;    # the context token is malformed or belongs to another key
+    quorum @4;        # fewer than R/W replicas answered; `message` names who did and who did not
+    unavailable @5;   # the node is shutting down or cannot reach any coordinator
+  }
+}
+
+# One sibling as a client sees it.
+struct Sibling {
+  value @0 :Data;     # empty when deleted
+  deleted @1 :Bool;   # a tombstone (kept as a sibling until reaped)
+}
+
+# Encoded versions (see the header comment).
+using VersionBytes = Data;
+
+struct GetReply {
+  failure @0 :Failure;
+  siblings @1 :List(Sibling);
+  context @2 :Text;          # covers exactly `siblings`; pass it to the next put
+  coordinator @3 :Text;      # the node that coordinated the request
+}
+
+struct PutReply {
+  failure @0 :Failure;
+  context @1 :Text;          # covers what was written and what the request's context covered
+  coordinator @2 :Text;
+}
+
+struct MemberInfo {
+  name @0 :Text;
+  address @1 :Text;
+  zone @2 :Text;
+  up @3 :Bool;               # as seen by the answering node (failure detection is local)
+  partitions @4 :UInt32;     # partitions it owns
+  lastError @5 :Text;        # why it was marked down, if it is
+}
+
+struct StoreInfo {
+  name @0 :Text;
+  engine @1 :Text;
+  n @2 :UInt8;
+  r @3 :UInt8;
+  w @4 :UInt8;
+  policy @5 :Text;
+  maxValueSize @6 :UInt64;
+}
+
+struct RingReply {
+  ringJson @0 :Text;         # src/ring.rs `Ring::to_json`: the partition owners
+  members @1 :List(MemberInfo);
+  stores @2 :List(StoreInfo);
+}
+
+struct HintBacklog {
+  owner @0 :Text;            # the node the hints are for
+  count @1 :UInt64;          # keys waiting to be handed off
+}
+
+struct StatusReply {
+  node @0 :Text;
+  address @1 :Text;
+  nodeId @2 :Text;           # this data directory's incarnation (hex)
+  uptimeMs @3 :UInt64;
+  members @4 :List(MemberInfo);
+  hints @5 :List(HintBacklog);
+  stores @6 :List(StoreInfo);
+  inFlight @7 :UInt64;       # client requests being served
+}
+
+# The client-facing interface; it is also the bootstrap capability of every node.
+# `r`/`w` of 0 mean the store's own quorum. `forwarded` is set by a node that passes a
+# request on to a coordinator in the key's preference list (server-driven coordination);
+# a forwarded request is never forwarded again.
+interface Dynamo {
+  get @0 (store :Text, key :Data, r :UInt8, forwarded :Bool) -> (reply :GetReply);
+  put @1 (store :Text, key :Data, value :Data, context :Text, w :UInt8, forwarded :Bool)
+      -> (reply :PutReply);
+  delete @2 (store :Text, key :Data, context :Text, w :UInt8, forwarded :Bool)
+      -> (reply :PutReply);
+  ring @3 () -> (reply :RingReply);
+  status @4 () -> (reply :StatusReply);
+  # The internode interface of the same node (peers and diagnostics use it).
+  internode @5 () -> (node :Internode);
+}
+
+# Node to node: replica reads and writes of version sets, hinted delivery, ping.
+interface Internode {
+  # This replica's versions of `key`, hinted ones it keeps for other owners included.
+  read @0 (store :Text, key :Data) -> (failure :Failure, versions :List(VersionBytes));
+  # Merge `versions` into this replica. With `hintFor` set the receiver is a stand-in
+  # for that owner: it keeps the versions and a hint to hand them off later.
+  write @1 (store :Text, key :Data, versions :List(VersionBytes), hintFor :Text)
+      -> (failure :Failure);
+  # A stand-in hands off versions it kept for this node (the intended owner).
+  deliverHint @2 (store :Text, key :Data, versions :List(VersionBytes), from :Text)
+      -> (failure :Failure);
+  # Liveness: the caller's name in, this node's name and data-directory id out.
+  ping @3 (from :Text) -> (name :Text, nodeId :Text);
+}

@@ -1,0 +1,400 @@
+//! Cap'n Proto RPC: the schema (`dynamo.capnp`, compiled by `build.rs`), connecting to a
+//! node, and the conversions between wire structs and the core's types.
+//!
+//! capnp-rpc objects are `Rc`-based and `!Send`: everything here runs on a
+//! current-thread tokio runtime inside a `LocalSet` (see `DESIGN.md`, Runtime).
+//! Every socket gets TCP_NODELAY; every connect has a timeout (calls are timed by their
+//! callers).
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
+use futures::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+use crate::codec::Reader;
+use crate::error::{DynamoError, ErrorKind};
+use crate::version::Version;
+
+/// Code generated from `src/rpc/dynamo.capnp` by build.rs (see the schema for docs).
+#[allow(missing_docs)]
+pub mod dynamo_capnp {
+    include!(concat!(env!("OUT_DIR"), "/dynamo_capnp.rs"));
+}
+
+pub use dynamo_capnp::{dynamo, failure, internode};
+
+/// An open connection to a node: its client-facing capability and whether the
+/// connection is still up. Invariant: once `alive()` is false it never turns true.
+#[derive(Clone)]
+pub struct Connection {
+    /// The node's bootstrap capability.
+    pub dynamo: dynamo::Client,
+    alive: Rc<Cell<bool>>,
+}
+
+impl Connection {
+    /// False once the connection broke or was closed.
+    pub fn alive(&self) -> bool {
+        self.alive.get()
+    }
+
+    /// Marks the connection unusable (after a failed or timed-out call), so the next
+    /// request opens a fresh one.
+    pub fn poison(&self) {
+        self.alive.set(false);
+    }
+}
+
+/// Opens a connection to `address` within `timeout`. Must run inside a `LocalSet`.
+pub async fn connect(address: &str, timeout: Duration) -> Result<Connection, DynamoError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| {
+            DynamoError::unreachable(
+                address,
+                format!("connect timed out after {} ms", timeout.as_millis()),
+            )
+        })?
+        .map_err(|e| DynamoError::unreachable(address, e))?;
+    Ok(attach(stream))
+}
+
+/// The RPC system over an accepted or connected stream (for an accepted stream,
+/// `bootstrap` is the capability we serve).
+fn run_rpc(
+    stream: TcpStream,
+    side: rpc_twoparty_capnp::Side,
+    bootstrap: Option<capnp::capability::Client>,
+) -> RpcSystem<rpc_twoparty_capnp::Side> {
+    // Without NODELAY a request waits up to 40 ms for the peer's delayed ACK.
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.compat().split();
+    let network = twoparty::VatNetwork::new(
+        futures::io::BufReader::new(reader),
+        futures::io::BufWriter::new(writer),
+        side,
+        Default::default(),
+    );
+    RpcSystem::new(Box::new(network), bootstrap)
+}
+
+fn attach(stream: TcpStream) -> Connection {
+    let mut system = run_rpc(stream, rpc_twoparty_capnp::Side::Client, None);
+    let dynamo: dynamo::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
+    let alive = Rc::new(Cell::new(true));
+    let flag = alive.clone();
+    tokio::task::spawn_local(async move {
+        let _ = system.await;
+        flag.set(false);
+    });
+    Connection { dynamo, alive }
+}
+
+/// Serves `bootstrap` on an accepted stream until the peer hangs up.
+pub fn serve_stream(stream: TcpStream, bootstrap: dynamo::Client) {
+    let system = run_rpc(
+        stream,
+        rpc_twoparty_capnp::Side::Server,
+        Some(bootstrap.client),
+    );
+    tokio::task::spawn_local(async move {
+        let _ = system.await;
+    });
+}
+
+/// Resolves `address` (`host:port`) to a socket address, for listening.
+pub fn resolve(address: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("{address:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address:?} resolves to no address"))
+}
+
+fn kind_to_wire(kind: ErrorKind) -> failure::Kind {
+    match kind {
+        ErrorKind::Internal | ErrorKind::Protocol => failure::Kind::Internal,
+        ErrorKind::BadRequest => failure::Kind::BadRequest,
+        ErrorKind::UnknownStore => failure::Kind::UnknownStore,
+        ErrorKind::BadContext => failure::Kind::BadContext,
+        ErrorKind::Quorum => failure::Kind::Quorum,
+        ErrorKind::Unavailable => failure::Kind::Unavailable,
+    }
+}
+
+fn kind_from_wire(kind: Result<failure::Kind, capnp::NotInSchema>) -> ErrorKind {
+    match kind {
+        Ok(failure::Kind::Internal) => ErrorKind::Internal,
+        Ok(failure::Kind::BadRequest) => ErrorKind::BadRequest,
+        Ok(failure::Kind::UnknownStore) => ErrorKind::UnknownStore,
+        Ok(failure::Kind::BadContext) => ErrorKind::BadContext,
+        Ok(failure::Kind::Quorum) => ErrorKind::Quorum,
+        Ok(failure::Kind::Unavailable) => ErrorKind::Unavailable,
+        // A kind added by a newer peer: still a failure, message intact.
+        Err(_) => ErrorKind::Internal,
+    }
+}
+
+/// Fills a `Failure` struct from an error.
+pub fn write_failure(mut b: failure::Builder<'_>, e: &DynamoError) {
+    b.set_kind(kind_to_wire(e.kind));
+    b.set_message(e.message.as_str());
+}
+
+/// Reads a reply's `failure` field: `Some` when the reply reports a failure.
+pub fn read_failure(has: bool, r: capnp::Result<failure::Reader<'_>>) -> Option<DynamoError> {
+    if !has {
+        return None;
+    }
+    Some(match r {
+        Ok(f) => {
+            let message = text(f.get_message()).unwrap_or_default();
+            DynamoError::new(
+                kind_from_wire(f.get_kind()),
+                if message.is_empty() {
+                    "the node reported a failure without a message".into()
+                } else {
+                    message
+                },
+            )
+        }
+        Err(e) => protocol(format!("unreadable failure: {e}")),
+    })
+}
+
+/// A protocol error (a malformed message from a peer).
+pub fn protocol(message: impl Into<String>) -> DynamoError {
+    DynamoError::new(ErrorKind::Protocol, message)
+}
+
+/// A capnp error as a request error: network failures are `Unavailable`.
+pub fn from_capnp(address: &str, e: capnp::Error) -> DynamoError {
+    match e.kind {
+        capnp::ErrorKind::Failed => protocol(format!("node {address}: {}", e.extra)),
+        _ => DynamoError::unreachable(address, e),
+    }
+}
+
+/// Reads a `Text` field as a `String`, refusing invalid UTF-8.
+pub fn text(r: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, DynamoError> {
+    r.map_err(|e| protocol(format!("reading a text field: {e}")))?
+        .to_string()
+        .map_err(|e| protocol(format!("text field is not UTF-8: {e}")))
+}
+
+/// Reads a `Data` field.
+pub fn data(r: capnp::Result<capnp::data::Reader<'_>>) -> Result<Vec<u8>, DynamoError> {
+    r.map(<[u8]>::to_vec)
+        .map_err(|e| protocol(format!("reading a data field: {e}")))
+}
+
+/// Encodes versions for a `List(VersionBytes)`.
+pub fn encode_versions(versions: &[Version]) -> Vec<Vec<u8>> {
+    versions
+        .iter()
+        .map(|v| {
+            let mut out = Vec::new();
+            v.encode_into(&mut out);
+            out
+        })
+        .collect()
+}
+
+/// Writes pre-encoded versions into a list builder.
+pub fn set_versions(mut list: capnp::data_list::Builder<'_>, encoded: &[Vec<u8>]) {
+    for (i, e) in encoded.iter().enumerate() {
+        list.set(i as u32, e);
+    }
+}
+
+/// Decodes a `List(VersionBytes)`, refusing malformed entries and values over
+/// `max_value` bytes.
+pub fn decode_versions(
+    r: capnp::Result<capnp::data_list::Reader<'_>>,
+    max_value: u64,
+) -> Result<Vec<Version>, DynamoError> {
+    let list = r.map_err(|e| protocol(format!("reading versions: {e}")))?;
+    let mut out = Vec::with_capacity(list.len() as usize);
+    for item in list.iter() {
+        let bytes = item.map_err(|e| protocol(format!("reading a version: {e}")))?;
+        let mut reader = Reader::new(bytes, "version");
+        let v = Version::decode_from(&mut reader, max_value)
+            .map_err(|e| protocol(format!("malformed version: {e}")))?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+use crate::client::{GetResponse, MemberStatus, NodeStatus, PutResponse, Sibling, StoreSummary};
+
+/// Fills a `GetReply` from a response.
+pub fn write_get_reply(mut b: dynamo_capnp::get_reply::Builder<'_>, g: &GetResponse) {
+    b.set_context(g.context.as_str());
+    b.set_coordinator(g.coordinator.as_str());
+    let mut list = b.init_siblings(g.siblings.len() as u32);
+    for (i, s) in g.siblings.iter().enumerate() {
+        let mut e = list.reborrow().get(i as u32);
+        match &s.value {
+            Some(v) => e.set_value(v),
+            None => e.set_deleted(true),
+        }
+    }
+}
+
+/// Reads a `GetReply`: the response, or the failure it reports.
+pub fn read_get_reply(
+    address: &str,
+    r: capnp::Result<dynamo_capnp::get_reply::Reader<'_>>,
+) -> Result<GetResponse, DynamoError> {
+    let r = r.map_err(|e| from_capnp(address, e))?;
+    if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
+        return Err(f);
+    }
+    let list = r
+        .get_siblings()
+        .map_err(|e| protocol(format!("reading siblings from {address}: {e}")))?;
+    let mut siblings = Vec::with_capacity(list.len() as usize);
+    for s in list.iter() {
+        siblings.push(Sibling {
+            value: if s.get_deleted() {
+                None
+            } else {
+                Some(data(s.get_value())?)
+            },
+        });
+    }
+    Ok(GetResponse {
+        siblings,
+        context: text(r.get_context())?,
+        coordinator: text(r.get_coordinator())?,
+    })
+}
+
+/// Fills a `PutReply` from a response.
+pub fn write_put_reply(mut b: dynamo_capnp::put_reply::Builder<'_>, p: &PutResponse) {
+    b.set_context(p.context.as_str());
+    b.set_coordinator(p.coordinator.as_str());
+}
+
+/// Reads a `PutReply`.
+pub fn read_put_reply(
+    address: &str,
+    r: capnp::Result<dynamo_capnp::put_reply::Reader<'_>>,
+) -> Result<PutResponse, DynamoError> {
+    let r = r.map_err(|e| from_capnp(address, e))?;
+    if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
+        return Err(f);
+    }
+    Ok(PutResponse {
+        context: text(r.get_context())?,
+        coordinator: text(r.get_coordinator())?,
+    })
+}
+
+/// Fills a `MemberInfo`.
+pub fn write_member(mut b: dynamo_capnp::member_info::Builder<'_>, m: &MemberStatus) {
+    b.set_name(m.name.as_str());
+    b.set_address(m.address.as_str());
+    b.set_zone(m.zone.as_deref().unwrap_or(""));
+    b.set_up(m.up);
+    b.set_partitions(m.partitions);
+    b.set_last_error(m.last_error.as_deref().unwrap_or(""));
+}
+
+/// Reads a `MemberInfo`.
+pub fn read_member(m: dynamo_capnp::member_info::Reader<'_>) -> Result<MemberStatus, DynamoError> {
+    let zone = text(m.get_zone())?;
+    let err = text(m.get_last_error())?;
+    Ok(MemberStatus {
+        name: text(m.get_name())?,
+        address: text(m.get_address())?,
+        zone: (!zone.is_empty()).then_some(zone),
+        up: m.get_up(),
+        partitions: m.get_partitions(),
+        last_error: (!err.is_empty()).then_some(err),
+    })
+}
+
+/// Fills a `StoreInfo`.
+pub fn write_store(mut b: dynamo_capnp::store_info::Builder<'_>, s: &StoreSummary) {
+    b.set_name(s.name.as_str());
+    b.set_engine(s.engine.as_str());
+    b.set_n(s.n);
+    b.set_r(s.r);
+    b.set_w(s.w);
+    b.set_policy(s.policy.as_str());
+    b.set_max_value_size(s.max_value_size);
+}
+
+/// Reads a `StoreInfo`.
+pub fn read_store(s: dynamo_capnp::store_info::Reader<'_>) -> Result<StoreSummary, DynamoError> {
+    Ok(StoreSummary {
+        name: text(s.get_name())?,
+        engine: text(s.get_engine())?,
+        n: s.get_n(),
+        r: s.get_r(),
+        w: s.get_w(),
+        policy: text(s.get_policy())?,
+        max_value_size: s.get_max_value_size(),
+    })
+}
+
+/// Fills a `StatusReply`.
+pub fn write_status(mut b: dynamo_capnp::status_reply::Builder<'_>, s: &NodeStatus) {
+    b.set_node(s.node.as_str());
+    b.set_address(s.address.as_str());
+    b.set_node_id(s.node_id.as_str());
+    b.set_uptime_ms(s.uptime_ms);
+    b.set_in_flight(s.in_flight);
+    let mut ms = b.reborrow().init_members(s.members.len() as u32);
+    for (i, m) in s.members.iter().enumerate() {
+        write_member(ms.reborrow().get(i as u32), m);
+    }
+    let mut hs = b.reborrow().init_hints(s.hints.len() as u32);
+    for (i, (owner, count)) in s.hints.iter().enumerate() {
+        let mut h = hs.reborrow().get(i as u32);
+        h.set_owner(owner.as_str());
+        h.set_count(*count);
+    }
+    let mut st = b.init_stores(s.stores.len() as u32);
+    for (i, x) in s.stores.iter().enumerate() {
+        write_store(st.reborrow().get(i as u32), x);
+    }
+}
+
+/// Reads a `StatusReply`.
+pub fn read_status(
+    address: &str,
+    r: capnp::Result<dynamo_capnp::status_reply::Reader<'_>>,
+) -> Result<NodeStatus, DynamoError> {
+    let r = r.map_err(|e| from_capnp(address, e))?;
+    let bad = |e: capnp::Error| protocol(format!("reading status from {address}: {e}"));
+    let mut members = Vec::new();
+    for m in r.get_members().map_err(bad)?.iter() {
+        members.push(read_member(m)?);
+    }
+    let mut hints = std::collections::BTreeMap::new();
+    for h in r.get_hints().map_err(bad)?.iter() {
+        hints.insert(text(h.get_owner())?, h.get_count());
+    }
+    let mut stores = Vec::new();
+    for s in r.get_stores().map_err(bad)?.iter() {
+        stores.push(read_store(s)?);
+    }
+    Ok(NodeStatus {
+        node: text(r.get_node())?,
+        address: text(r.get_address())?,
+        node_id: text(r.get_node_id())?,
+        uptime_ms: r.get_uptime_ms(),
+        in_flight: r.get_in_flight(),
+        members,
+        hints,
+        stores,
+    })
+}

@@ -1,0 +1,436 @@
+//! Multi-node tests: real `dynamo node` processes on 127.0.0.1 (ports chosen by the
+//! OS), N=3/R=2/W=2 unless stated, driven through `dynamo::Client` and the CLI. Every
+//! cluster is stopped when its `LocalCluster` is dropped, failed assertion or not.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dynamo::client::{BlockingClient, Client, ClientOptions, Coordination};
+use dynamo::cluster::{ClusterSpec, LocalCluster};
+use dynamo::error::ErrorKind;
+use dynamo::store::StoreConfig;
+
+const EXE: &str = env!("CARGO_BIN_EXE_dynamo");
+
+fn start(nodes: usize, dir: &Path, store: StoreConfig) -> LocalCluster {
+    let mut spec = ClusterSpec::new(nodes, dir);
+    spec.stores = vec![store];
+    spec.partitions = 64;
+    LocalCluster::start(&spec, Path::new(EXE)).expect("cluster starts")
+}
+
+fn rocks() -> StoreConfig {
+    StoreConfig {
+        engine: "rocksdb".into(),
+        ..StoreConfig::default()
+    }
+}
+
+fn client(addrs: &[String], mode: Coordination) -> BlockingClient {
+    Client::connect(
+        addrs,
+        ClientOptions {
+            coordination: mode,
+            timeout: Duration::from_secs(3),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("client")
+    .blocking()
+}
+
+/// Polls `cond` every 100 ms for up to `secs`; panics with `what` if it never holds.
+fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {secs} s waiting for: {what}");
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+fn values(g: &dynamo::client::GetResponse) -> Vec<Vec<u8>> {
+    sorted(g.values().into_iter().map(<[u8]>::to_vec).collect())
+}
+
+/// Waits until the node at `observer` sees `name` as `up`.
+fn wait_health(c: &BlockingClient, observer: &str, name: &str, up: bool) {
+    eventually(15, &format!("{observer} to see {name} up={up}"), || {
+        c.status(Some(observer))
+            .map(|s| s.members.iter().any(|m| m.name == name && m.up == up))
+            .unwrap_or(false)
+    });
+}
+
+#[test]
+fn put_get_round_trip_siblings_and_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(3, dir.path(), rocks());
+    for mode in [Coordination::ClientDriven, Coordination::ServerDriven] {
+        let c = client(&cluster.addresses(), mode);
+        let key = format!("cart-{mode:?}");
+        let k = key.as_bytes();
+        assert!(c.get("default", k, None).unwrap().siblings.is_empty());
+        c.put("default", k, b"apple", None, None).unwrap();
+        let g = c.get("default", k, None).unwrap();
+        assert_eq!(values(&g), vec![b"apple".to_vec()]);
+
+        // A second put without a context does not overwrite: two siblings.
+        c.put("default", b"conflict", b"x", None, None).ok();
+        let fresh = format!("fresh-{mode:?}");
+        c.put("default", fresh.as_bytes(), b"a", None, None)
+            .unwrap();
+        c.put("default", fresh.as_bytes(), b"b", None, None)
+            .unwrap();
+        let g = c.get("default", fresh.as_bytes(), None).unwrap();
+        assert_eq!(values(&g), vec![b"a".to_vec(), b"b".to_vec()]);
+        // A put with the merged context resolves them.
+        c.put("default", fresh.as_bytes(), b"ab", Some(&g.context), None)
+            .unwrap();
+        let g = c.get("default", fresh.as_bytes(), None).unwrap();
+        assert_eq!(values(&g), vec![b"ab".to_vec()]);
+
+        // Delete with the context: the key reads as absent.
+        c.delete("default", fresh.as_bytes(), Some(&g.context), None)
+            .unwrap();
+        assert!(c
+            .get("default", fresh.as_bytes(), None)
+            .unwrap()
+            .siblings
+            .is_empty());
+    }
+}
+
+#[test]
+fn sigkill_of_one_node_keeps_puts_and_gets_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let c = client(&cluster.addresses(), Coordination::ClientDriven);
+    for i in 0..20 {
+        c.put("default", format!("k{i}").as_bytes(), b"before", None, None)
+            .unwrap();
+    }
+    cluster.kill(1).unwrap();
+    // No waiting for failure detection: the very first requests must succeed.
+    for i in 0..20 {
+        let k = format!("k{i}");
+        let g = c.get("default", k.as_bytes(), None).unwrap();
+        assert_eq!(values(&g), vec![b"before".to_vec()], "{k}");
+        c.put("default", k.as_bytes(), b"after", Some(&g.context), None)
+            .unwrap();
+        let g = c.get("default", k.as_bytes(), None).unwrap();
+        assert_eq!(values(&g), vec![b"after".to_vec()], "{k}");
+    }
+    for i in 0..20 {
+        let k = format!("new{i}");
+        c.put("default", k.as_bytes(), b"v", None, None).unwrap();
+        assert_eq!(
+            values(&c.get("default", k.as_bytes(), None).unwrap()),
+            vec![b"v".to_vec()]
+        );
+    }
+}
+
+#[test]
+fn hints_accumulate_on_stand_ins_and_are_delivered_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(5, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let ring = c.ring().unwrap().ring;
+    let victim = 2usize;
+    let victim_name = cluster.nodes[victim].name.clone();
+    let victim_addr = cluster.nodes[victim].address.clone();
+    // Keys whose preference list holds the victim.
+    let keys: Vec<String> = (0..400)
+        .map(|i| format!("h{i}"))
+        .filter(|k| {
+            ring.key_preference_list("default", k.as_bytes(), 3)
+                .iter()
+                .any(|m| m.name == victim_name)
+        })
+        .take(30)
+        .collect();
+    assert_eq!(keys.len(), 30);
+    for k in &keys {
+        c.put("default", k.as_bytes(), b"v1", None, None).unwrap();
+    }
+    cluster.kill(victim).unwrap();
+    let live: Vec<String> = addrs
+        .iter()
+        .filter(|a| **a != victim_addr)
+        .cloned()
+        .collect();
+    for a in &live {
+        wait_health(&c, a, &victim_name, false);
+    }
+    let mut latest = Vec::new();
+    for k in &keys {
+        let g = c.get("default", k.as_bytes(), None).unwrap();
+        c.put("default", k.as_bytes(), b"v2", Some(&g.context), None)
+            .unwrap();
+        latest.push(k.clone());
+    }
+    let backlog = |c: &BlockingClient| -> u64 {
+        live.iter()
+            .map(|a| {
+                c.status(Some(a))
+                    .unwrap()
+                    .hints
+                    .get(&victim_name)
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let held = backlog(&c);
+    assert!(
+        held >= keys.len() as u64,
+        "every write for {victim_name} left a hint: {held}"
+    );
+
+    cluster.restart(victim).unwrap();
+    eventually(30, "hints delivered and removed", || backlog(&c) == 0);
+    // The restarted owner serves the latest versions from its own replica.
+    for k in &latest {
+        let versions = c
+            .read_replica(&victim_addr, "default", k.as_bytes())
+            .unwrap();
+        let vals: Vec<&[u8]> = versions.iter().filter_map(|v| v.value.as_deref()).collect();
+        assert_eq!(vals, vec![&b"v2"[..]], "{k} on {victim_name}");
+    }
+}
+
+#[test]
+fn read_repair_heals_a_stale_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    c.put("default", b"rr", b"old", None, None).unwrap();
+    // The third replica's write may still be in flight after the W=2 acknowledgement.
+    eventually(10, "node-3 holds the first write", || {
+        c.read_replica(&addrs[2], "default", b"rr")
+            .map(|v| v.len() == 1)
+            .unwrap_or(false)
+    });
+    cluster.kill(2).unwrap();
+    let g = c.get("default", b"rr", None).unwrap();
+    c.put("default", b"rr", b"new", Some(&g.context), None)
+        .unwrap();
+    cluster.restart(2).unwrap();
+    let stale = &addrs[2];
+    let on_stale = |c: &BlockingClient| -> Vec<Vec<u8>> {
+        let vs = c.read_replica(stale, "default", b"rr").unwrap();
+        sorted(vs.into_iter().filter_map(|v| v.value).collect())
+    };
+    assert_eq!(
+        on_stale(&c),
+        vec![b"old".to_vec()],
+        "node-3 missed the write"
+    );
+    for a in &addrs[..2] {
+        wait_health(&c, a, "node-3", true);
+    }
+    // A full read (R=3) hears node-3's stale answer; the newest version wins.
+    let g = c.get("default", b"rr", Some(3)).unwrap();
+    assert_eq!(values(&g), vec![b"new".to_vec()]);
+    eventually(10, "read repair of node-3", || {
+        on_stale(&c) == vec![b"new".to_vec()]
+    });
+}
+
+#[test]
+fn two_of_three_down_fails_the_write_quorum_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let p = c.put("default", b"q", b"acknowledged", None, None).unwrap();
+    cluster.kill(1).unwrap();
+    cluster.kill(2).unwrap();
+    let survivor = client(&addrs[..1], Coordination::ServerDriven);
+    wait_health(&survivor, &addrs[0], "node-2", false);
+    wait_health(&survivor, &addrs[0], "node-3", false);
+    let err = survivor
+        .put("default", b"q", b"half", Some(&p.context), None)
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Quorum, "{err}");
+    for needle in ["W=2", "node-2", "node-3", "node-1", "nothing was written"] {
+        assert!(err.message.contains(needle), "{needle:?} missing in: {err}");
+    }
+    // What the survivor holds is the acknowledged value only.
+    let g = survivor.get("default", b"q", Some(1)).unwrap();
+    assert_eq!(values(&g), vec![b"acknowledged".to_vec()]);
+    let err = survivor.get("default", b"q", None).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Quorum, "{err}");
+    assert!(err.message.contains("R=2"), "{err}");
+}
+
+#[test]
+fn nodes_restarted_on_rocksdb_keep_their_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let ids: Vec<String> = addrs
+        .iter()
+        .map(|a| c.status(Some(a)).unwrap().node_id)
+        .collect();
+    for i in 0..30 {
+        c.put(
+            "default",
+            format!("p{i}").as_bytes(),
+            format!("v{i}").as_bytes(),
+            None,
+            None,
+        )
+        .unwrap();
+    }
+    for i in 0..3 {
+        cluster.stop(i).unwrap();
+    }
+    for i in 0..3 {
+        cluster.restart(i).unwrap();
+    }
+    let c = client(&addrs, Coordination::ClientDriven);
+    for i in 0..30 {
+        let g = c.get("default", format!("p{i}").as_bytes(), None).unwrap();
+        assert_eq!(values(&g), vec![format!("v{i}").into_bytes()]);
+        // Every replica has it, not just a quorum.
+        for a in &addrs {
+            assert_eq!(
+                c.read_replica(a, "default", format!("p{i}").as_bytes())
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+    }
+    let again: Vec<String> = addrs
+        .iter()
+        .map(|a| c.status(Some(a)).unwrap().node_id)
+        .collect();
+    assert_eq!(ids, again, "the identity survives a restart");
+}
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(EXE).args(args).output().expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_round_trip_and_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(
+        3,
+        dir.path(),
+        StoreConfig {
+            engine: "rocksdb".into(),
+            max_value_size: 1000,
+            ..StoreConfig::default()
+        },
+    );
+    let nodes = cluster.addresses().join(",");
+    let (ok, out, err) = cli(&["put", "--nodes", &nodes, "--json", "greeting", "hello"]);
+    assert!(ok, "{err}");
+    let put: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = put["context"].as_str().unwrap().to_owned();
+    let (ok, out, _) = cli(&["get", "--nodes", &nodes, "--json", "greeting"]);
+    assert!(ok);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got["siblings"][0]["value"], "hello");
+    assert_eq!(got["siblings"][0]["value_base64"], "aGVsbG8=");
+    assert_eq!(got["siblings"][0]["deleted"], false);
+    let (ok, out, _) = cli(&[
+        "delete",
+        "--nodes",
+        &nodes,
+        "--json",
+        "--context",
+        &token,
+        "greeting",
+    ]);
+    assert!(ok);
+    assert!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["context"].is_string());
+    let (ok, out, _) = cli(&["get", "--nodes", &nodes, "--json", "greeting"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["siblings"],
+        serde_json::json!([])
+    );
+
+    let big = "x".repeat(2000);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["get", "--nodes", &nodes, "--store", "nope", "k"],
+            "unknown store",
+        ),
+        (vec!["put", "--nodes", &nodes, "k", &big], "max_value_size"),
+        (
+            vec![
+                "put",
+                "--nodes",
+                &nodes,
+                "--context",
+                "not-a-token!",
+                "k",
+                "v",
+            ],
+            "context",
+        ),
+        (vec!["get", "--nodes", "127.0.0.1:1", "k"], "unreachable"),
+        (
+            vec!["put", "--nodes", &nodes, "--w", "4", "k", "v"],
+            "between 1 and n=3",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut with_json = args.clone();
+        with_json.push("--json");
+        let (ok, out, err) = cli(&with_json);
+        assert!(!ok, "{args:?} should fail");
+        assert!(
+            err.to_lowercase().contains(needle),
+            "{args:?}: stderr {err:?} lacks {needle:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON error on stdout");
+        assert!(
+            v["error"].as_str().unwrap().to_lowercase().contains(needle),
+            "{v}"
+        );
+    }
+    // The store was not touched by the refused requests.
+    let (ok, out, _) = cli(&["get", "--nodes", &nodes, "--json", "k"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["siblings"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn a_bad_config_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(
+        &path,
+        "[node]\nname = \"a\"\n\n[[stores]]\nname = \"s\"\nr = 9\n",
+    )
+    .unwrap();
+    let (ok, _, err) = cli(&["node", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("stores[0].r"), "{err}");
+}
