@@ -123,7 +123,7 @@ pub struct WorkloadArgs {
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
     /// Operations in flight.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Measured seconds per mode.
     #[arg(long, default_value_t = 10.0)]

@@ -3,9 +3,10 @@
 //! Two coordination modes (paper section 6.4):
 //! - [`Coordination::ClientDriven`] (the default): the client fetches the ring from
 //!   any node, refreshes it every 10 s or after an error, and sends each request
-//!   straight to a coordinator in the key's preference list (the one it has the fewest
-//!   requests outstanding with): one hop to the coordinator plus one parallel fan-out
-//!   to the replicas.
+//!   straight to the first reachable node of the key's preference list, which
+//!   coordinates it: one hop to the coordinator plus one parallel fan-out to the
+//!   replicas. (Choosing the least-busy of the top N instead measured no better and
+//!   spreads one key's writes over more coordinators.)
 //! - [`Coordination::ServerDriven`]: requests go to the cluster's nodes in turn; a node
 //!   outside the key's top N forwards the request to one inside it (one hop more).
 //!
@@ -234,8 +235,6 @@ struct State {
     stale: Cell<bool>,
     failed: RefCell<HashMap<String, Instant>>,
     next: Cell<usize>,
-    /// Requests in flight per node address.
-    outstanding: RefCell<HashMap<String, usize>>,
     /// Serialises connecting, so a burst of first requests opens one connection per node.
     connecting: tokio::sync::Mutex<()>,
     /// Serialises the first ring fetch, so a burst of first requests fetches it once.
@@ -267,7 +266,6 @@ impl Client {
             stale: Cell::new(false),
             failed: RefCell::default(),
             next: Cell::new(0),
-            outstanding: RefCell::default(),
             connecting: tokio::sync::Mutex::new(()),
             fetching: tokio::sync::Mutex::new(()),
         };
@@ -738,11 +736,6 @@ impl State {
                     order.push(a.clone());
                 }
             }
-            // Any top-N node may coordinate: the one this client is waiting on least
-            // goes first (a partition-aware client can choose; a node receiving a
-            // request from a load balancer cannot). Ties keep preference order.
-            let outstanding = self.outstanding.borrow();
-            order.sort_by_key(|a| outstanding.get(a).copied().unwrap_or(0));
         }
         // Server-driven (and the fallback of client-driven): every node, in turn.
         let mut all: Vec<&String> = layout.info.members.iter().map(|m| &m.address).collect();
@@ -865,15 +858,6 @@ impl State {
                 }
             }
         };
-        *self
-            .outstanding
-            .borrow_mut()
-            .entry(address.to_owned())
-            .or_insert(0) += 1;
-        let result = self.timed(address, call).await;
-        if let Some(n) = self.outstanding.borrow_mut().get_mut(address) {
-            *n = n.saturating_sub(1);
-        }
-        result
+        self.timed(address, call).await
     }
 }

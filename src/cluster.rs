@@ -238,11 +238,14 @@ impl LocalCluster {
     }
 
     /// Stops node `i` with SIGTERM (clean shutdown), waiting up to 15 s before SIGKILL.
-    pub fn stop(&mut self, i: usize) -> anyhow::Result<()> {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            terminate(&mut c);
-        }
-        self.write_cluster_file()
+    /// Returns its exit status (`None` if it was not running).
+    pub fn stop(&mut self, i: usize) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let status = match self.nodes[i].child.take() {
+            Some(mut c) => Some(terminate(&mut c)?),
+            None => None,
+        };
+        self.write_cluster_file()?;
+        Ok(status)
     }
 
     /// Starts node `i` again (on its existing data directory) and waits until ready.
@@ -314,7 +317,8 @@ fn wait_or_kill(c: &mut Child, grace: Duration) {
     let _ = c.wait();
 }
 
-fn terminate(c: &mut Child) {
+fn terminate(c: &mut Child) -> std::io::Result<std::process::ExitStatus> {
     send_sigterm(c.id());
     wait_or_kill(c, Duration::from_secs(15));
+    c.wait()
 }

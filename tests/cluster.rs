@@ -296,7 +296,10 @@ fn nodes_restarted_on_rocksdb_keep_their_data() {
         .unwrap();
     }
     for i in 0..3 {
-        cluster.stop(i).unwrap();
+        let status = cluster.stop(i).unwrap().expect("was running");
+        assert!(status.success(), "SIGTERM is a clean shutdown: {status}");
+        let log = std::fs::read_to_string(&cluster.nodes[i].log_path).unwrap();
+        assert!(log.contains("stopped"), "{log}");
     }
     for i in 0..3 {
         cluster.restart(i).unwrap();
@@ -320,6 +323,19 @@ fn nodes_restarted_on_rocksdb_keep_their_data() {
         .map(|a| c.status(Some(a)).unwrap().node_id)
         .collect();
     assert_eq!(ids, again, "the identity survives a restart");
+
+    // A node whose data directory is wiped comes back as a new incarnation.
+    cluster.kill(2).unwrap();
+    std::fs::remove_dir_all(dir.path().join("node-3").join("data")).unwrap();
+    cluster.restart(2).unwrap();
+    let fresh = c.status(Some(&addrs[2])).unwrap().node_id;
+    assert_ne!(fresh, ids[2]);
+    assert!(c
+        .read_replica(&addrs[2], "default", b"p0")
+        .unwrap()
+        .is_empty());
+    let g = c.get("default", b"p0", None).unwrap();
+    assert_eq!(values(&g), vec![b"v0".to_vec()]);
 }
 
 fn cli(args: &[&str]) -> (bool, String, String) {
