@@ -7,8 +7,16 @@
 //! - [`version`]: versions and sibling sets, merge and supersession;
 //! - [`store`]: one replica's versioned store over a pluggable engine ([`engines`]).
 //!
-//! Plus [`sim`] (the paper's partitioning experiment) and [`bench`] (engine benchmarks).
-//! The coordinator, RPC and node follow (see `DESIGN.md` in the project's shared folder).
+//! The distributed system on top:
+//! - [`rpc`]: the Cap'n Proto schema (`src/rpc/dynamo.capnp`) and its conversions;
+//! - [`node`]: a node process: quorum coordinator, sloppy quorum, hinted handoff, read
+//!   repair, local failure detection, clean shutdown;
+//! - [`client`]: the client library, client- or server-driven coordination;
+//! - [`config`]: a node's TOML config; [`cluster`]: local clusters of node processes;
+//! - [`error`]: the error every request can end in.
+//!
+//! Plus [`sim`] (the paper's partitioning experiment) and [`bench`] (engine and
+//! cluster benchmarks). See `DESIGN.md` in the project's shared folder.
 
 #![warn(missing_docs)]
 
