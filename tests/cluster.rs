@@ -450,3 +450,21 @@ fn a_bad_config_names_the_field() {
     assert!(!ok);
     assert!(err.contains("stores[0].r"), "{err}");
 }
+
+#[test]
+fn a_single_node_with_the_default_quorum_says_why_writes_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(1, dir.path(), rocks());
+    let c = client(&cluster.addresses(), Coordination::ClientDriven);
+    let err = c.put("default", b"k", b"v", None, None).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Quorum);
+    assert!(err.message.contains("only 1 member"), "{err}");
+    assert!(err.message.contains("nothing was written"), "{err}");
+    // W=1 for this request works, and R=1 reads it back.
+    let p = c.put("default", b"k", b"v", None, Some(1)).unwrap();
+    assert_eq!(p.coordinator, "node-1");
+    assert_eq!(
+        values(&c.get("default", b"k", Some(1)).unwrap()),
+        vec![b"v".to_vec()]
+    );
+}

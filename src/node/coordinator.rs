@@ -149,23 +149,36 @@ impl LocalNode {
         need: (&str, usize),
         plan: &Plan,
     ) -> DynamoError {
-        let down = plan
+        let mut why: Vec<String> = plan
             .down
             .iter()
-            .map(|(m, why)| format!("{m} is down ({why})"))
-            .collect::<Vec<_>>()
-            .join("; ");
+            .map(|(m, reason)| format!("{m} is down ({reason})"))
+            .collect();
+        if plan.uncovered > 0 {
+            why.push(format!(
+                "no stand-in available for {} owner(s)",
+                plan.uncovered
+            ));
+        }
+        let members = self.core.ring.members().len();
+        if members < need.1 {
+            why.push(format!(
+                "the cluster has only {members} member(s): lower the store's {} (or pass a smaller --{} for this request) or add members",
+                need.0.to_lowercase(),
+                need.0.to_lowercase()
+            ));
+        }
         DynamoError::new(
             ErrorKind::Quorum,
             format!(
-                "quorum not reached for {op} store={} key={}: only {} of {}={} replicas reachable ({}); {down}; no stand-in available for {} owner(s); nothing was {}",
+                "quorum not reached for {op} store={} key={}: only {} of {}={} replicas reachable ({}); {}; nothing was {}",
                 store.name(),
                 printable_key(key),
                 plan.targets.len(),
                 need.0,
                 need.1,
                 plan.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
-                plan.uncovered,
+                why.join("; "),
                 if op == "get" { "read" } else { "written" },
             ),
         )
