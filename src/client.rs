@@ -803,59 +803,22 @@ impl State {
         })?;
         let call = async {
             match op {
-                Op::Get { r } => {
-                    let mut req = conn.dynamo.get_request();
-                    let mut p = req.get();
-                    p.set_store(store);
-                    p.set_key(key);
-                    p.set_r(r.unwrap_or(0));
-                    let resp = req
-                        .send()
-                        .promise
-                        .await
-                        .map_err(|e| rpc::from_capnp(address, e))?;
-                    let r = resp.get().map_err(|e| rpc::from_capnp(address, e))?;
-                    Ok(Answer::Get(rpc::read_get_reply(address, r.get_reply())?))
-                }
-                Op::Put {
-                    value: Some(v),
-                    context,
-                    w,
-                } => {
-                    let mut req = conn.dynamo.put_request();
-                    let mut p = req.get();
-                    p.set_store(store);
-                    p.set_key(key);
-                    p.set_value(v);
-                    p.set_context(context.as_str());
-                    p.set_w(w.unwrap_or(0));
-                    let resp = req
-                        .send()
-                        .promise
-                        .await
-                        .map_err(|e| rpc::from_capnp(address, e))?;
-                    let r = resp.get().map_err(|e| rpc::from_capnp(address, e))?;
-                    Ok(Answer::Put(rpc::read_put_reply(address, r.get_reply())?))
-                }
-                Op::Put {
-                    value: None,
-                    context,
-                    w,
-                } => {
-                    let mut req = conn.dynamo.delete_request();
-                    let mut p = req.get();
-                    p.set_store(store);
-                    p.set_key(key);
-                    p.set_context(context.as_str());
-                    p.set_w(w.unwrap_or(0));
-                    let resp = req
-                        .send()
-                        .promise
-                        .await
-                        .map_err(|e| rpc::from_capnp(address, e))?;
-                    let r = resp.get().map_err(|e| rpc::from_capnp(address, e))?;
-                    Ok(Answer::Put(rpc::read_put_reply(address, r.get_reply())?))
-                }
+                Op::Get { r } => Ok(Answer::Get(
+                    rpc::call_get(&conn.dynamo, address, store, key, *r, false).await?,
+                )),
+                Op::Put { value, context, w } => Ok(Answer::Put(
+                    rpc::call_put(
+                        &conn.dynamo,
+                        address,
+                        store,
+                        key,
+                        value.as_deref(),
+                        context,
+                        *w,
+                        false,
+                    )
+                    .await?,
+                )),
             }
         };
         self.timed(address, call).await

@@ -117,19 +117,12 @@ impl DynamoServer {
         for owner in self.forward_targets(&st, &key, forwarded) {
             let attempt = async {
                 let d = self.node.dynamo_of(&owner).await?;
-                let mut req = d.get_request();
-                let mut p = req.get();
-                p.set_store(store.as_str());
-                p.set_key(&key);
-                p.set_r(r.unwrap_or(0));
-                p.set_forwarded(true);
-                let resp = req
-                    .send()
-                    .promise
-                    .await
-                    .map_err(|e| rpc::from_capnp(&owner, e))?;
-                let reply = resp.get().map_err(|e| rpc::from_capnp(&owner, e))?;
-                Ok::<_, DynamoError>(rpc::read_get_reply(&owner, reply.get_reply()))
+                // A failure the owner reports is the answer; only transport errors
+                // move on to the next owner.
+                match rpc::call_get(&d, &owner, &store, &key, r, true).await {
+                    Err(e) if e.kind == ErrorKind::Unavailable => Err(e),
+                    answer => Ok(answer),
+                }
             };
             match tokio::time::timeout(self.forward_timeout(), attempt).await {
                 Ok(Ok(answer)) => return answer,
@@ -174,42 +167,21 @@ impl DynamoServer {
         for owner in self.forward_targets(&st, &key, forwarded) {
             let attempt = async {
                 let d = self.node.dynamo_of(&owner).await?;
-                let resp = match &value {
-                    Some(v) => {
-                        let mut req = d.put_request();
-                        let mut p = req.get();
-                        p.set_store(store.as_str());
-                        p.set_key(&key);
-                        p.set_value(v);
-                        p.set_context(context.as_str());
-                        p.set_w(w.unwrap_or(0));
-                        p.set_forwarded(true);
-                        let resp = req
-                            .send()
-                            .promise
-                            .await
-                            .map_err(|e| rpc::from_capnp(&owner, e))?;
-                        let reply = resp.get().map_err(|e| rpc::from_capnp(&owner, e))?;
-                        rpc::read_put_reply(&owner, reply.get_reply())
-                    }
-                    None => {
-                        let mut req = d.delete_request();
-                        let mut p = req.get();
-                        p.set_store(store.as_str());
-                        p.set_key(&key);
-                        p.set_context(context.as_str());
-                        p.set_w(w.unwrap_or(0));
-                        p.set_forwarded(true);
-                        let resp = req
-                            .send()
-                            .promise
-                            .await
-                            .map_err(|e| rpc::from_capnp(&owner, e))?;
-                        let reply = resp.get().map_err(|e| rpc::from_capnp(&owner, e))?;
-                        rpc::read_put_reply(&owner, reply.get_reply())
-                    }
-                };
-                Ok::<_, DynamoError>(resp)
+                let answer = rpc::call_put(
+                    &d,
+                    &owner,
+                    &store,
+                    &key,
+                    value.as_deref(),
+                    &context,
+                    w,
+                    true,
+                )
+                .await;
+                match answer {
+                    Err(e) if e.kind == ErrorKind::Unavailable => Err(e),
+                    answer => Ok(answer),
+                }
             };
             match tokio::time::timeout(self.forward_timeout(), attempt).await {
                 Ok(Ok(answer)) => return answer,
@@ -303,11 +275,7 @@ impl dynamo::Server for DynamoServer {
             }
             Err(e) => Err(e),
         };
-        let reply = results.get().init_reply();
-        match answer {
-            Ok(r) => rpc::write_put_reply(reply, &r),
-            Err(e) => rpc::write_failure(reply.init_failure(), &e),
-        }
+        rpc::answer_put(results.get().init_reply(), &answer);
         Ok(())
     }
 
@@ -330,11 +298,7 @@ impl dynamo::Server for DynamoServer {
             Ok((store, key, ctx)) => self.handle_put(store, key, None, ctx, w, fwd).await,
             Err(e) => Err(e),
         };
-        let reply = results.get().init_reply();
-        match answer {
-            Ok(r) => rpc::write_put_reply(reply, &r),
-            Err(e) => rpc::write_failure(reply.init_failure(), &e),
-        }
+        rpc::answer_put(results.get().init_reply(), &answer);
         Ok(())
     }
 

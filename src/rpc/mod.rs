@@ -398,3 +398,89 @@ pub fn read_status(
         stores,
     })
 }
+
+/// Calls `get` on the node at `address` (its capability `d`). `r` of `None` means the
+/// store's R; `forwarded` marks a node-to-node forward (server-driven coordination).
+pub async fn call_get(
+    d: &dynamo::Client,
+    address: &str,
+    store: &str,
+    key: &[u8],
+    r: Option<u8>,
+    forwarded: bool,
+) -> Result<GetResponse, DynamoError> {
+    let mut req = d.get_request();
+    let mut p = req.get();
+    p.set_store(store);
+    p.set_key(key);
+    p.set_r(r.unwrap_or(0));
+    p.set_forwarded(forwarded);
+    let resp = req
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    let reply = resp.get().map_err(|e| from_capnp(address, e))?;
+    read_get_reply(address, reply.get_reply())
+}
+
+/// Calls `put` (value `Some`) or `delete` (`None`) on the node at `address`. An empty
+/// `context` means none; `w` of `None` means the store's W.
+#[allow(clippy::too_many_arguments)]
+pub async fn call_put(
+    d: &dynamo::Client,
+    address: &str,
+    store: &str,
+    key: &[u8],
+    value: Option<&[u8]>,
+    context: &str,
+    w: Option<u8>,
+    forwarded: bool,
+) -> Result<PutResponse, DynamoError> {
+    match value {
+        Some(v) => {
+            let mut req = d.put_request();
+            let mut p = req.get();
+            p.set_store(store);
+            p.set_key(key);
+            p.set_value(v);
+            p.set_context(context);
+            p.set_w(w.unwrap_or(0));
+            p.set_forwarded(forwarded);
+            let resp = req
+                .send()
+                .promise
+                .await
+                .map_err(|e| from_capnp(address, e))?;
+            let reply = resp.get().map_err(|e| from_capnp(address, e))?;
+            read_put_reply(address, reply.get_reply())
+        }
+        None => {
+            let mut req = d.delete_request();
+            let mut p = req.get();
+            p.set_store(store);
+            p.set_key(key);
+            p.set_context(context);
+            p.set_w(w.unwrap_or(0));
+            p.set_forwarded(forwarded);
+            let resp = req
+                .send()
+                .promise
+                .await
+                .map_err(|e| from_capnp(address, e))?;
+            let reply = resp.get().map_err(|e| from_capnp(address, e))?;
+            read_put_reply(address, reply.get_reply())
+        }
+    }
+}
+
+/// Fills a `PutReply` with an answer or its failure.
+pub fn answer_put(
+    b: dynamo_capnp::put_reply::Builder<'_>,
+    answer: &Result<PutResponse, DynamoError>,
+) {
+    match answer {
+        Ok(r) => write_put_reply(b, r),
+        Err(e) => write_failure(b.init_failure(), e),
+    }
+}
