@@ -7,8 +7,9 @@
 //!   coordinates it: one hop to the coordinator plus one parallel fan-out to the
 //!   replicas. (Choosing the least-busy of the top N instead measured no better and
 //!   spreads one key's writes over more coordinators.)
-//! - [`Coordination::ServerDriven`]: requests go to the cluster's nodes in turn; a node
-//!   outside the key's top N forwards the request to one inside it (one hop more).
+//! - [`Coordination::ServerDriven`]: requests go to the nodes the client was given, in
+//!   turn (as through a load balancer); a node outside the key's top N forwards the
+//!   request to one inside it (one hop more).
 //!
 //! `Client` is `Send + Sync + Clone`; its RPC connections live on a thread of its own
 //! (capnp-rpc is `!Send`), so it can be used from any async runtime or, through
@@ -737,17 +738,20 @@ impl State {
                 }
             }
         }
-        // Server-driven (and the fallback of client-driven): every node, in turn.
-        let mut all: Vec<&String> = layout.info.members.iter().map(|m| &m.address).collect();
-        if all.is_empty() {
-            all = self.seeds.iter().collect();
-        }
+        // Server-driven: the nodes the client was given, in turn, as a load balancer
+        // would spread them. Then (and as client-driven's fallback) every member.
         let start = self.next.get();
         self.next.set(start.wrapping_add(1));
-        for i in 0..all.len() {
-            let a = all[(start + i) % all.len()];
-            if !order.contains(a) {
-                order.push(a.clone());
+        let rotations: [Vec<&String>; 2] = [
+            self.seeds.iter().collect(),
+            layout.info.members.iter().map(|m| &m.address).collect(),
+        ];
+        for all in rotations.iter().filter(|a| !a.is_empty()) {
+            for i in 0..all.len() {
+                let a = all[(start + i) % all.len()];
+                if !order.contains(a) {
+                    order.push(a.clone());
+                }
             }
         }
         // Nodes that failed a moment ago go last.

@@ -160,6 +160,33 @@ fn hints_accumulate_on_stand_ins_and_are_delivered_after_restart() {
         .take(30)
         .collect();
     assert_eq!(keys.len(), 30);
+
+    // Server-driven: a node outside a key's top N forwards to an owner, which coordinates.
+    let top: Vec<String> = ring
+        .key_preference_list("default", b"fwd", 3)
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    let outsider = cluster
+        .nodes
+        .iter()
+        .find(|n| !top.contains(&n.name))
+        .unwrap();
+    let via = client(
+        std::slice::from_ref(&outsider.address),
+        Coordination::ServerDriven,
+    );
+    let p = via
+        .put("default", b"fwd", b"forwarded", None, None)
+        .unwrap();
+    assert!(
+        top.contains(&p.coordinator),
+        "{} coordinated, not one of {top:?}",
+        p.coordinator
+    );
+    let g = via.get("default", b"fwd", None).unwrap();
+    assert!(top.contains(&g.coordinator));
+    assert_eq!(values(&g), vec![b"forwarded".to_vec()]);
     for k in &keys {
         c.put("default", k.as_bytes(), b"v1", None, None).unwrap();
     }
