@@ -334,22 +334,8 @@ impl Client {
         context: Option<&str>,
         w: Option<u8>,
     ) -> Result<PutResponse, DynamoError> {
-        let (store, key, value) = (store.to_owned(), key.to_vec(), value.to_vec());
-        let context = context.unwrap_or_default().to_owned();
-        self.run(move |st| async move {
-            st.request(
-                Op::Put {
-                    value: Some(value),
-                    context,
-                    w,
-                },
-                &store,
-                &key,
-            )
-            .await?
-            .into_put()
-        })
-        .await
+        self.write(store, key, Some(value.to_vec()), context, w)
+            .await
     }
 
     /// Deletes `key` (a causal tombstone superseding what `context` covers).
@@ -360,20 +346,24 @@ impl Client {
         context: Option<&str>,
         w: Option<u8>,
     ) -> Result<PutResponse, DynamoError> {
+        self.write(store, key, None, context, w).await
+    }
+
+    /// A put (`value` Some) or delete (None).
+    async fn write(
+        &self,
+        store: &str,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        context: Option<&str>,
+        w: Option<u8>,
+    ) -> Result<PutResponse, DynamoError> {
         let (store, key) = (store.to_owned(), key.to_vec());
         let context = context.unwrap_or_default().to_owned();
         self.run(move |st| async move {
-            st.request(
-                Op::Put {
-                    value: None,
-                    context,
-                    w,
-                },
-                &store,
-                &key,
-            )
-            .await?
-            .into_put()
+            st.request(Op::Put { value, context, w }, &store, &key)
+                .await?
+                .into_put()
         })
         .await
     }

@@ -197,6 +197,9 @@ impl LocalNode {
         let op = if value.is_some() { "put" } else { "delete" };
         let cfg = store.config();
         let w = check_quorum(store, "w", w, cfg.w)?;
+        // Bad input is refused before any fan-out, even when W is out of reach.
+        store.check_key(&key)?;
+        store.check_value(value.as_deref())?;
         let ctx: Option<Context> = match context.as_deref() {
             Some(t) if !t.is_empty() => {
                 Some(store.parse_context(&key, t).map_err(DynamoError::from)?)
@@ -319,10 +322,8 @@ impl LocalNode {
     ) -> Result<GetOutcome, DynamoError> {
         let cfg = store.config();
         let r = check_quorum(store, "r", r, cfg.r)?;
-        if key.is_empty() || key.len() > cfg.max_key_size {
-            // Same validation as the local store, before any fan-out.
-            store.get(&key).map_err(DynamoError::from)?;
-        }
+        // Bad input is refused before any fan-out.
+        store.check_key(&key)?;
         let plan = self.plan_probing(store, &key, false, r).await;
         if plan.targets.len() < r {
             return Err(self.unreachable_quorum("get", store, &key, ("R", r), &plan));

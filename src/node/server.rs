@@ -357,6 +357,32 @@ impl InternodeServer {
     }
 }
 
+impl InternodeServer {
+    /// Merges versions from a peer into this replica; with `hint_for` non-empty this
+    /// node is a stand-in and also records the hint.
+    async fn merge_in(
+        &self,
+        store: capnp::Result<capnp::text::Reader<'_>>,
+        key: capnp::Result<capnp::data::Reader<'_>>,
+        versions: capnp::Result<capnp::data_list::Reader<'_>>,
+        hint_for: Result<String, DynamoError>,
+    ) -> Result<(), DynamoError> {
+        let st = self.store(store)?;
+        let key = rpc::data(key)?;
+        let versions = rpc::decode_versions(versions, st.config().max_value_size as u64)?;
+        let hint_for = hint_for?;
+        let core = self.node.core.clone();
+        blocking(move || {
+            st.merge_remote(&key, versions)?;
+            if !hint_for.is_empty() {
+                core.hints.record(&st, &hint_for, &key)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
 impl internode::Server for InternodeServer {
     async fn read(
         self: Rc<Self>,
@@ -389,23 +415,10 @@ impl internode::Server for InternodeServer {
         mut results: internode::WriteResults,
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let answer = async {
-            let st = self.store(p.get_store())?;
-            let key = rpc::data(p.get_key())?;
-            let versions =
-                rpc::decode_versions(p.get_versions(), st.config().max_value_size as u64)?;
-            let hint_for = rpc::text(p.get_hint_for())?;
-            let core = self.node.core.clone();
-            blocking(move || {
-                st.merge_remote(&key, versions)?;
-                if !hint_for.is_empty() {
-                    core.hints.record(&st, &hint_for, &key)?;
-                }
-                Ok(())
-            })
-            .await
-        }
-        .await;
+        let hint_for = rpc::text(p.get_hint_for());
+        let answer = self
+            .merge_in(p.get_store(), p.get_key(), p.get_versions(), hint_for)
+            .await;
         if let Err(e) = answer {
             rpc::write_failure(results.get().init_failure(), &e);
         }
@@ -418,18 +431,15 @@ impl internode::Server for InternodeServer {
         mut results: internode::DeliverHintResults,
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let answer = async {
-            let st = self.store(p.get_store())?;
-            let key = rpc::data(p.get_key())?;
-            let versions =
-                rpc::decode_versions(p.get_versions(), st.config().max_value_size as u64)?;
-            blocking(move || {
-                st.merge_remote(&key, versions)?;
-                Ok(())
-            })
-            .await
-        }
-        .await;
+        // The sender names itself in `from`; a delivered hint is a plain merge here.
+        let answer = self
+            .merge_in(
+                p.get_store(),
+                p.get_key(),
+                p.get_versions(),
+                Ok(String::new()),
+            )
+            .await;
         if let Err(e) = answer {
             rpc::write_failure(results.get().init_failure(), &e);
         }

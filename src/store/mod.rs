@@ -491,7 +491,8 @@ impl VersionedStore {
         })
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
+    /// Refuses an empty key or one over `max_key_size` (no engine access).
+    pub fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
         if key.is_empty() {
             return Err(StoreError::EmptyKey {
                 store: self.config.name.clone(),
@@ -508,7 +509,8 @@ impl VersionedStore {
         Ok(())
     }
 
-    fn check_value(&self, value: Option<&[u8]>) -> Result<(), StoreError> {
+    /// Refuses a value over `max_value_size` (no engine access).
+    pub fn check_value(&self, value: Option<&[u8]>) -> Result<(), StoreError> {
         match value {
             Some(v) if v.len() > self.config.max_value_size => Err(StoreError::ValueTooLarge {
                 store: self.config.name.clone(),
