@@ -94,6 +94,16 @@ pub struct ClusterUpArgs {
     pub engine: String,
 }
 
+/// `dynamo cluster restart`.
+#[derive(Args)]
+pub struct ClusterRestartArgs {
+    /// The directory `dynamo cluster up` was started with.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The node to start again (e.g. node-2).
+    pub node: String,
+}
+
 /// `dynamo bench` against a cluster.
 #[derive(Args)]
 pub struct WorkloadArgs {
@@ -290,6 +300,9 @@ fn render_status(s: &NodeStatus) -> String {
         "{:<16} {:<22} {:<5} {:>10} {:>6}  {}\n",
         "member", "address", "state", "partitions", "hints", "last error"
     ));
+    if let Some(why) = &s.unhealthy {
+        out.push_str(&format!("UNHEALTHY: {why}\n"));
+    }
     for m in &s.members {
         out.push_str(&format!(
             "{:<16} {:<22} {:<5} {:>10} {:>6}  {}\n",
@@ -299,6 +312,11 @@ fn render_status(s: &NodeStatus) -> String {
             m.partitions,
             s.hints.get(&m.name).copied().unwrap_or(0),
             m.last_error.as_deref().unwrap_or("")
+        ));
+    }
+    for (owner, n) in &s.hints_for_non_members {
+        out.push_str(&format!(
+            "{n} hint(s) owed to {owner}, which is no longer a member: they cannot be delivered\n"
         ));
     }
     for st in &s.stores {
@@ -346,7 +364,14 @@ fn store_for(engine: &str) -> StoreConfig {
     }
 }
 
-/// `dynamo cluster up`: starts the nodes and stays until Ctrl-C / SIGTERM.
+/// The control socket of a running `dynamo cluster up`, in its directory.
+fn control_socket(dir: &std::path::Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
+/// `dynamo cluster up`: starts the nodes and stays until Ctrl-C / SIGTERM. A node that
+/// dies is reported (name, exit status, log) and the others keep running;
+/// `dynamo cluster restart` starts it again through the control socket.
 pub fn cluster_up(args: ClusterUpArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding the dynamo binary")?;
     let mut spec = ClusterSpec::new(args.nodes, &args.dir);
@@ -369,34 +394,130 @@ pub fn cluster_up(args: ClusterUpArgs) -> Result<()> {
             n.log_path.display()
         );
     }
+    let dir = cluster.dir().to_owned();
     println!("try:");
     println!("  dynamo put --nodes {addrs} greeting hello");
     println!("  dynamo get --nodes {addrs} greeting");
     println!("  dynamo status --nodes {addrs}");
     println!("  dynamo bench --nodes {addrs} --duration 10");
+    println!(
+        "  dynamo cluster restart --dir {} NODE   (after a node died)",
+        dir.display()
+    );
     println!("Ctrl-C stops every node.");
     let _ = std::io::stdout().flush();
     let rt = runtime()?;
-    let exited = rt.block_on(async {
+    let served = rt.block_on(async {
+        let sock = control_socket(&dir);
+        let _ = std::fs::remove_file(&sock);
+        let control = match tokio::net::UnixListener::bind(&sock) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "warning: no control socket at {} ({e}): `dynamo cluster restart` will not work",
+                    sock.display()
+                );
+                None
+            }
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok::<_, std::io::Error>(None),
-                _ = term.recv() => return Ok(None),
-                _ = tick.tick() => if let Some(x) = cluster.exited() { return Ok(Some(x)) },
+                _ = tokio::signal::ctrl_c() => return Ok::<_, anyhow::Error>(()),
+                _ = term.recv() => return Ok(()),
+                _ = tick.tick() => {
+                    for (i, status) in cluster.reap_exited()? {
+                        let n = &cluster.nodes[i];
+                        eprintln!(
+                            "{} died: {status}; its log: {}. The other nodes keep running; start it again with: dynamo cluster restart --dir {} {}",
+                            n.name,
+                            n.log_path.display(),
+                            dir.display(),
+                            n.name
+                        );
+                    }
+                }
+                conn = async { control.as_ref().expect("guarded").accept().await }, if control.is_some() => {
+                    if let Ok((stream, _)) = conn {
+                        serve_control(&mut cluster, stream).await;
+                    }
+                }
             }
         }
-    })?;
+    });
     eprintln!("stopping the cluster");
     cluster.stop_all();
-    if let Some((name, status)) = exited {
-        anyhow::bail!(
-            "{name} exited unexpectedly with {status}; see its log in {}",
-            args.dir.display()
-        );
+    let _ = std::fs::remove_file(control_socket(&dir));
+    served
+}
+
+/// Answers one request on the control socket: `restart NODE` → one line, `ok ...`
+/// or `error ...`.
+async fn serve_control(cluster: &mut LocalCluster, stream: tokio::net::UnixStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        BufReader::new(read).read_line(&mut line),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(_))) {
+        return;
     }
-    Ok(())
+    let reply = match line.trim().split_once(' ') {
+        Some(("restart", name)) => match cluster.index_of(name) {
+            None => format!(
+                "error: no node {name:?} in this cluster (nodes: {})",
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(i) => match tokio::task::block_in_place(|| cluster.restart(i)) {
+                Ok(()) => {
+                    let n = &cluster.nodes[i];
+                    let pid = n.pid().map_or("-".into(), |p| p.to_string());
+                    eprintln!("{} restarted (pid {pid})", n.name);
+                    format!("ok {} restarted at {} (pid {pid})", n.name, n.address)
+                }
+                Err(e) => format!("error: {e:#}"),
+            },
+        },
+        _ => format!("error: unknown request {:?}", line.trim()),
+    };
+    let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+}
+
+/// `dynamo cluster restart --dir DIR NODE`: asks the `dynamo cluster up` running on
+/// DIR to start NODE again on its data directory.
+pub fn cluster_restart(args: ClusterRestartArgs) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let sock = control_socket(&args.dir);
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock).with_context(|| {
+        format!(
+            "no `dynamo cluster up` is running on {} (its control socket {} does not answer)",
+            args.dir.display(),
+            sock.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(90)))?;
+    writeln!(stream, "restart {}", args.node)?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .context("reading the answer of `dynamo cluster up`")?;
+    let reply = reply.trim();
+    match reply.strip_prefix("ok ") {
+        Some(ok) => {
+            println!("{ok}");
+            Ok(())
+        }
+        None => anyhow::bail!("{}", reply.strip_prefix("error: ").unwrap_or(reply)),
+    }
 }
 
 /// `dynamo bench --nodes ... | --spawn N`.

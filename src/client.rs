@@ -75,6 +75,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// How often the ring is refreshed (also after any error).
     pub ring_refresh: Duration,
+    /// Largest reply accepted from a node, in bytes. The default (256 MiB) holds a
+    /// full key record of every store whose `max_record_size` is up to 128 MiB.
+    pub max_message_size: usize,
 }
 
 impl Default for ClientOptions {
@@ -83,6 +86,7 @@ impl Default for ClientOptions {
             coordination: Coordination::ClientDriven,
             timeout: Duration::from_secs(3),
             ring_refresh: Duration::from_secs(10),
+            max_message_size: 256 << 20,
         }
     }
 }
@@ -186,8 +190,14 @@ pub struct NodeStatus {
     pub members: Vec<MemberStatus>,
     /// Hints waiting for handoff, per intended owner.
     pub hints: BTreeMap<String, u64>,
+    /// Hints owed to nodes that are no longer members: they cannot be delivered.
+    pub hints_for_non_members: BTreeMap<String, u64>,
     /// Stores.
     pub stores: Vec<StoreSummary>,
+    /// `None` when healthy; otherwise why the node is not (its storage failed, ...).
+    pub unhealthy: Option<String>,
+    /// Calls to peers that timed out since the node started.
+    pub call_timeouts: u64,
 }
 
 /// The cluster's layout as a node reports it.
@@ -360,10 +370,17 @@ impl Client {
     ) -> Result<PutResponse, DynamoError> {
         let (store, key) = (store.to_owned(), key.to_vec());
         let context = context.unwrap_or_default().to_owned();
+        // One id for every attempt of this write: a node that already applied it
+        // answers with that version instead of writing a second one.
+        let request_id = Some(rand::random::<u64>() | 1);
         self.run(move |st| async move {
-            st.request(Op::Put { value, context, w }, &store, &key)
-                .await?
-                .into_put()
+            let op = Op::Put {
+                value,
+                context,
+                w,
+                request_id,
+            };
+            st.request(op, &store, &key).await?.into_put()
         })
         .await
     }
@@ -497,6 +514,7 @@ enum Op {
         value: Option<Vec<u8>>,
         context: String,
         w: Option<u8>,
+        request_id: Option<u64>,
     },
 }
 
@@ -537,7 +555,7 @@ impl State {
         if let Some(c) = self.live_conn(address) {
             return Ok(c);
         }
-        let c = rpc::connect(address, self.options.timeout).await?;
+        let c = rpc::connect(address, self.options.timeout, self.options.max_message_size).await?;
         self.conns
             .borrow_mut()
             .insert(address.to_owned(), c.clone());
@@ -550,17 +568,24 @@ impl State {
         call: impl Future<Output = Result<T, DynamoError>>,
     ) -> Result<T, DynamoError> {
         let t = self.options.timeout;
-        let r = match tokio::time::timeout(t, call).await {
-            Ok(r) => r,
-            Err(_) => Err(DynamoError::unreachable(
-                address,
-                format!("no answer within {} ms", t.as_millis()),
-            )),
+        let (r, timed_out) = match tokio::time::timeout(t, call).await {
+            Ok(r) => (r, false),
+            Err(_) => (
+                Err(DynamoError::unreachable(
+                    address,
+                    format!("no answer within {} ms", t.as_millis()),
+                )),
+                true,
+            ),
         };
         if let Err(e) = &r {
             if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::Protocol {
-                if let Some(c) = self.conns.borrow_mut().remove(address) {
-                    c.poison();
+                // A slow reply fails this call only: other calls on the connection go
+                // on. A broken or garbled connection is closed.
+                if !timed_out {
+                    if let Some(c) = self.conns.borrow_mut().remove(address) {
+                        c.close();
+                    }
                 }
                 self.failed
                     .borrow_mut()
@@ -800,19 +825,24 @@ impl State {
                 Op::Get { r } => Ok(Answer::Get(
                     rpc::call_get(&conn.dynamo, address, store, key, *r, false).await?,
                 )),
-                Op::Put { value, context, w } => Ok(Answer::Put(
-                    rpc::call_put(
-                        &conn.dynamo,
-                        address,
+                Op::Put {
+                    value,
+                    context,
+                    w,
+                    request_id,
+                } => {
+                    let req = rpc::WriteRequest {
                         store,
                         key,
-                        value.as_deref(),
+                        value: value.as_deref(),
                         context,
-                        *w,
-                        false,
-                    )
-                    .await?,
-                )),
+                        w: *w,
+                        request_id: *request_id,
+                    };
+                    Ok(Answer::Put(
+                        rpc::call_put(&conn.dynamo, address, &req, false).await?,
+                    ))
+                }
             }
         };
         self.timed(address, call).await

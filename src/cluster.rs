@@ -17,6 +17,9 @@ use serde::Serialize;
 use crate::config::{MemberConfig, NodeConfig};
 use crate::store::StoreConfig;
 
+/// Most nodes a local cluster may have (they all share one machine).
+pub const MAX_LOCAL_NODES: usize = 100;
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
@@ -59,6 +62,8 @@ pub struct ClusterNode {
     pub config_path: PathBuf,
     /// Its log file (stderr).
     pub log_path: PathBuf,
+    /// How it last exited, if it is not running.
+    pub last_exit: Option<String>,
     child: Option<Child>,
 }
 
@@ -76,6 +81,8 @@ struct ClusterFileEntry<'a> {
     pid: Option<u32>,
     config: String,
     log: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exited: Option<&'a str>,
 }
 
 /// Running node processes. Stops them all when dropped.
@@ -95,14 +102,24 @@ impl LocalCluster {
     /// Writes every node's config and starts the nodes with the `dynamo` binary `exe`,
     /// waiting until each accepts connections.
     pub fn start(spec: &ClusterSpec, exe: &Path) -> anyhow::Result<Self> {
-        anyhow::ensure!(spec.nodes >= 1, "a cluster needs at least one node");
+        anyhow::ensure!(
+            (1..=MAX_LOCAL_NODES).contains(&spec.nodes),
+            "a local cluster has 1 to {MAX_LOCAL_NODES} nodes, not {}",
+            spec.nodes
+        );
         fs::create_dir_all(&spec.dir)?;
         let mut members = Vec::new();
         for i in 1..=spec.nodes {
             let port = match spec.base_port {
-                Some(p) => p
-                    .checked_add(i as u16 - 1)
-                    .ok_or_else(|| anyhow::anyhow!("--base-port {p} + {i} is past 65535"))?,
+                Some(p) => u16::try_from(i - 1)
+                    .ok()
+                    .and_then(|off| p.checked_add(off))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--base-port {p} with {} nodes needs ports past 65535",
+                            spec.nodes
+                        )
+                    })?,
                 None => free_port()?,
             };
             members.push(MemberConfig {
@@ -133,6 +150,7 @@ impl LocalCluster {
                 address: m.address.clone(),
                 config_path,
                 log_path: node_dir.join("node.log"),
+                last_exit: None,
                 child: None,
             });
         }
@@ -167,6 +185,7 @@ impl LocalCluster {
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting {} ({}): {e}", node.name, self.exe.display()))?;
         node.child = Some(child);
+        node.last_exit = None;
         Ok(())
     }
 
@@ -209,6 +228,7 @@ impl LocalCluster {
                 pid: n.pid(),
                 config: n.config_path.display().to_string(),
                 log: n.log_path.display().to_string(),
+                exited: n.last_exit.as_deref(),
             })
             .collect();
         fs::write(
@@ -260,17 +280,28 @@ impl LocalCluster {
         self.write_cluster_file()
     }
 
-    /// Has any node exited by itself? Returns its name and exit status.
-    pub fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
-        for n in &mut self.nodes {
+    /// The nodes that exited by themselves since the last call: their index and exit
+    /// status. `cluster.json` is rewritten when there are any (their pid is then null).
+    pub fn reap_exited(&mut self) -> anyhow::Result<Vec<(usize, std::process::ExitStatus)>> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
             if let Some(c) = n.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
                     n.child = None;
-                    return Some((n.name.clone(), status));
+                    n.last_exit = Some(status.to_string());
+                    out.push((i, status));
                 }
             }
         }
-        None
+        if !out.is_empty() {
+            self.write_cluster_file()?;
+        }
+        Ok(out)
+    }
+
+    /// The index of the node called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
     }
 
     /// Stops every node (SIGTERM, then SIGKILL after 15 s).

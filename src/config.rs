@@ -14,6 +14,7 @@
 //! data_dir = "/var/lib/dynamo/node-a"
 //! zone = "rack-1"                 # optional
 //! request_timeout_ms = 500
+//! ping_interval_ms = 1000         # how often each peer is probed
 //!
 //! [cluster]
 //! partitions = 256                # Q, a power of two, fixed at cluster creation
@@ -86,6 +87,28 @@ pub struct NodeConfig {
     pub cluster: ClusterSection,
     /// The stores it hosts (`[[stores]]`; see [`StoreConfig`] for the fields).
     pub stores: Vec<StoreConfig>,
+    /// Test-only fault injection (`[faults]`); absent in production configs.
+    #[serde(skip_serializing_if = "Faults::is_none")]
+    pub faults: Faults,
+}
+
+/// `[faults]`: deliberate misbehaviour for fault tests. Every field defaults to off;
+/// never set these in production.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// After coordinating a put or delete, wait this long before replying (a reply
+    /// lost or late after the write was applied).
+    pub delay_write_reply_ms: u64,
+    /// An engine call for this key (UTF-8) panics on this node.
+    pub panic_on_key: Option<String>,
+}
+
+impl Faults {
+    /// True when no fault is set.
+    pub fn is_none(&self) -> bool {
+        *self == Faults::default()
+    }
 }
 
 /// `[node]`: who this node is and where it keeps its data.
@@ -102,6 +125,8 @@ pub struct NodeSection {
     pub zone: Option<String>,
     /// Timeout of every call to another node, in milliseconds.
     pub request_timeout_ms: u64,
+    /// How often each peer is pinged (local failure detection), in milliseconds.
+    pub ping_interval_ms: u64,
 }
 
 impl Default for NodeSection {
@@ -112,6 +137,7 @@ impl Default for NodeSection {
             data_dir: PathBuf::from("data"),
             zone: None,
             request_timeout_ms: 500,
+            ping_interval_ms: 1000,
         }
     }
 }
@@ -217,6 +243,12 @@ impl NodeConfig {
         if self.node.request_timeout_ms == 0 {
             return Err(bad(
                 "node.request_timeout_ms".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.node.ping_interval_ms == 0 {
+            return Err(bad(
+                "node.ping_interval_ms".into(),
                 "must be at least 1".into(),
             ));
         }

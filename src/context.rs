@@ -130,6 +130,14 @@ impl Context {
         self.vv.get(actor).max(cloud_max)
     }
 
+    /// The newest timestamp among the events it names (0 if none): a last-writer-wins
+    /// write made from this context must be stamped later than this.
+    pub fn max_timestamp(&self) -> u64 {
+        let vv = self.vv.entries().iter().map(|e| e.timestamp_ms).max();
+        let cloud = self.cloud.values().copied().max();
+        vv.unwrap_or(0).max(cloud.unwrap_or(0))
+    }
+
     /// The dot an actor would issue next after everything this context covers.
     pub fn next_dot(&self, actor: Actor) -> Dot {
         Dot::new(actor, self.max_counter(&actor) + 1)

@@ -22,6 +22,9 @@ pub enum ErrorKind {
     Quorum,
     /// No node could serve the request (unreachable, shutting down).
     Unavailable,
+    /// The key's record would grow past its size limit: read the key and write back
+    /// with its context to resolve its siblings.
+    TooLarge,
     /// A peer sent something that does not follow the protocol.
     Protocol,
 }
@@ -35,6 +38,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BadContext => "bad context",
             ErrorKind::Quorum => "quorum not reached",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::TooLarge => "too large",
             ErrorKind::Protocol => "protocol error",
         })
     }
@@ -77,6 +81,7 @@ impl From<crate::store::StoreError> for DynamoError {
             S::EmptyKey { .. } | S::KeyTooLarge { .. } | S::ValueTooLarge { .. } => {
                 ErrorKind::BadRequest
             }
+            S::RecordTooLarge { .. } => ErrorKind::TooLarge,
             S::BadContext { .. } => ErrorKind::BadContext,
             S::BadVersions { .. } => ErrorKind::Protocol,
             _ => ErrorKind::Internal,

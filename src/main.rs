@@ -84,6 +84,9 @@ enum Cluster {
     /// Start K node processes on 127.0.0.1 (configs in DIR/<node>/node.toml, a
     /// DIR/cluster.json listing them); Ctrl-C stops them all.
     Up(cli::ClusterUpArgs),
+    /// Start a node of a running `dynamo cluster up` again (after it died or was
+    /// killed), on its data directory.
+    Restart(cli::ClusterRestartArgs),
 }
 
 #[derive(Args)]
@@ -213,6 +216,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => return cli::put(args, None),
         Command::Status(args) => return cli::status(args),
         Command::Cluster(Cluster::Up(args)) => cli::cluster_up(args),
+        Command::Cluster(Cluster::Restart(args)) => cli::cluster_restart(args),
         Command::Bench(args) => match *args {
             BenchArgs {
                 sub: Some(Bench::Engines(args)),

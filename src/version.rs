@@ -66,7 +66,15 @@ pub struct Version {
     pub timestamp_ms: u64,
     /// The value, or `None` for a tombstone (a delete).
     pub value: Option<Vec<u8>>,
+    /// The client's id for the request that wrote it, if it sent one: a retry of the
+    /// same request finds this version instead of writing a second one.
+    pub request_id: Option<u64>,
 }
+
+/// Kind-byte flag: the version is a tombstone.
+const KIND_TOMBSTONE: u8 = 1;
+/// Kind-byte flag: a request id follows the timestamp.
+const KIND_REQUEST_ID: u8 = 2;
 
 impl Version {
     /// True for a delete marker.
@@ -85,11 +93,24 @@ impl Version {
         (self.timestamp_ms, self.dot)
     }
 
-    /// Appends the binary encoding (kind, dot, timestamp, past, value).
+    /// Appends the binary encoding (kind flags, dot, timestamp, request id if any,
+    /// past, value). A version without a request id encodes as before request ids
+    /// existed.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(if self.value.is_some() { 0 } else { 1 });
+        let mut kind = if self.value.is_some() {
+            0
+        } else {
+            KIND_TOMBSTONE
+        };
+        if self.request_id.is_some() {
+            kind |= KIND_REQUEST_ID;
+        }
+        out.push(kind);
         self.dot.encode(out);
         put_varint(out, self.timestamp_ms);
+        if let Some(id) = self.request_id {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
         self.past.encode_into(out);
         if let Some(v) = &self.value {
             put_bytes(out, v);
@@ -99,13 +120,21 @@ impl Version {
     /// Reads one version; values longer than `max_value` are refused.
     pub fn decode_from(r: &mut Reader<'_>, max_value: u64) -> Result<Self, DecodeError> {
         let kind = r.u8()?;
-        if kind > 1 {
+        if kind & !(KIND_TOMBSTONE | KIND_REQUEST_ID) != 0 {
             return Err(r.error(format!("unknown version kind {kind}")));
         }
         let dot = Dot::decode(r)?;
         let timestamp_ms = r.varint()?;
+        let request_id = if kind & KIND_REQUEST_ID != 0 {
+            let b = r.take(8)?;
+            let mut id = [0u8; 8];
+            id.copy_from_slice(b);
+            Some(u64::from_be_bytes(id))
+        } else {
+            None
+        };
         let past = Context::decode_from(r)?;
-        let value = if kind == 0 {
+        let value = if kind & KIND_TOMBSTONE == 0 {
             Some(r.bytes(max_value, "value length")?.to_vec())
         } else {
             None
@@ -115,6 +144,7 @@ impl Version {
             past,
             timestamp_ms,
             value,
+            request_id,
         })
     }
 }
@@ -156,6 +186,19 @@ impl Siblings {
     /// True if the key has no versions here.
     pub fn is_empty(&self) -> bool {
         self.versions.is_empty()
+    }
+
+    /// The bytes of all values together (what the record size limit counts).
+    pub fn value_bytes(&self) -> usize {
+        self.versions
+            .iter()
+            .map(|v| v.value.as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+
+    /// The version written by request `id`, if this set still holds it.
+    pub fn written_by(&self, id: u64) -> Option<&Version> {
+        self.versions.iter().find(|v| v.request_id == Some(id))
     }
 
     /// True if every version is a tombstone (and there is at least one).
@@ -245,6 +288,7 @@ mod tests {
             past: past.clone(),
             timestamp_ms: counter,
             value: Some(value.as_bytes().to_vec()),
+            request_id: None,
         }
     }
 
@@ -279,12 +323,16 @@ mod tests {
     fn versions_round_trip_and_tombstones_have_no_value() {
         let mut past = Context::new();
         past.add(Dot::new(Actor::new(9, 2), 4), 77);
-        for value in [Some(b"hello".to_vec()), None] {
+        let cases = [Some(b"hello".to_vec()), None]
+            .into_iter()
+            .flat_map(|v| [(v.clone(), None), (v, Some(0xfeed_u64))]);
+        for (value, request_id) in cases {
             let v = Version {
                 dot: Dot::new(Actor::new(3, 1), 5),
                 past: past.clone(),
                 timestamp_ms: 1234,
                 value,
+                request_id,
             };
             let bytes = encoded(&v);
             let mut r = Reader::new(&bytes, "version");

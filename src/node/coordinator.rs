@@ -19,7 +19,7 @@ use crate::rpc;
 use crate::store::{printable_key, VersionedStore};
 use crate::version::{Siblings, Version};
 
-use super::local::{blocking, LocalNode};
+use super::local::LocalNode;
 
 /// One replica a request goes to.
 #[derive(Clone, Debug)]
@@ -68,7 +68,7 @@ impl LocalNode {
             .collect()
     }
 
-    fn plan(&self, store: &VersionedStore, key: &[u8], coordinator_must_hold: bool) -> Plan {
+    fn plan(&self, store: &VersionedStore, key: &[u8]) -> Plan {
         let n = store.config().n;
         let walk = self.core.walk(store, key);
         let mut targets = Vec::with_capacity(n);
@@ -91,18 +91,6 @@ impl LocalNode {
         }
         let mut owed = down.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>();
         owed.reverse();
-        // This node coordinates; if it is outside the top N (no owner was reachable to
-        // forward to) it must hold the version itself, as the first stand-in.
-        if coordinator_must_hold && !targets.iter().any(|t| t.name == self.name()) {
-            let hint_for = owed.pop().or_else(|| walk.first().map(|m| (*m).to_owned()));
-            targets.insert(
-                0,
-                Target {
-                    name: self.name().to_owned(),
-                    hint_for,
-                },
-            );
-        }
         for m in walk.iter().skip(n) {
             if owed.is_empty() {
                 break;
@@ -125,20 +113,14 @@ impl LocalNode {
     /// A plan with at least `need` targets if possible: when owners believed down
     /// leave it short, they are pinged first (one may be back before the ping loop
     /// noticed), so a quorum is never refused on stale health alone.
-    async fn plan_probing(
-        &self,
-        store: &VersionedStore,
-        key: &[u8],
-        coordinator_must_hold: bool,
-        need: usize,
-    ) -> Plan {
-        let plan = self.plan(store, key, coordinator_must_hold);
+    async fn plan_probing(&self, store: &VersionedStore, key: &[u8], need: usize) -> Plan {
+        let plan = self.plan(store, key);
         if plan.targets.len() >= need || plan.down.is_empty() {
             return plan;
         }
         let probes = plan.down.iter().map(|(m, _)| self.ping(m));
         futures::future::join_all(probes).await;
-        self.plan(store, key, coordinator_must_hold)
+        self.plan(store, key)
     }
 
     fn unreachable_quorum(
@@ -185,7 +167,8 @@ impl LocalNode {
     }
 
     /// Coordinates a put (value `Some`) or delete (`None`). Returns the new context's
-    /// token.
+    /// token. With a `request_id` that already wrote a version here, that version is
+    /// replicated again instead of writing a new one (a retried request).
     pub async fn coordinate_put(
         &self,
         store: &Arc<VersionedStore>,
@@ -193,6 +176,7 @@ impl LocalNode {
         value: Option<Vec<u8>>,
         context: Option<String>,
         w: Option<u8>,
+        request_id: Option<u64>,
     ) -> Result<String, DynamoError> {
         let op = if value.is_some() { "put" } else { "delete" };
         let cfg = store.config();
@@ -206,96 +190,62 @@ impl LocalNode {
             }
             _ => None,
         };
-        let plan = self.plan_probing(store, &key, true, w).await;
+        let plan = self.plan_probing(store, &key, w).await;
         if plan.targets.len() < w {
             return Err(self.unreachable_quorum(op, store, &key, ("W", w), &plan));
         }
-        // The coordinator's own write issues the dot.
-        let me = plan
-            .targets
-            .iter()
-            .find(|t| t.name == self.name())
-            .cloned()
-            .ok_or_else(|| DynamoError::new(ErrorKind::Internal, "coordinator is not a target"))?;
+        // A replica of the key (owner or stand-in) writes locally and issues the dot
+        // from its record. A node outside the key's replicas (it could not forward)
+        // never counts itself: it mints a dot from a fresh epoch and only sends.
+        let me = plan.targets.iter().find(|t| t.name == self.name()).cloned();
         let s = store.clone();
         let k = key.clone();
-        let written = blocking(move || {
-            s.put(&k, value.as_deref(), ctx.as_ref())
-                .map_err(DynamoError::from)
-        })
-        .await?;
-        if let Some(owner) = me.hint_for.clone() {
-            self.record_hint(store, owner, key.clone()).await?;
-        }
+        let core = self.core.clone();
+        let local = me.is_some();
+        let hint_for = me.as_ref().and_then(|t| t.hint_for.clone());
+        let written = self
+            .engine(store.name(), &key, move || {
+                let r = if local {
+                    core.hints.put(
+                        &s,
+                        &k,
+                        value.as_deref(),
+                        ctx.as_ref(),
+                        request_id,
+                        hint_for.as_deref(),
+                    )
+                } else {
+                    s.mint(&k, value.as_deref(), ctx.as_ref(), request_id)
+                };
+                r.map_err(DynamoError::from)
+            })
+            .await?;
         let token = store.context_token(&key, &written.context);
-        let versions = Rc::new(written.siblings.into_versions());
-        let encoded = Rc::new(rpc::encode_versions(&versions));
-        let key = Rc::new(key);
-        let others: Vec<Target> = plan
-            .targets
-            .iter()
-            .filter(|t| t.name != self.name())
-            .cloned()
-            .collect();
-        let mut acked = vec![self.name().to_owned()];
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let send = |t: Target| {
-            let node = self.clone();
-            let (store, key, versions, encoded, tx) = (
-                store.clone(),
-                key.clone(),
-                versions.clone(),
-                encoded.clone(),
-                tx.clone(),
-            );
-            tokio::task::spawn_local(async move {
-                let r = node
-                    .replica_write(&t.name, &store, key, versions, encoded, t.hint_for.clone())
-                    .await;
-                let _ = tx.send((t, r));
-            });
-        };
-        let mut used: Vec<String> = plan.targets.iter().map(|t| t.name.clone()).collect();
-        let mut pending = others.len();
-        for t in others {
-            send(t);
+        // Replicas get the version written (its past names what it supersedes), not
+        // the key's whole sibling set.
+        let mut fan = Replication::new(self.clone(), store.clone(), key, written.version, &plan);
+        if local {
+            fan.acked.push(self.name().to_owned());
         }
-        let mut failed: Vec<String> = Vec::new();
-        while acked.len() < w && pending > 0 {
-            let Some((t, result)) = rx.recv().await else {
-                break;
-            };
-            pending -= 1;
-            match result {
-                Ok(()) => acked.push(t.name),
-                Err(e) => {
-                    failed.push(format!("{}: {}", t.name, e.message));
-                    // Sloppy quorum: an owner that failed mid-request gets a stand-in.
-                    let owner = t.hint_for.clone().unwrap_or(t.name.clone());
-                    let n = store.config().n;
-                    let stand_in = self
-                        .core
-                        .walk(store, &key)
-                        .into_iter()
-                        .skip(n)
-                        .find(|m| !used.iter().any(|u| u == m) && self.is_healthy(m))
-                        .map(str::to_owned);
-                    if let Some(m) = stand_in {
-                        used.push(m.clone());
-                        pending += 1;
-                        send(Target {
-                            name: m,
-                            hint_for: Some(owner),
-                        });
+        for t in plan.targets.iter().filter(|t| t.name != self.name()) {
+            fan.send(t.clone());
+        }
+        while fan.acked.len() < w && fan.pending > 0 {
+            fan.step().await;
+        }
+        if fan.acked.len() >= w {
+            // The rest of the replicas still get their copy (or a stand-in does),
+            // without anyone waiting for it.
+            if fan.pending > 0 {
+                tokio::task::spawn_local(async move {
+                    while fan.pending > 0 {
+                        fan.step().await;
                     }
-                }
+                });
             }
-        }
-        drop(tx);
-        if acked.len() >= w {
             return Ok(token);
         }
-        let mut missing: Vec<String> = failed;
+        let mut missing = fan.failed;
         for (m, why) in &plan.down {
             missing.push(format!("{m}: down ({why})"));
         }
@@ -305,15 +255,32 @@ impl LocalNode {
                 "quorum not reached for {op} store={} key={}: {} of W={w} acknowledged ({}); {}. \
                  The write was not acknowledged; the replicas that stored it keep it, and a later read may show it",
                 store.name(),
-                printable_key(&key),
-                acked.len(),
-                acked.join(", "),
+                printable_key(&fan.key),
+                fan.acked.len(),
+                fan.acked.join(", "),
                 missing.join("; ")
             ),
         ))
     }
 
+    /// A stand-in for a replica that failed during a request: the next healthy member
+    /// past the top N that the request has not used yet.
+    fn stand_in(&self, store: &VersionedStore, key: &[u8], used: &[String]) -> Option<String> {
+        let n = store.config().n;
+        self.core
+            .walk(store, key)
+            .into_iter()
+            .skip(n)
+            .find(|m| !used.iter().any(|u| u == m) && self.is_healthy(m))
+            .map(str::to_owned)
+    }
+
     /// Coordinates a get: R replies, merged; stale replicas repaired afterwards.
+    ///
+    /// A replica that fails is replaced by the next healthy member of the walk (reads
+    /// are sloppy too). Replies from stand-ins count toward R only once every owner
+    /// that was asked has replied or failed, so a stand-in's "not found" never hides
+    /// a value an owner could still return; owners alone answer as soon as R replied.
     pub async fn coordinate_get(
         &self,
         store: &Arc<VersionedStore>,
@@ -324,36 +291,63 @@ impl LocalNode {
         let r = check_quorum(store, "r", r, cfg.r)?;
         // Bad input is refused before any fan-out.
         store.check_key(&key)?;
-        let plan = self.plan_probing(store, &key, false, r).await;
+        let plan = self.plan_probing(store, &key, r).await;
         if plan.targets.len() < r {
             return Err(self.unreachable_quorum("get", store, &key, ("R", r), &plan));
         }
         let key = Rc::new(key);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        for t in plan.targets.iter().cloned() {
+        let read = |t: Target| {
             let node = self.clone();
             let (store, key, tx) = (store.clone(), key.clone(), tx.clone());
             tokio::task::spawn_local(async move {
                 let res = node.replica_read(&t.name, &store, key).await;
                 let _ = tx.send((t, res));
             });
+        };
+        let mut used: Vec<String> = plan.targets.iter().map(|t| t.name.clone()).collect();
+        let mut pending = plan.targets.len();
+        let mut owners_pending = plan.targets.iter().filter(|t| t.hint_for.is_none()).count();
+        for t in plan.targets.iter().cloned() {
+            read(t);
         }
-        drop(tx);
         let policy = cfg.policy;
         let mut merged = Siblings::new();
         let mut replies: Vec<(Target, Vec<Version>)> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
-        while replies.len() < r {
-            match rx.recv().await {
-                Some((t, Ok(versions))) => {
+        let enough = |replies: &[(Target, Vec<Version>)], owners_pending: usize| {
+            let from_owners = replies.iter().filter(|(t, _)| t.hint_for.is_none()).count();
+            from_owners >= r || (owners_pending == 0 && replies.len() >= r)
+        };
+        while !enough(&replies, owners_pending) && pending > 0 {
+            let Some((t, res)) = rx.recv().await else {
+                break;
+            };
+            pending -= 1;
+            if t.hint_for.is_none() {
+                owners_pending -= 1;
+            }
+            match res {
+                Ok(versions) => {
                     merged.merge(versions.iter().cloned(), policy);
                     replies.push((t, versions));
                 }
-                Some((t, Err(e))) => failed.push(format!("{}: {}", t.name, e.message)),
-                None => break,
+                Err(e) => {
+                    failed.push(format!("{}: {}", t.name, e.message));
+                    if let Some(m) = self.stand_in(store, &key, &used) {
+                        used.push(m.clone());
+                        pending += 1;
+                        let owner = t.hint_for.clone().unwrap_or(t.name.clone());
+                        read(Target {
+                            name: m,
+                            hint_for: Some(owner),
+                        });
+                    }
+                }
             }
         }
-        if replies.len() < r {
+        drop(tx);
+        if !enough(&replies, owners_pending) {
             for (m, why) in &plan.down {
                 failed.push(format!("{m}: down ({why})"));
             }
@@ -426,6 +420,105 @@ impl LocalNode {
                     store.name(),
                     e.message
                 );
+            }
+        }
+    }
+}
+
+/// The replica writes of one put: sent in parallel; a replica that fails gets a
+/// stand-in with a hint (the next healthy member past the top N), before or after the
+/// put answered.
+struct Replication {
+    node: LocalNode,
+    store: Arc<VersionedStore>,
+    key: Rc<Vec<u8>>,
+    versions: Rc<Vec<Version>>,
+    encoded: Rc<Vec<Vec<u8>>>,
+    tx: mpsc::UnboundedSender<(Target, Result<(), DynamoError>)>,
+    rx: mpsc::UnboundedReceiver<(Target, Result<(), DynamoError>)>,
+    /// Members asked so far (owners, stand-ins, this node).
+    used: Vec<String>,
+    /// Writes sent and not answered yet.
+    pending: usize,
+    /// Members that stored the version.
+    acked: Vec<String>,
+    /// Failures, for the quorum error.
+    failed: Vec<String>,
+}
+
+impl Replication {
+    fn new(
+        node: LocalNode,
+        store: Arc<VersionedStore>,
+        key: Vec<u8>,
+        version: Version,
+        plan: &Plan,
+    ) -> Self {
+        let versions = vec![version];
+        let encoded = rpc::encode_versions(&versions);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut used: Vec<String> = plan.targets.iter().map(|t| t.name.clone()).collect();
+        used.push(node.name().to_owned());
+        Self {
+            node,
+            store,
+            key: Rc::new(key),
+            versions: Rc::new(versions),
+            encoded: Rc::new(encoded),
+            tx,
+            rx,
+            used,
+            pending: 0,
+            acked: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, t: Target) {
+        self.pending += 1;
+        let node = self.node.clone();
+        let (store, key, versions, encoded, tx) = (
+            self.store.clone(),
+            self.key.clone(),
+            self.versions.clone(),
+            self.encoded.clone(),
+            self.tx.clone(),
+        );
+        tokio::task::spawn_local(async move {
+            let r = node
+                .replica_write(&t.name, &store, key, versions, encoded, t.hint_for.clone())
+                .await;
+            let _ = tx.send((t, r));
+        });
+    }
+
+    /// Waits for one reply; a failed replica gets a stand-in.
+    async fn step(&mut self) {
+        let Some((t, result)) = self.rx.recv().await else {
+            self.pending = 0;
+            return;
+        };
+        self.pending -= 1;
+        match result {
+            Ok(()) => self.acked.push(t.name),
+            Err(e) => {
+                self.failed.push(format!("{}: {}", t.name, e.message));
+                let owner = t.hint_for.clone().unwrap_or(t.name.clone());
+                if let Some(m) = self.node.stand_in(&self.store, &self.key, &self.used) {
+                    self.used.push(m.clone());
+                    self.send(Target {
+                        name: m,
+                        hint_for: Some(owner),
+                    });
+                } else if !self.acked.is_empty() {
+                    eprintln!(
+                        "{}: no stand-in for {} (store={} key={}): it gets the write from read repair or anti-entropy",
+                        self.node.name(),
+                        owner,
+                        self.store.name(),
+                        printable_key(&self.key)
+                    );
+                }
             }
         }
     }

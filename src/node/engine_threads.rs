@@ -58,21 +58,50 @@ impl EngineThreads {
     }
 
     /// Runs `f` on an engine thread and waits for its result without blocking the
-    /// caller's event loop.
+    /// caller's event loop. A panic in `f` is caught on the engine thread (which lives
+    /// on) and comes back as `Err(Panicked)` with the panic's message.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> Result<T, DynamoError> + Send + 'static,
-    ) -> Result<T, DynamoError> {
+    ) -> Result<Result<T, DynamoError>, Panicked> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(f());
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .map_err(|p| Panicked(panic_message(p.as_ref())));
+            let _ = tx.send(out);
         });
-        let gone = || DynamoError::new(ErrorKind::Internal, "the engine threads stopped");
-        self.tx
+        let gone = || {
+            Ok(Err(DynamoError::new(
+                ErrorKind::Internal,
+                "the engine threads stopped",
+            )))
+        };
+        if self
+            .tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send(job)
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+            .is_err()
+        {
+            return gone();
+        }
+        match rx.await {
+            Ok(out) => out,
+            Err(_) => gone(),
+        }
+    }
+}
+
+/// An engine call panicked; the panic's message.
+#[derive(Debug)]
+pub struct Panicked(pub String);
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
     }
 }

@@ -1,18 +1,26 @@
 //! Hinted handoff records. A stand-in that accepts a write for a down owner merges the
 //! versions into its own store (so reads through it see them) and records a hint
-//! `(owner, key)` in the store's engine, keyspace `hints`. The handoff loop sends the
-//! key's versions to the owner once it answers and removes the hint when acknowledged.
+//! `(owner, key)` in the store's engine, keyspace `hints`, in the same atomic batch as
+//! the versions. The handoff loop sends the key's versions to the owner once it answers
+//! and removes the hint when the owner acknowledged them durably.
+//!
+//! Hints are keyed `owner ‖ 0 ‖ key`, so each owner's hints are one key range: the
+//! handoff loop reads only the ranges of owners that are up (hints for a down owner are
+//! never scanned, so they cannot hold up anyone else's). How many hints each owner has is
+//! counted in memory (one scan when the node starts), so status never scans.
 //!
 //! Invariant: a hint is only removed if no write re-recorded it since the handoff read
-//! the versions (each record carries a random nonce, compared under a lock), so a write
-//! that lands during a handoff is never left undelivered.
+//! the versions (each record carries a random nonce, compared under the key's lock), so
+//! a write that lands during a handoff is never left undelivered.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use dynamo_engines::{Direction, KeyRange};
+use dynamo_engines::{Direction, KeyRange, WriteBatch};
 
-use crate::store::{StoreError, VersionedStore};
+use crate::context::Context;
+use crate::store::{StoreError, VersionedStore, WriteResult};
+use crate::version::{Siblings, Version};
 
 /// The keyspace holding hints, in each store's engine.
 pub const HINTS_KEYSPACE: &str = "hints";
@@ -28,10 +36,11 @@ pub struct Hint {
     pub nonce: u64,
 }
 
-/// Serialises hint recording against hint removal.
+/// The node's hints: per (store, owner), how many keys are owed. Invariant: the counts
+/// equal the hints in the engines (every recording and removal goes through here).
 #[derive(Debug, Default)]
 pub struct HintLog {
-    lock: Mutex<()>,
+    counts: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 // Owner names are ring member names (no NUL byte), so `owner ‖ 0 ‖ key` is unambiguous.
@@ -51,62 +60,143 @@ fn engine_err(
     move |source| StoreError::Engine { store, op, source }
 }
 
+/// Adds the hint `(owner, key)` with a fresh nonce to `batch`; true if the key had no
+/// hint for that owner before (the count grows).
+fn add_hint(
+    store: &VersionedStore,
+    owner: &str,
+    key: &[u8],
+    batch: &mut WriteBatch,
+) -> Result<bool, StoreError> {
+    let k = hint_key(owner, key);
+    let existed = store
+        .engine()
+        .get(HINTS_KEYSPACE, &k)
+        .map_err(engine_err(store, "reading a hint"))?
+        .is_some();
+    let nonce: u64 = rand::random();
+    batch.put(HINTS_KEYSPACE, &k, &nonce.to_be_bytes());
+    Ok(!existed)
+}
+
 impl HintLog {
-    /// Creates the hints keyspace in `store`'s engine.
-    pub fn prepare(store: &VersionedStore) -> Result<(), StoreError> {
+    /// Creates the hints keyspace in `store`'s engine and counts the hints it holds.
+    pub fn prepare(&self, store: &VersionedStore) -> Result<(), StoreError> {
         store
             .engine()
             .ensure_keyspace(HINTS_KEYSPACE)
-            .map_err(engine_err(store, "creating the hints keyspace"))
-    }
-
-    /// Records that `key`'s versions in `store` are owed to `owner`.
-    pub fn record(
-        &self,
-        store: &VersionedStore,
-        owner: &str,
-        key: &[u8],
-    ) -> Result<(), StoreError> {
-        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let nonce: u64 = rand::random();
-        store
-            .engine()
-            .put(HINTS_KEYSPACE, &hint_key(owner, key), &nonce.to_be_bytes())
-            .map_err(engine_err(store, "recording a hint"))
-    }
-
-    /// Every hint in `store`, in (owner, key) order.
-    pub fn list(store: &VersionedStore) -> Result<Vec<Hint>, StoreError> {
-        let mut out = Vec::new();
+            .map_err(engine_err(store, "creating the hints keyspace"))?;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let iter = store
             .engine()
             .scan(HINTS_KEYSPACE, &KeyRange::all(), Direction::Forward)
-            .map_err(engine_err(store, "listing hints"))?;
+            .map_err(engine_err(store, "counting hints"))?;
         for item in iter {
+            let (k, _) = item.map_err(engine_err(store, "counting hints"))?;
+            if let Some(owner) = split_owner(&k) {
+                *counts.entry(owner.to_owned()).or_insert(0) += 1;
+            }
+        }
+        let mut all = self.lock();
+        for (owner, n) in counts {
+            all.insert((store.name().to_owned(), owner), n);
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), u64>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn counted(&self, store: &VersionedStore, owner: &str, new: bool) {
+        if new {
+            *self
+                .lock()
+                .entry((store.name().to_owned(), owner.to_owned()))
+                .or_insert(0) += 1;
+        }
+    }
+
+    /// Merges versions from a peer; with `hint_for` the versions and the hint for that
+    /// owner land in one atomic batch.
+    pub fn merge(
+        &self,
+        store: &VersionedStore,
+        key: &[u8],
+        versions: Vec<Version>,
+        hint_for: Option<&str>,
+    ) -> Result<(Siblings, bool), StoreError> {
+        let Some(owner) = hint_for else {
+            return store.merge_remote(key, versions);
+        };
+        let mut new = false;
+        let out = store.merge_remote_with(key, versions, &mut |b| {
+            new = add_hint(store, owner, key, b)?;
+            Ok(())
+        })?;
+        self.counted(store, owner, new);
+        Ok(out)
+    }
+
+    /// A coordinated put on this replica (see [`VersionedStore::put_with`]); with
+    /// `hint_for` the version and the hint land in one atomic batch.
+    pub fn put(
+        &self,
+        store: &VersionedStore,
+        key: &[u8],
+        value: Option<&[u8]>,
+        context: Option<&Context>,
+        request_id: Option<u64>,
+        hint_for: Option<&str>,
+    ) -> Result<WriteResult, StoreError> {
+        let mut new = false;
+        let out = store.put_with(key, value, context, request_id, &mut |b| {
+            if let Some(owner) = hint_for {
+                new = add_hint(store, owner, key, b)?;
+            }
+            Ok(())
+        })?;
+        if let Some(owner) = hint_for {
+            self.counted(store, owner, new);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` hints for `owner` in `store`, in key order. Reads only that
+    /// owner's range.
+    pub fn list_for(
+        store: &VersionedStore,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<Hint>, StoreError> {
+        let mut out = Vec::new();
+        let iter = store
+            .engine()
+            .scan(
+                HINTS_KEYSPACE,
+                &KeyRange::prefix(&hint_key(owner, b"")),
+                Direction::Forward,
+            )
+            .map_err(engine_err(store, "listing hints"))?;
+        for item in iter.take(limit) {
             let (k, v) = item.map_err(engine_err(store, "listing hints"))?;
-            let Some(split) = k.iter().position(|&b| b == 0) else {
-                continue;
-            };
-            let Ok(owner) = std::str::from_utf8(&k[..split]) else {
-                continue;
-            };
             let nonce = <[u8; 8]>::try_from(v.as_slice()).map_or(0, u64::from_be_bytes);
             out.push(Hint {
                 owner: owner.to_owned(),
-                key: k[split + 1..].to_vec(),
+                key: k[owner.len() + 1..].to_vec(),
                 nonce,
             });
         }
         Ok(out)
     }
 
-    /// Hints per owner in `store`.
-    pub fn backlog(store: &VersionedStore) -> Result<BTreeMap<String, u64>, StoreError> {
-        let mut counts = BTreeMap::new();
-        for h in Self::list(store)? {
-            *counts.entry(h.owner).or_insert(0) += 1;
-        }
-        Ok(counts)
+    /// Owners that `store` holds hints for, with their counts (no engine access).
+    pub fn backlog(&self, store: &str) -> BTreeMap<String, u64> {
+        self.lock()
+            .iter()
+            .filter(|((s, _), n)| s == store && **n > 0)
+            .map(|((_, owner), n)| (owner.clone(), *n))
+            .collect()
     }
 
     /// Is any hint for `key` still pending (for any of `owners`)?
@@ -131,19 +221,32 @@ impl HintLog {
     /// Removes `hint` if it was not recorded again since it was listed. Returns true
     /// if removed.
     pub fn clear(&self, store: &VersionedStore, hint: &Hint) -> Result<bool, StoreError> {
-        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let k = hint_key(&hint.owner, &hint.key);
-        let current = store
-            .engine()
-            .get(HINTS_KEYSPACE, &k)
-            .map_err(engine_err(store, "reading a hint"))?;
-        if current.as_deref() != Some(&hint.nonce.to_be_bytes()[..]) {
-            return Ok(false);
+        let removed = store.with_key_lock(&hint.key, || {
+            let current = store
+                .engine()
+                .get(HINTS_KEYSPACE, &k)
+                .map_err(engine_err(store, "reading a hint"))?;
+            if current.as_deref() != Some(&hint.nonce.to_be_bytes()[..]) {
+                return Ok(false);
+            }
+            store
+                .engine()
+                .delete(HINTS_KEYSPACE, &k)
+                .map_err(engine_err(store, "removing a hint"))?;
+            Ok::<_, StoreError>(true)
+        })?;
+        if removed {
+            let mut all = self.lock();
+            if let Some(n) = all.get_mut(&(store.name().to_owned(), hint.owner.clone())) {
+                *n = n.saturating_sub(1);
+            }
         }
-        store
-            .engine()
-            .delete(HINTS_KEYSPACE, &k)
-            .map_err(engine_err(store, "removing a hint"))?;
-        Ok(true)
+        Ok(removed)
     }
+}
+
+fn split_owner(k: &[u8]) -> Option<&str> {
+    let split = k.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&k[..split]).ok()
 }

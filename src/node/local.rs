@@ -6,13 +6,15 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::{DynamoError, ErrorKind};
 use crate::rpc::{self, internode, Connection};
-use crate::store::VersionedStore;
+use crate::store::{printable_key, VersionedStore};
 use crate::version::{Siblings, Version};
 
+use super::engine_threads::Panicked;
 use super::NodeCore;
 
 struct Peer {
@@ -20,20 +22,21 @@ struct Peer {
     internode: internode::Client,
 }
 
+/// Consecutive timed-out calls after which a peer's connection is given up (closed)
+/// and the peer marked down. One slow reply fails only its own call.
+const TIMEOUTS_BEFORE_DOWN: u32 = 3;
+
 /// A node's state on its RPC thread. Cheap to clone (`Rc`).
 #[derive(Clone)]
 pub struct LocalNode {
     /// The thread-safe core.
     pub core: Arc<NodeCore>,
     peers: Rc<RefCell<HashMap<String, Peer>>>,
-    connecting: Rc<tokio::sync::Mutex<()>>,
-}
-
-/// Runs a blocking engine call on the engine threads, off the event loop.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, DynamoError> + Send + 'static,
-) -> Result<T, DynamoError> {
-    super::engine_threads::EngineThreads::global().run(f).await
+    /// One connect at a time per peer: a burst of requests opens one connection, and
+    /// a peer that does not answer its SYNs never delays connecting to another.
+    connecting: Rc<RefCell<HashMap<String, Rc<tokio::sync::Mutex<()>>>>>,
+    /// Per peer, calls that timed out since its last answer.
+    timeouts: Rc<RefCell<HashMap<String, u32>>>,
 }
 
 impl LocalNode {
@@ -42,8 +45,59 @@ impl LocalNode {
         Self {
             core,
             peers: Rc::default(),
-            connecting: Rc::new(tokio::sync::Mutex::new(())),
+            connecting: Rc::default(),
+            timeouts: Rc::default(),
         }
+    }
+
+    /// Runs a blocking engine call for `key` of `store` on the engine threads, off the
+    /// event loop. A panic in the engine is caught and logged with the store and key,
+    /// marks this node's storage failed (it then refuses requests and pings), and
+    /// answers as an internal error.
+    pub(crate) async fn engine<T: Send + 'static>(
+        &self,
+        store: &str,
+        key: &[u8],
+        f: impl FnOnce() -> Result<T, DynamoError> + Send + 'static,
+    ) -> Result<T, DynamoError> {
+        let inject = self
+            .core
+            .config
+            .faults
+            .panic_on_key
+            .as_deref()
+            .is_some_and(|k| k.as_bytes() == key);
+        let run = move || {
+            if inject {
+                panic!("injected fault: panic_on_key");
+            }
+            f()
+        };
+        match super::engine_threads::EngineThreads::global()
+            .run(run)
+            .await
+        {
+            Ok(result) => result,
+            Err(Panicked(why)) => {
+                let message = format!(
+                    "the engine of store {store:?} panicked on key {}: {why}; node {} marks its storage failed and refuses requests until it is restarted",
+                    printable_key(key),
+                    self.name()
+                );
+                eprintln!("{}: {message}", self.name());
+                self.core.fail_storage(message.clone());
+                Err(DynamoError::new(ErrorKind::Internal, message))
+            }
+        }
+    }
+
+    /// An engine call that is not about one key (status, shutdown).
+    pub(crate) async fn engine_any<T: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, DynamoError> + Send + 'static,
+    ) -> Result<T, DynamoError> {
+        self.engine(what, b"", f).await
     }
 
     /// This node's name.
@@ -68,13 +122,19 @@ impl LocalNode {
         if let Some(c) = self.live_peer(name) {
             return Ok(c);
         }
-        // One connect at a time: a burst of requests to a peer opens one connection.
-        let _connecting = self.connecting.lock().await;
+        let lock = self
+            .connecting
+            .borrow_mut()
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        let _connecting = lock.lock().await;
         if let Some(c) = self.live_peer(name) {
             return Ok(c);
         }
         let address = self.core.address(name)?.to_owned();
-        let conn = rpc::connect(&address, self.core.request_timeout()).await?;
+        let conn =
+            rpc::connect(&address, self.core.request_timeout(), self.core.max_message).await?;
         let internode = conn.dynamo.internode_request().send().pipeline.get_node();
         self.peers.borrow_mut().insert(
             name.to_owned(),
@@ -96,8 +156,20 @@ impl LocalNode {
         Ok(p.conn.dynamo.clone())
     }
 
-    /// Runs `call` against peer `name` with the request timeout. A failure marks the
-    /// peer down and drops its connection; a success marks it up.
+    /// Gives up the connection to `name` (closing it) and marks the peer down.
+    fn give_up(&self, name: &str, why: &str) {
+        if let Some(p) = self.peers.borrow_mut().remove(name) {
+            p.conn.close();
+        }
+        if self.core.health.mark_down(name, why) {
+            eprintln!("{}: peer {name} marked down: {why}", self.name());
+        }
+    }
+
+    /// Runs `call` against peer `name` with the request timeout. A success marks the
+    /// peer up. A broken connection or a protocol error gives the connection up and
+    /// marks the peer down; a timeout fails this call only, unless the peer has now
+    /// timed out [`TIMEOUTS_BEFORE_DOWN`] times in a row (or this was a ping).
     pub async fn call_peer<T, F, Fut>(
         &self,
         name: &str,
@@ -113,26 +185,38 @@ impl LocalNode {
             let client = self.internode(name).await?;
             call(client).await
         };
-        let result = match tokio::time::timeout(timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(DynamoError::new(
-                ErrorKind::Unavailable,
-                format!("{name} timed out after {} ms ({what})", timeout.as_millis()),
-            )),
+        let (result, timed_out) = match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => (r, false),
+            Err(_) => (
+                Err(DynamoError::new(
+                    ErrorKind::Unavailable,
+                    format!("{name} timed out after {} ms ({what})", timeout.as_millis()),
+                )),
+                true,
+            ),
         };
         match &result {
             Ok(_) => {
+                self.timeouts.borrow_mut().remove(name);
                 if self.core.health.mark_up(name) {
                     eprintln!("{}: peer {name} is up again", self.name());
                 }
             }
+            Err(e) if timed_out => {
+                self.core.call_timeouts.fetch_add(1, Ordering::Relaxed);
+                let streak = {
+                    let mut t = self.timeouts.borrow_mut();
+                    let n = t.entry(name.to_owned()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                if what == "ping" || streak >= TIMEOUTS_BEFORE_DOWN {
+                    self.timeouts.borrow_mut().remove(name);
+                    self.give_up(name, &e.message);
+                }
+            }
             Err(e) if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::Protocol => {
-                if let Some(p) = self.peers.borrow_mut().remove(name) {
-                    p.conn.poison();
-                }
-                if self.core.health.mark_down(name, &e.message) {
-                    eprintln!("{}: peer {name} marked down: {}", self.name(), e.message);
-                }
+                self.give_up(name, &e.message);
             }
             Err(_) => {}
         }
@@ -149,15 +233,18 @@ impl LocalNode {
         if target == self.name() {
             let s = store.clone();
             let k = key.to_vec();
-            return blocking(move || {
-                Ok(s.get(&k)
-                    .map_err(DynamoError::from)?
-                    .siblings
-                    .into_versions())
-            })
-            .await;
+            return self
+                .engine(store.name(), &key, move || {
+                    Ok(s.get(&k)
+                        .map_err(DynamoError::from)?
+                        .siblings
+                        .into_versions())
+                })
+                .await;
         }
-        let max = store.config().max_value_size as u64;
+        // Stored values are read whatever today's max_value_size is (it may have been
+        // lowered since they were written); the message limit bounds the reply.
+        let max = u64::from(u32::MAX);
         let store_name = store.name().to_owned();
         self.call_peer(target, "replica read", |c| async move {
             let mut req = c.read_request();
@@ -192,16 +279,12 @@ impl LocalNode {
             let s = store.clone();
             let k = key.to_vec();
             let v = versions.to_vec();
-            return blocking(move || {
-                s.merge_remote(&k, v).map_err(DynamoError::from)?;
-                if let Some(owner) = hint_for {
-                    core.hints
-                        .record(&s, &owner, &k)
-                        .map_err(DynamoError::from)?;
-                }
-                Ok(())
-            })
-            .await;
+            return self
+                .engine(store.name(), &key, move || {
+                    core.hints.merge(&s, &k, v, hint_for.as_deref())?;
+                    Ok(())
+                })
+                .await;
         }
         let store_name = store.name().to_owned();
         self.call_peer(target, "replica write", |c| async move {
@@ -285,23 +368,6 @@ impl LocalNode {
                 )));
             }
             Ok(())
-        })
-        .await
-    }
-
-    /// Records a hint for `owner` in `store` (engine threads).
-    pub async fn record_hint(
-        &self,
-        store: &Arc<VersionedStore>,
-        owner: String,
-        key: Vec<u8>,
-    ) -> Result<(), DynamoError> {
-        let core = self.core.clone();
-        let s = store.clone();
-        blocking(move || {
-            core.hints
-                .record(&s, &owner, &key)
-                .map_err(DynamoError::from)
         })
         .await
     }

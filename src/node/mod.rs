@@ -18,7 +18,7 @@ mod server;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dynamo_engines::{open_engine, EngineOptions};
@@ -79,6 +79,13 @@ pub struct NodeCore {
     pub started: Instant,
     /// Client requests being served.
     pub in_flight: AtomicU64,
+    /// Calls to peers that timed out since start.
+    pub call_timeouts: AtomicU64,
+    /// Set once an engine call panicked: the node's storage is not trusted any more, so
+    /// it refuses requests and pings until restarted.
+    storage_fault: Mutex<Option<String>>,
+    /// Largest Cap'n Proto message this node accepts (from the stores' limits).
+    pub max_message: usize,
     /// Per replication factor N: per partition, the walk order as member indices.
     walks: HashMap<usize, Vec<Vec<usize>>>,
 }
@@ -121,6 +128,7 @@ impl NodeCore {
             .map(|(m, a)| (m.name.clone(), a.clone()))
             .collect();
         let mut stores = BTreeMap::new();
+        let hints = HintLog::default();
         for sc in &config.stores {
             let dir = data_dir.join("stores").join(&sc.name);
             let fail = |reason: String| NodeError::Store {
@@ -134,7 +142,7 @@ impl NodeCore {
                 .map_err(|e| fail(e.to_string()))?;
             let store = VersionedStore::open(engine, sc.clone(), ring.partition_count())
                 .map_err(|e| fail(e.to_string()))?;
-            HintLog::prepare(&store).map_err(|e| fail(e.to_string()))?;
+            hints.prepare(&store).map_err(|e| fail(e.to_string()))?;
             stores.insert(sc.name.clone(), Arc::new(store));
         }
         let mut walks = HashMap::new();
@@ -155,6 +163,7 @@ impl NodeCore {
                     .collect()
             });
         }
+        let max_message = max_message(&config.stores);
         Ok(Self {
             config,
             identity,
@@ -162,11 +171,30 @@ impl NodeCore {
             addresses,
             stores,
             health: HealthTable::default(),
-            hints: HintLog::default(),
+            hints,
             started: Instant::now(),
             in_flight: AtomicU64::new(0),
+            call_timeouts: AtomicU64::new(0),
+            storage_fault: Mutex::new(None),
+            max_message,
             walks,
         })
+    }
+
+    /// Why this node's storage is not trusted, once an engine call panicked.
+    pub fn storage_fault(&self) -> Option<String> {
+        self.storage_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records that the storage failed; the first failure is kept.
+    pub(crate) fn fail_storage(&self, why: String) {
+        let mut f = self.storage_fault.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(why);
+        }
     }
 
     /// This node's member name.
@@ -231,6 +259,22 @@ impl NodeCore {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self)
     }
+}
+
+/// The largest message any request or reply of these stores can need: a record at its
+/// replica limit (see [`crate::store::StoreConfig::replica_record_limit`]) plus the
+/// largest key, and room for the versions' causal pasts and the framing.
+fn max_message(stores: &[crate::store::StoreConfig]) -> usize {
+    let need = stores
+        .iter()
+        .map(|s| {
+            s.replica_record_limit()
+                .saturating_add(s.max_value_size)
+                .saturating_add(s.max_key_size)
+        })
+        .max()
+        .unwrap_or(0);
+    need.saturating_add(4 << 20)
 }
 
 /// Counts a client request as in flight until dropped.

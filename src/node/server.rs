@@ -16,8 +16,7 @@ use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
 
 use super::handoff;
-use super::hints::HintLog;
-use super::local::{blocking, LocalNode};
+use super::local::LocalNode;
 use super::{NodeCore, NodeError};
 
 /// How long shutdown waits for in-flight requests.
@@ -35,6 +34,10 @@ struct InternodeServer {
 
 fn quorum_override(q: u8) -> Option<u8> {
     (q != 0).then_some(q)
+}
+
+fn request_id(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
 }
 
 /// Summaries of a node's stores.
@@ -83,6 +86,10 @@ impl DynamoServer {
                 ErrorKind::Unavailable,
                 format!("node {} is shutting down", self.node.name()),
             ));
+        }
+        if let Some(why) = self.node.core.storage_fault() {
+            // Unavailable, so clients move on to another node.
+            return Err(DynamoError::new(ErrorKind::Unavailable, why));
         }
         Ok(())
     }
@@ -153,6 +160,7 @@ impl DynamoServer {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn handle_put(
         &self,
         store: String,
@@ -161,23 +169,22 @@ impl DynamoServer {
         context: String,
         w: Option<u8>,
         forwarded: bool,
+        request_id: Option<u64>,
     ) -> Result<PutResponse, DynamoError> {
         self.check_open()?;
         let st = self.node.core.store(&store)?.clone();
+        let req = rpc::WriteRequest {
+            store: &store,
+            key: &key,
+            value: value.as_deref(),
+            context: &context,
+            w,
+            request_id,
+        };
         for owner in self.forward_targets(&st, &key, forwarded) {
             let attempt = async {
                 let d = self.node.dynamo_of(&owner).await?;
-                let answer = rpc::call_put(
-                    &d,
-                    &owner,
-                    &store,
-                    &key,
-                    value.as_deref(),
-                    &context,
-                    w,
-                    true,
-                )
-                .await;
+                let answer = rpc::call_put(&d, &owner, &req, true).await;
                 match answer {
                     Err(e) if e.kind == ErrorKind::Unavailable => Err(e),
                     answer => Ok(answer),
@@ -196,8 +203,13 @@ impl DynamoServer {
         let context = (!context.is_empty()).then_some(context);
         let token = self
             .node
-            .coordinate_put(&st, key, value, context, w)
+            .coordinate_put(&st, key, value, context, w, request_id)
             .await?;
+        let delay = self.node.core.config.faults.delay_write_reply_ms;
+        if delay > 0 {
+            // Fault injection: the write is applied, its reply comes late.
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         Ok(PutResponse {
             context: token,
             coordinator: self.node.name().to_owned(),
@@ -205,18 +217,19 @@ impl DynamoServer {
     }
 
     async fn handle_status(&self) -> Result<NodeStatus, DynamoError> {
-        let core = self.node.core.clone();
-        let hints = blocking(move || {
-            let mut total: BTreeMap<String, u64> = BTreeMap::new();
-            for s in core.stores.values() {
-                for (owner, n) in HintLog::backlog(s)? {
-                    *total.entry(owner).or_insert(0) += n;
-                }
-            }
-            Ok(total)
-        })
-        .await?;
         let core = &self.node.core;
+        let mut hints: BTreeMap<String, u64> = BTreeMap::new();
+        let mut hints_for_non_members: BTreeMap<String, u64> = BTreeMap::new();
+        for s in core.stores.keys() {
+            for (owner, n) in core.hints.backlog(s) {
+                let to = if core.ring.member(&owner).is_some() {
+                    &mut hints
+                } else {
+                    &mut hints_for_non_members
+                };
+                *to.entry(owner).or_insert(0) += n;
+            }
+        }
         Ok(NodeStatus {
             node: core.name().to_owned(),
             address: core.config.node.listen.clone(),
@@ -225,7 +238,12 @@ impl DynamoServer {
             in_flight: core.in_flight.load(Ordering::SeqCst).saturating_sub(1),
             members: member_statuses(&self.node),
             hints,
+            hints_for_non_members,
             stores: store_summaries(core),
+            unhealthy: core.storage_fault(),
+            call_timeouts: core
+                .call_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 }
@@ -269,9 +287,11 @@ impl dynamo::Server for DynamoServer {
             ))
         })();
         let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
+        let id = request_id(p.get_request_id());
         let answer = match parsed {
             Ok((store, key, value, ctx)) => {
-                self.handle_put(store, key, Some(value), ctx, w, fwd).await
+                self.handle_put(store, key, Some(value), ctx, w, fwd, id)
+                    .await
             }
             Err(e) => Err(e),
         };
@@ -294,8 +314,9 @@ impl dynamo::Server for DynamoServer {
             ))
         })();
         let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
+        let id = request_id(p.get_request_id());
         let answer = match parsed {
-            Ok((store, key, ctx)) => self.handle_put(store, key, None, ctx, w, fwd).await,
+            Ok((store, key, ctx)) => self.handle_put(store, key, None, ctx, w, fwd, id).await,
             Err(e) => Err(e),
         };
         rpc::answer_put(results.get().init_reply(), &answer);
@@ -352,6 +373,9 @@ impl InternodeServer {
         &self,
         p: capnp::Result<capnp::text::Reader<'_>>,
     ) -> Result<Arc<VersionedStore>, DynamoError> {
+        if let Some(why) = self.node.core.storage_fault() {
+            return Err(DynamoError::new(ErrorKind::Unavailable, why));
+        }
         let name = rpc::text(p)?;
         Ok(self.node.core.store(&name)?.clone())
     }
@@ -359,27 +383,34 @@ impl InternodeServer {
 
 impl InternodeServer {
     /// Merges versions from a peer into this replica; with `hint_for` non-empty this
-    /// node is a stand-in and also records the hint.
+    /// node is a stand-in and records the hint in the same atomic batch. With `durable`
+    /// the engine is synced before the answer (a delivered hint: the stand-in drops its
+    /// copy once this node acknowledged).
     async fn merge_in(
         &self,
         store: capnp::Result<capnp::text::Reader<'_>>,
         key: capnp::Result<capnp::data::Reader<'_>>,
         versions: capnp::Result<capnp::data_list::Reader<'_>>,
         hint_for: Result<String, DynamoError>,
+        durable: bool,
     ) -> Result<(), DynamoError> {
         let st = self.store(store)?;
         let key = rpc::data(key)?;
         let versions = rpc::decode_versions(versions, st.config().max_value_size as u64)?;
         let hint_for = hint_for?;
         let core = self.node.core.clone();
-        blocking(move || {
-            st.merge_remote(&key, versions)?;
-            if !hint_for.is_empty() {
-                core.hints.record(&st, &hint_for, &key)?;
-            }
-            Ok(())
-        })
-        .await
+        let name = st.name().to_owned();
+        let k = key.clone();
+        self.node
+            .engine(&name, &key, move || {
+                let hint_for = (!hint_for.is_empty()).then_some(hint_for.as_str());
+                core.hints.merge(&st, &k, versions, hint_for)?;
+                if durable {
+                    st.sync()?;
+                }
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -393,11 +424,14 @@ impl internode::Server for InternodeServer {
         let answer = async {
             let st = self.store(p.get_store())?;
             let key = rpc::data(p.get_key())?;
-            blocking(move || {
-                let versions = st.get(&key)?.siblings.into_versions();
-                Ok(rpc::encode_versions(&versions))
-            })
-            .await
+            let name = st.name().to_owned();
+            let k = key.clone();
+            self.node
+                .engine(&name, &key, move || {
+                    let versions = st.get(&k)?.siblings.into_versions();
+                    Ok(rpc::encode_versions(&versions))
+                })
+                .await
         }
         .await;
         match answer {
@@ -417,7 +451,13 @@ impl internode::Server for InternodeServer {
         let p = params.get()?;
         let hint_for = rpc::text(p.get_hint_for());
         let answer = self
-            .merge_in(p.get_store(), p.get_key(), p.get_versions(), hint_for)
+            .merge_in(
+                p.get_store(),
+                p.get_key(),
+                p.get_versions(),
+                hint_for,
+                false,
+            )
             .await;
         if let Err(e) = answer {
             rpc::write_failure(results.get().init_failure(), &e);
@@ -438,6 +478,7 @@ impl internode::Server for InternodeServer {
                 p.get_key(),
                 p.get_versions(),
                 Ok(String::new()),
+                true,
             )
             .await;
         if let Err(e) = answer {
@@ -451,6 +492,10 @@ impl internode::Server for InternodeServer {
         _: internode::PingParams,
         mut results: internode::PingResults,
     ) -> Result<(), capnp::Error> {
+        // A node whose storage failed must not look alive to its peers.
+        if let Some(why) = self.node.core.storage_fault() {
+            return Err(capnp::Error::failed(why));
+        }
         let mut r = results.get();
         r.set_name(self.node.name());
         r.set_node_id(self.node.core.identity.node_id.as_str());
@@ -488,7 +533,7 @@ pub async fn serve(core: Arc<NodeCore>) -> Result<(), NodeError> {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => rpc::serve_stream(stream, bootstrap.clone()),
+                Ok((stream, _)) => rpc::serve_stream(stream, bootstrap.clone(), core.max_message),
                 Err(e) => eprintln!("{}: accept failed: {e}", core.name()),
             },
             _ = tokio::signal::ctrl_c() => break,

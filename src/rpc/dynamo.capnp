@@ -22,6 +22,7 @@ struct Failure {
     badContext @3;    # the context token is malformed or belongs to another key
     quorum @4;        # fewer than R/W replicas answered; `message` names who did and who did not
     unavailable @5;   # the node is shutting down or cannot reach any coordinator
+    tooLarge @6;      # the key's record would grow past its size limit: resolve siblings
   }
 }
 
@@ -75,6 +76,7 @@ struct RingReply {
 struct HintBacklog {
   owner @0 :Text;            # the node the hints are for
   count @1 :UInt64;          # keys waiting to be handed off
+  notMember @2 :Bool;        # the owner is no longer a member: these cannot be delivered
 }
 
 struct StatusReply {
@@ -86,17 +88,23 @@ struct StatusReply {
   hints @5 :List(HintBacklog);
   stores @6 :List(StoreInfo);
   inFlight @7 :UInt64;       # client requests being served
+  unhealthy @8 :Text;        # empty when healthy; else why (e.g. its storage failed)
+  callTimeouts @9 :UInt64;   # calls to peers that timed out since start
 }
 
 # The client-facing interface; it is also the bootstrap capability of every node.
 # `r`/`w` of 0 mean the store's own quorum. `forwarded` is set by a node that passes a
 # request on to a coordinator in the key's preference list (server-driven coordination);
-# a forwarded request is never forwarded again.
+# a forwarded request is never forwarded again. `requestId` (0: none) is chosen by the
+# client once per put or delete and kept across its retries: a node that finds a version
+# written by that id answers with it instead of writing again.
 interface Dynamo {
   get @0 (store :Text, key :Data, r :UInt8, forwarded :Bool) -> (reply :GetReply);
-  put @1 (store :Text, key :Data, value :Data, context :Text, w :UInt8, forwarded :Bool)
+  put @1 (store :Text, key :Data, value :Data, context :Text, w :UInt8, forwarded :Bool,
+          requestId :UInt64)
       -> (reply :PutReply);
-  delete @2 (store :Text, key :Data, context :Text, w :UInt8, forwarded :Bool)
+  delete @2 (store :Text, key :Data, context :Text, w :UInt8, forwarded :Bool,
+             requestId :UInt64)
       -> (reply :PutReply);
   ring @3 () -> (reply :RingReply);
   status @4 () -> (reply :StatusReply);
@@ -112,7 +120,8 @@ interface Internode {
   # for that owner: it keeps the versions and a hint to hand them off later.
   write @1 (store :Text, key :Data, versions :List(VersionBytes), hintFor :Text)
       -> (failure :Failure);
-  # A stand-in hands off versions it kept for this node (the intended owner).
+  # A stand-in hands off versions it kept for this node (the intended owner). The owner
+  # answers only once they are durable (synced), so the stand-in may then drop its copy.
   deliverHint @2 (store :Text, key :Data, versions :List(VersionBytes), from :Text)
       -> (failure :Failure);
   # Liveness: the caller's name in, this node's name and data-directory id out.

@@ -29,12 +29,14 @@ pub mod dynamo_capnp {
 pub use dynamo_capnp::{dynamo, failure, internode};
 
 /// An open connection to a node: its client-facing capability and whether the
-/// connection is still up. Invariant: once `alive()` is false it never turns true.
+/// connection is still up. Invariant: once `alive()` is false it never turns true, and
+/// a closed connection has released its socket.
 #[derive(Clone)]
 pub struct Connection {
     /// The node's bootstrap capability.
     pub dynamo: dynamo::Client,
     alive: Rc<Cell<bool>>,
+    task: Rc<tokio::task::AbortHandle>,
 }
 
 impl Connection {
@@ -43,15 +45,34 @@ impl Connection {
         self.alive.get()
     }
 
-    /// Marks the connection unusable (after a failed or timed-out call), so the next
-    /// request opens a fresh one.
-    pub fn poison(&self) {
+    /// Gives the connection up: marks it unusable, so the next request opens a fresh
+    /// one, and closes its socket now (a peer that stopped answering would otherwise
+    /// keep it open forever). Calls still waiting on it fail.
+    pub fn close(&self) {
         self.alive.set(false);
+        self.task.abort();
     }
 }
 
-/// Opens a connection to `address` within `timeout`. Must run inside a `LocalSet`.
-pub async fn connect(address: &str, timeout: Duration) -> Result<Connection, DynamoError> {
+/// The largest Cap'n Proto message accepted from a peer, in bytes, when nothing more
+/// specific is known (the library's own default, 64 MiB).
+pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+
+/// Reader limits for messages of up to `max_message` bytes.
+pub fn reader_options(max_message: usize) -> capnp::message::ReaderOptions {
+    let mut o = capnp::message::ReaderOptions::new();
+    // The traversal limit counts 8-byte words; list and struct headers add a little.
+    o.traversal_limit_in_words(Some(max_message / 8 + 1024));
+    o
+}
+
+/// Opens a connection to `address` within `timeout`, accepting messages of up to
+/// `max_message` bytes. Must run inside a `LocalSet`.
+pub async fn connect(
+    address: &str,
+    timeout: Duration,
+    max_message: usize,
+) -> Result<Connection, DynamoError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
         .await
         .map_err(|_| {
@@ -61,7 +82,7 @@ pub async fn connect(address: &str, timeout: Duration) -> Result<Connection, Dyn
             )
         })?
         .map_err(|e| DynamoError::unreachable(address, e))?;
-    Ok(attach(stream))
+    Ok(attach(stream, max_message))
 }
 
 /// The RPC system over an accepted or connected stream (for an accepted stream,
@@ -70,6 +91,7 @@ fn run_rpc(
     stream: TcpStream,
     side: rpc_twoparty_capnp::Side,
     bootstrap: Option<capnp::capability::Client>,
+    max_message: usize,
 ) -> RpcSystem<rpc_twoparty_capnp::Side> {
     // Without NODELAY a request waits up to 40 ms for the peer's delayed ACK.
     let _ = stream.set_nodelay(true);
@@ -78,29 +100,35 @@ fn run_rpc(
         futures::io::BufReader::new(reader),
         futures::io::BufWriter::new(writer),
         side,
-        Default::default(),
+        reader_options(max_message),
     );
     RpcSystem::new(Box::new(network), bootstrap)
 }
 
-fn attach(stream: TcpStream) -> Connection {
-    let mut system = run_rpc(stream, rpc_twoparty_capnp::Side::Client, None);
+fn attach(stream: TcpStream, max_message: usize) -> Connection {
+    let mut system = run_rpc(stream, rpc_twoparty_capnp::Side::Client, None, max_message);
     let dynamo: dynamo::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
     let alive = Rc::new(Cell::new(true));
     let flag = alive.clone();
-    tokio::task::spawn_local(async move {
+    let task = tokio::task::spawn_local(async move {
         let _ = system.await;
         flag.set(false);
     });
-    Connection { dynamo, alive }
+    Connection {
+        dynamo,
+        alive,
+        task: Rc::new(task.abort_handle()),
+    }
 }
 
-/// Serves `bootstrap` on an accepted stream until the peer hangs up.
-pub fn serve_stream(stream: TcpStream, bootstrap: dynamo::Client) {
+/// Serves `bootstrap` on an accepted stream until the peer hangs up, accepting
+/// messages of up to `max_message` bytes.
+pub fn serve_stream(stream: TcpStream, bootstrap: dynamo::Client, max_message: usize) {
     let system = run_rpc(
         stream,
         rpc_twoparty_capnp::Side::Server,
         Some(bootstrap.client),
+        max_message,
     );
     tokio::task::spawn_local(async move {
         let _ = system.await;
@@ -125,6 +153,7 @@ fn kind_to_wire(kind: ErrorKind) -> failure::Kind {
         ErrorKind::BadContext => failure::Kind::BadContext,
         ErrorKind::Quorum => failure::Kind::Quorum,
         ErrorKind::Unavailable => failure::Kind::Unavailable,
+        ErrorKind::TooLarge => failure::Kind::TooLarge,
     }
 }
 
@@ -136,6 +165,7 @@ fn kind_from_wire(kind: Result<failure::Kind, capnp::NotInSchema>) -> ErrorKind 
         Ok(failure::Kind::BadContext) => ErrorKind::BadContext,
         Ok(failure::Kind::Quorum) => ErrorKind::Quorum,
         Ok(failure::Kind::Unavailable) => ErrorKind::Unavailable,
+        Ok(failure::Kind::TooLarge) => ErrorKind::TooLarge,
         // A kind added by a newer peer: still a failure, message intact.
         Err(_) => ErrorKind::Internal,
     }
@@ -356,11 +386,17 @@ pub fn write_status(mut b: dynamo_capnp::status_reply::Builder<'_>, s: &NodeStat
     for (i, m) in s.members.iter().enumerate() {
         write_member(ms.reborrow().get(i as u32), m);
     }
-    let mut hs = b.reborrow().init_hints(s.hints.len() as u32);
-    for (i, (owner, count)) in s.hints.iter().enumerate() {
+    b.set_unhealthy(s.unhealthy.as_deref().unwrap_or(""));
+    b.set_call_timeouts(s.call_timeouts);
+    let all_hints = s.hints.iter().map(|h| (h, false));
+    let orphaned = s.hints_for_non_members.iter().map(|h| (h, true));
+    let count = s.hints.len() + s.hints_for_non_members.len();
+    let mut hs = b.reborrow().init_hints(count as u32);
+    for (i, ((owner, n), not_member)) in all_hints.chain(orphaned).enumerate() {
         let mut h = hs.reborrow().get(i as u32);
         h.set_owner(owner.as_str());
-        h.set_count(*count);
+        h.set_count(*n);
+        h.set_not_member(not_member);
     }
     let mut st = b.init_stores(s.stores.len() as u32);
     for (i, x) in s.stores.iter().enumerate() {
@@ -380,9 +416,16 @@ pub fn read_status(
         members.push(read_member(m)?);
     }
     let mut hints = std::collections::BTreeMap::new();
+    let mut hints_for_non_members = std::collections::BTreeMap::new();
     for h in r.get_hints().map_err(bad)?.iter() {
-        hints.insert(text(h.get_owner())?, h.get_count());
+        let to = if h.get_not_member() {
+            &mut hints_for_non_members
+        } else {
+            &mut hints
+        };
+        to.insert(text(h.get_owner())?, h.get_count());
     }
+    let unhealthy = text(r.get_unhealthy())?;
     let mut stores = Vec::new();
     for s in r.get_stores().map_err(bad)?.iter() {
         stores.push(read_store(s)?);
@@ -395,7 +438,10 @@ pub fn read_status(
         in_flight: r.get_in_flight(),
         members,
         hints,
+        hints_for_non_members,
         stores,
+        unhealthy: (!unhealthy.is_empty()).then_some(unhealthy),
+        call_timeouts: r.get_call_timeouts(),
     })
 }
 
@@ -424,19 +470,40 @@ pub async fn call_get(
     read_get_reply(address, reply.get_reply())
 }
 
-/// Calls `put` (value `Some`) or `delete` (`None`) on the node at `address`. An empty
-/// `context` means none; `w` of `None` means the store's W.
-#[allow(clippy::too_many_arguments)]
+/// One put or delete as it travels to a coordinator.
+#[derive(Clone, Debug)]
+pub struct WriteRequest<'a> {
+    /// The store.
+    pub store: &'a str,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value; `None` deletes.
+    pub value: Option<&'a [u8]>,
+    /// Context token; empty means none.
+    pub context: &'a str,
+    /// W override; `None` means the store's W.
+    pub w: Option<u8>,
+    /// The client's id for this write, the same on every retry (`None`: no id).
+    pub request_id: Option<u64>,
+}
+
+/// Calls `put` (value `Some`) or `delete` (`None`) on the node at `address`;
+/// `forwarded` marks a node-to-node forward.
 pub async fn call_put(
     d: &dynamo::Client,
     address: &str,
-    store: &str,
-    key: &[u8],
-    value: Option<&[u8]>,
-    context: &str,
-    w: Option<u8>,
+    req: &WriteRequest<'_>,
     forwarded: bool,
 ) -> Result<PutResponse, DynamoError> {
+    let WriteRequest {
+        store,
+        key,
+        value,
+        context,
+        w,
+        request_id,
+    } = *req;
+    let request_id = request_id.unwrap_or(0);
     match value {
         Some(v) => {
             let mut req = d.put_request();
@@ -447,6 +514,7 @@ pub async fn call_put(
             p.set_context(context);
             p.set_w(w.unwrap_or(0));
             p.set_forwarded(forwarded);
+            p.set_request_id(request_id);
             let resp = req
                 .send()
                 .promise
@@ -463,6 +531,7 @@ pub async fn call_put(
             p.set_context(context);
             p.set_w(w.unwrap_or(0));
             p.set_forwarded(forwarded);
+            p.set_request_id(request_id);
             let resp = req
                 .send()
                 .promise

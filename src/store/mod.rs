@@ -32,7 +32,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dynamo_engines::{Engine, EngineError, KeyRange};
+use dynamo_engines::{Engine, EngineError, KeyRange, WriteBatch};
 use thiserror::Error;
 
 use crate::codec::DecodeError;
@@ -43,6 +43,8 @@ use crate::vclock::DEFAULT_PRUNE_THRESHOLD;
 use crate::version::{ConflictPolicy, Siblings, Version};
 use record::{engine_key, split_engine_key, CoordinatorState, Record};
 
+/// Largest N a store may have: N, R and W travel as 8-bit numbers on the wire.
+pub const MAX_REPLICAS: usize = u8::MAX as usize;
 /// Default largest key, in bytes.
 pub const DEFAULT_MAX_KEY_SIZE: usize = 4 * 1024;
 /// Default largest value, in bytes (the paper's objects are under 1 MB).
@@ -55,6 +57,15 @@ pub const META_KEYSPACE: &str = "dynamo-meta";
 /// one block of a 64-bit counter.
 const EPOCH_BLOCK: u64 = 1 << 20;
 const STRIPES: usize = 256;
+/// A key's record may hold at most this many siblings after a coordinated write (the
+/// decoder refuses far more, see `record::MAX_SIBLINGS`): past it, clients must resolve.
+pub const MAX_SIBLINGS_PER_KEY: usize = 1000;
+/// The default record size limit is this many times the store's max value size.
+pub const DEFAULT_RECORD_VALUES: usize = 4;
+/// Replica merges (replication, hints, repair) accept records up to this many times the
+/// record limit: concurrent coordinators may each add a version before they see each
+/// other's, and refusing a replica write there would only make replicas diverge.
+pub const REPLICA_RECORD_SLACK: usize = 2;
 
 /// The settings of one store, as written in a node's config (`[[stores]]`). Defaults:
 /// the best engine built in, N=3, R=2, W=2, `siblings`, 4 KiB keys, 1 MiB values, clocks
@@ -81,6 +92,11 @@ pub struct StoreConfig {
     pub max_value_size: usize,
     /// Causal pasts keep at most this many entries (oldest dropped first).
     pub prune_threshold: usize,
+    /// Largest total of one key's sibling values, in bytes: a put that would grow a
+    /// record past it is refused (read, then write back with the context to resolve).
+    /// Default: 4 × `max_value_size`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_record_size: Option<usize>,
 }
 
 impl Default for StoreConfig {
@@ -95,6 +111,7 @@ impl Default for StoreConfig {
             max_key_size: DEFAULT_MAX_KEY_SIZE,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             prune_threshold: DEFAULT_PRUNE_THRESHOLD,
+            max_record_size: None,
         }
     }
 }
@@ -128,8 +145,8 @@ impl StoreConfig {
             ));
         }
         self.engine_spec()?;
-        if self.n == 0 {
-            return Err(bad("n", "must be at least 1".into()));
+        if self.n == 0 || self.n > MAX_REPLICAS {
+            return Err(bad("n", format!("must be between 1 and {MAX_REPLICAS}")));
         }
         if self.r == 0 || self.r > self.n {
             return Err(bad("r", format!("must be between 1 and n={}", self.n)));
@@ -146,7 +163,27 @@ impl StoreConfig {
         if self.prune_threshold == 0 {
             return Err(bad("prune_threshold", "must be at least 1".into()));
         }
+        if let Some(limit) = self.max_record_size {
+            if limit < self.max_value_size {
+                return Err(bad(
+                    "max_record_size",
+                    format!("must be at least max_value_size ({})", self.max_value_size),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The record size limit in effect (see [`StoreConfig::max_record_size`]).
+    pub fn record_limit(&self) -> usize {
+        self.max_record_size
+            .unwrap_or(self.max_value_size.saturating_mul(DEFAULT_RECORD_VALUES))
+    }
+
+    /// The largest record a replica accepts from a peer, and so the largest any read
+    /// ever returns: what message size limits must allow.
+    pub fn replica_record_limit(&self) -> usize {
+        self.record_limit().saturating_mul(REPLICA_RECORD_SLACK)
     }
 
     /// The engine to open for this store.
@@ -227,6 +264,28 @@ pub enum StoreError {
         len: usize,
         /// The limit.
         max: usize,
+    },
+    /// The write would grow the key's record past its limit.
+    #[error(
+        "key {key} in store {store:?} has {siblings} siblings holding {bytes} bytes; \
+         this put would make it {after_siblings} siblings and {after_bytes} bytes, over the \
+         {what}. Read the key and write back with its context to resolve the siblings"
+    )]
+    RecordTooLarge {
+        /// The store.
+        store: String,
+        /// The key, printable.
+        key: String,
+        /// Siblings before the write.
+        siblings: usize,
+        /// Their value bytes.
+        bytes: usize,
+        /// Siblings after it.
+        after_siblings: usize,
+        /// Value bytes after it.
+        after_bytes: usize,
+        /// Which limit, with its value.
+        what: String,
     },
     /// The context could not be used.
     #[error("bad context for key {key} in store {store:?}: {source}")]
@@ -318,8 +377,19 @@ pub struct WriteResult {
     pub version: Version,
     /// Context covering the written version and what the caller's context covered.
     pub context: Context,
-    /// The key's full sibling set after the write: what a coordinator replicates.
+    /// The key's sibling set after the write.
     pub siblings: Siblings,
+    /// True when the request id named a version already written: nothing new was
+    /// written and `version` is that earlier version (a retried request).
+    pub replayed: bool,
+}
+
+/// Extra engine writes that must land atomically with a key's record (a hint), added
+/// to the record's batch while the key's lock is held.
+pub type Attach<'a> = &'a mut dyn FnMut(&mut WriteBatch) -> Result<(), StoreError>;
+
+fn attach_nothing(_: &mut WriteBatch) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Source of wall-clock milliseconds (replaceable in tests).
@@ -334,6 +404,7 @@ pub struct VersionedStore {
     keyspace: String,
     partitions: u32,
     incarnation: u64,
+    boot: u64,
     epochs: Mutex<EpochAllocator>,
     stripes: Vec<Mutex<()>>,
     clock: ClockFn,
@@ -422,11 +493,27 @@ impl VersionedStore {
                 fresh
             }
         };
+        // After a crash, records written in the last boot may have been rolled back
+        // (unsynced writes lost), so this open is a new boot and no record of an
+        // earlier one continues its run of dots. After a clean close everything was
+        // synced, so the boot carries on. Either way the store is marked open (not
+        // clean), durably, before any dot is issued.
+        let last = read_u64("boot")?.unwrap_or(0);
+        let clean = read_u64("clean")? == Some(last) && last > 0;
+        let boot = if clean { last } else { last + 1 };
+        let mut batch = WriteBatch::new();
+        batch.put(META_KEYSPACE, &meta_key("boot"), &boot.to_be_bytes());
+        batch.delete(META_KEYSPACE, &meta_key("clean"));
+        engine
+            .write_batch(batch)
+            .map_err(eng("recording the boot"))?;
+        engine.sync().map_err(eng("syncing the boot"))?;
         let reserved = read_u64("epochs")?.unwrap_or(1);
         Ok(Self {
             keyspace,
             partitions,
             incarnation,
+            boot,
             epochs: Mutex::new(EpochAllocator {
                 next: reserved,
                 reserved_until: reserved,
@@ -457,6 +544,12 @@ impl VersionedStore {
     /// The incarnation id this replica issues dots under.
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// This store's boot: 1 for the first open of its data, one more after each open
+    /// that followed a crash (an open after a clean close continues the boot).
+    pub fn boot(&self) -> u64 {
+        self.boot
     }
 
     /// The ring's partition count this store lays its keys out for.
@@ -538,8 +631,12 @@ impl VersionedStore {
         }
     }
 
+    fn engine_key(&self, key: &[u8]) -> Vec<u8> {
+        engine_key(self.partition_of(key), key)
+    }
+
     fn load(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let ek = engine_key(self.partition_of(key), key);
+        let ek = self.engine_key(key);
         let raw = self
             .engine
             .get(&self.keyspace, &ek)
@@ -548,20 +645,32 @@ impl VersionedStore {
     }
 
     fn decode_record(&self, key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
-        Record::decode(bytes, self.config.max_value_size as u64, self.config.policy).map_err(
-            |source| StoreError::Corrupt {
+        // Stored values are read whatever today's max_value_size says: lowering it must
+        // not make existing records unreadable (it only refuses new oversize writes).
+        Record::decode(bytes, u64::from(u32::MAX), self.config.policy).map_err(|source| {
+            StoreError::Corrupt {
                 store: self.config.name.clone(),
                 key: printable_key(key),
                 source,
-            },
-        )
+            }
+        })
     }
 
-    fn save(&self, key: &[u8], record: &Record) -> Result<(), StoreError> {
-        let ek = engine_key(self.partition_of(key), key);
+    /// Writes `record` and whatever `attach` adds, in one atomic batch.
+    fn save(&self, key: &[u8], record: &Record, attach: Attach<'_>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::new();
+        batch.put(&self.keyspace, &self.engine_key(key), &record.encode());
+        attach(&mut batch)?;
         self.engine
-            .put(&self.keyspace, &ek, &record.encode())
+            .write_batch(batch)
             .map_err(self.engine_err("writing a record"))
+    }
+
+    /// Runs `f` holding `key`'s lock: writes of the key (and their attachments) do not
+    /// interleave with it.
+    pub fn with_key_lock<T>(&self, key: &[u8], f: impl FnOnce() -> T) -> T {
+        let _guard = self.lock(key);
+        f()
     }
 
     /// The siblings of `key` and a context covering exactly them (empty if none).
@@ -581,50 +690,147 @@ impl VersionedStore {
         value: Option<&[u8]>,
         context: Option<&Context>,
     ) -> Result<WriteResult, StoreError> {
+        self.put_with(key, value, context, None, &mut attach_nothing)
+    }
+
+    /// [`VersionedStore::put`] with a client request id and extra writes. If a version
+    /// written by `request_id` is still here, nothing is written and that version is
+    /// returned (`replayed`): a retry never makes a second sibling. `attach` adds
+    /// writes that land atomically with the record.
+    pub fn put_with(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        context: Option<&Context>,
+        request_id: Option<u64>,
+        attach: Attach<'_>,
+    ) -> Result<WriteResult, StoreError> {
         self.check_key(key)?;
         self.check_value(value)?;
         let empty = Context::new();
         let ctx = context.unwrap_or(&empty);
         let _guard = self.lock(key);
         let mut record = self.load(key)?.unwrap_or_default();
-
-        let dot = self.next_dot(&record, ctx)?;
-        let mut timestamp_ms = (self.clock)();
-        if self.config.policy == ConflictPolicy::Lww {
-            // The coordinator's newest write must win here even if the wall clock
-            // stepped back.
-            let newest = record
-                .siblings
-                .versions()
-                .iter()
-                .map(|v| v.timestamp_ms)
-                .max();
-            if let Some(newest) = newest {
-                timestamp_ms = timestamp_ms.max(newest + 1);
-            }
+        if let Some(done) = request_id.and_then(|id| record.siblings.written_by(id)) {
+            let version = done.clone();
+            let context = self.context_after(&record.siblings, &version, ctx);
+            self.save(key, &record, attach)?;
+            return Ok(WriteResult {
+                version,
+                context,
+                siblings: record.siblings,
+                replayed: true,
+            });
         }
-        let mut past = ctx.clone();
-        past.prune(self.config.prune_threshold);
-        let version = Version {
-            dot,
-            past,
-            timestamp_ms,
-            value: value.map(<[u8]>::to_vec),
-        };
+        let dot = self.next_dot(&record, ctx)?;
+        let version = self.new_version(dot, value, ctx, &record.siblings, request_id);
+        let before = (record.siblings.len(), record.siblings.value_bytes());
         record.siblings.merge([version.clone()], self.config.policy);
+        self.check_record(key, before, &record.siblings, self.config.record_limit())?;
         record.coordinator = Some(CoordinatorState {
             epoch: dot.actor.epoch,
             counter: dot.counter,
+            boot: self.boot,
         });
-        self.save(key, &record)?;
-        let context = match self.config.policy {
-            ConflictPolicy::Siblings => record.siblings.context_after_write(&version, ctx),
-            ConflictPolicy::Lww => record.siblings.context(),
-        };
+        self.save(key, &record, attach)?;
+        let context = self.context_after(&record.siblings, &version, ctx);
         Ok(WriteResult {
             version,
             context,
             siblings: record.siblings,
+            replayed: false,
+        })
+    }
+
+    /// A new version of `key` with a dot from a fresh epoch, written nowhere: a node
+    /// that coordinates a write for a key it does not hold (all owners reachable, but
+    /// forwarding to them failed) sends this to the owners. Fresh epochs never collide
+    /// with any other dot, so no record is needed to issue it.
+    pub fn mint(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        context: Option<&Context>,
+        request_id: Option<u64>,
+    ) -> Result<WriteResult, StoreError> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let empty = Context::new();
+        let ctx = context.unwrap_or(&empty);
+        let dot = Dot::new(Actor::new(self.incarnation, self.open_epoch()?), 1);
+        let version = self.new_version(dot, value, ctx, &Siblings::new(), request_id);
+        let siblings = Siblings::from_versions(vec![version.clone()], self.config.policy);
+        let context = self.context_after(&siblings, &version, ctx);
+        Ok(WriteResult {
+            version,
+            context,
+            siblings,
+            replayed: false,
+        })
+    }
+
+    fn new_version(
+        &self,
+        dot: Dot,
+        value: Option<&[u8]>,
+        ctx: &Context,
+        local: &Siblings,
+        request_id: Option<u64>,
+    ) -> Version {
+        let mut timestamp_ms = (self.clock)();
+        if self.config.policy == ConflictPolicy::Lww {
+            // A write must beat what its writer had seen and what this replica holds,
+            // whatever this node's wall clock says (skew, or the same millisecond).
+            let newest = local.versions().iter().map(|v| v.timestamp_ms).max();
+            let seen = newest.unwrap_or(0).max(ctx.max_timestamp());
+            if seen > 0 {
+                timestamp_ms = timestamp_ms.max(seen.saturating_add(1));
+            }
+        }
+        let mut past = ctx.clone();
+        past.prune(self.config.prune_threshold);
+        Version {
+            dot,
+            past,
+            timestamp_ms,
+            value: value.map(<[u8]>::to_vec),
+            request_id,
+        }
+    }
+
+    fn context_after(&self, siblings: &Siblings, version: &Version, ctx: &Context) -> Context {
+        match self.config.policy {
+            ConflictPolicy::Siblings => siblings.context_after_write(version, ctx),
+            ConflictPolicy::Lww => siblings.context(),
+        }
+    }
+
+    /// Refuses a record that a write grew past `limit` bytes of values or past
+    /// [`MAX_SIBLINGS_PER_KEY`]. A write that does not grow the record is always let
+    /// through, so resolving siblings is always possible.
+    fn check_record(
+        &self,
+        key: &[u8],
+        (siblings, bytes): (usize, usize),
+        after: &Siblings,
+        limit: usize,
+    ) -> Result<(), StoreError> {
+        let (after_siblings, after_bytes) = (after.len(), after.value_bytes());
+        let what = if after_bytes > limit && after_bytes > bytes {
+            format!("record size limit of {limit} bytes (max_record_size)")
+        } else if after_siblings > MAX_SIBLINGS_PER_KEY && after_siblings > siblings {
+            format!("limit of {MAX_SIBLINGS_PER_KEY} siblings per key")
+        } else {
+            return Ok(());
+        };
+        Err(StoreError::RecordTooLarge {
+            store: self.config.name.clone(),
+            key: printable_key(key),
+            siblings,
+            bytes,
+            after_siblings,
+            after_bytes,
+            what,
         })
     }
 
@@ -636,7 +842,9 @@ impl VersionedStore {
     /// Chooses the dot for a new write: continue this replica's run for the key when
     /// that is provably fresh, otherwise open a new epoch.
     fn next_dot(&self, record: &Record, ctx: &Context) -> Result<Dot, StoreError> {
-        if let Some(state) = record.coordinator {
+        // A state from an earlier boot may have been rolled back by a crash (unsynced
+        // writes lost) after its newer dots reached other replicas: never continue it.
+        if let Some(state) = record.coordinator.filter(|c| c.boot == self.boot) {
             let actor = Actor::new(self.incarnation, state.epoch);
             let candidate = Dot::new(actor, state.counter + 1);
             // A context (or a stored past) that already claims the candidate came from
@@ -681,6 +889,17 @@ impl VersionedStore {
         key: &[u8],
         versions: Vec<Version>,
     ) -> Result<(Siblings, bool), StoreError> {
+        self.merge_remote_with(key, versions, &mut attach_nothing)
+    }
+
+    /// [`VersionedStore::merge_remote`] plus writes that land atomically with the
+    /// record (a stand-in's hint); they are written even if the versions were known.
+    pub fn merge_remote_with(
+        &self,
+        key: &[u8],
+        versions: Vec<Version>,
+        attach: Attach<'_>,
+    ) -> Result<(Siblings, bool), StoreError> {
         self.check_key(key)?;
         for v in &versions {
             if let Some(val) = &v.value {
@@ -700,9 +919,25 @@ impl VersionedStore {
         }
         let _guard = self.lock(key);
         let mut record = self.load(key)?.unwrap_or_default();
+        let before = (record.siblings.len(), record.siblings.value_bytes());
         let changed = record.siblings.merge(versions, self.config.policy);
         if changed {
-            self.save(key, &record)?;
+            self.check_record(
+                key,
+                before,
+                &record.siblings,
+                self.config.replica_record_limit(),
+            )?;
+        }
+        let mut batch = WriteBatch::new();
+        if changed {
+            batch.put(&self.keyspace, &self.engine_key(key), &record.encode());
+        }
+        attach(&mut batch)?;
+        if !batch.is_empty() {
+            self.engine
+                .write_batch(batch)
+                .map_err(self.engine_err("writing a record"))?;
         }
         Ok((record.siblings, changed))
     }
@@ -777,5 +1012,25 @@ impl VersionedStore {
     /// Flushes the engine (used on shutdown).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.engine.sync().map_err(self.engine_err("syncing"))
+    }
+
+    /// Syncs the engine and records that this boot ended cleanly, so the next open
+    /// continues it (see [`VersionedStore::boot`]). Called when the store is dropped.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.sync()?;
+        let key = format!("store/{}/clean", self.config.name).into_bytes();
+        self.engine
+            .put(META_KEYSPACE, &key, &self.boot.to_be_bytes())
+            .map_err(self.engine_err("marking a clean close"))?;
+        self.sync()
+    }
+}
+
+impl Drop for VersionedStore {
+    fn drop(&mut self) {
+        // Without the mark the next open starts a new boot: always safe, only costlier.
+        if let Err(e) = self.close() {
+            eprintln!("closing store {:?}: {e}", self.config.name);
+        }
     }
 }

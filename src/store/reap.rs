@@ -93,6 +93,7 @@ mod tests {
                 past: Context::new(),
                 timestamp_ms: 1,
                 value: value.map(<[u8]>::to_vec),
+                request_id: None,
             }],
             ConflictPolicy::Siblings,
         )

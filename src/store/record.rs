@@ -15,21 +15,29 @@ use crate::version::{ConflictPolicy, Siblings, Version};
 pub const RECORD_FORMAT: u8 = 1;
 
 const FLAG_COORDINATED: u8 = 1;
+/// The coordinator state carries the boot it was written in (records written before
+/// boots were tracked lack it and read as boot 0, which no running store has).
+const FLAG_BOOT: u8 = 2;
 
 /// Most siblings a record may hold when decoded (guards against corrupt counts).
 const MAX_SIBLINGS: u64 = 1 << 16;
 
-/// This replica's run of dots for a key: `counter` is the last it issued in `epoch`.
+/// This replica's run of dots for a key: `counter` is the last it issued in `epoch`,
+/// in the store's boot `boot`.
 ///
 /// Invariant: it exists only while the replica has held the record continuously since
 /// it opened the epoch, so every dot of the epoch was written into this record and the
-/// next counter is fresh.
+/// next counter is fresh. That holds only within one boot: a crash may roll an unsynced
+/// record back to an older counter that other replicas already saw, so a state from an
+/// earlier boot is never continued (the store opens a new epoch instead).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoordinatorState {
     /// The epoch of this replica's actor for the key.
     pub epoch: u64,
     /// The last counter issued in that epoch.
     pub counter: u64,
+    /// The store boot that wrote this state (0: written before boots were recorded).
+    pub boot: u64,
 }
 
 /// What one replica stores for one key.
@@ -47,9 +55,10 @@ impl Record {
         let mut out = vec![RECORD_FORMAT];
         match self.coordinator {
             Some(c) => {
-                out.push(FLAG_COORDINATED);
+                out.push(FLAG_COORDINATED | FLAG_BOOT);
                 put_varint(&mut out, c.epoch);
                 put_varint(&mut out, c.counter);
+                put_varint(&mut out, c.boot);
             }
             None => out.push(0),
         }
@@ -74,13 +83,18 @@ impl Record {
             )));
         }
         let flags = r.u8()?;
-        if flags & !FLAG_COORDINATED != 0 {
+        if flags & !(FLAG_COORDINATED | FLAG_BOOT) != 0 {
             return Err(r.error(format!("unknown record flags {flags:#04x}")));
         }
         let coordinator = if flags & FLAG_COORDINATED != 0 {
             Some(CoordinatorState {
                 epoch: r.varint()?,
                 counter: r.varint()?,
+                boot: if flags & FLAG_BOOT != 0 {
+                    r.varint()?
+                } else {
+                    0
+                },
             })
         } else {
             None
@@ -125,11 +139,13 @@ mod tests {
             past: Context::new(),
             timestamp_ms: 9,
             value: Some(b"v".to_vec()),
+            request_id: None,
         };
         let rec = Record {
             coordinator: Some(CoordinatorState {
                 epoch: 2,
                 counter: 3,
+                boot: 4,
             }),
             siblings: Siblings::from_versions(vec![v], ConflictPolicy::Siblings),
         };
