@@ -299,6 +299,23 @@ impl LocalCluster {
         Ok(out)
     }
 
+    /// Rewrites node `i`'s config with `change` (the node must not be running; it
+    /// reads the new config when restarted).
+    pub fn reconfigure(
+        &mut self,
+        i: usize,
+        change: impl FnOnce(&mut NodeConfig),
+    ) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        anyhow::ensure!(node.child.is_none(), "{} is running", node.name);
+        let mut cfg = NodeConfig::load(&node.config_path)?;
+        change(&mut cfg);
+        cfg.validate(&node.name)
+            .map_err(|e| anyhow::anyhow!("changed config is invalid: {e}"))?;
+        fs::write(&node.config_path, cfg.to_toml())?;
+        Ok(())
+    }
+
     /// The index of the node called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)

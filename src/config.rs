@@ -102,6 +102,13 @@ pub struct Faults {
     pub delay_write_reply_ms: u64,
     /// An engine call for this key (UTF-8) panics on this node.
     pub panic_on_key: Option<String>,
+    /// Internode reads and writes of this key (UTF-8) answer `slow_ms` late here.
+    pub slow_key: Option<String>,
+    /// See `slow_key`.
+    pub slow_ms: u64,
+    /// Never forward a request to a key's owners: coordinate it here even when this
+    /// node is outside the key's top N (as when forwarding fails).
+    pub never_forward: bool,
 }
 
 impl Faults {

@@ -2,73 +2,14 @@
 //! OS), N=3/R=2/W=2 unless stated, driven through `dynamo::Client` and the CLI. Every
 //! cluster is stopped when its `LocalCluster` is dropped, failed assertion or not.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-use dynamo::client::{BlockingClient, Client, ClientOptions, Coordination};
-use dynamo::cluster::{ClusterSpec, LocalCluster};
+use std::process::Command;
+
+use common::*;
+use dynamo::client::{BlockingClient, Coordination};
 use dynamo::error::ErrorKind;
 use dynamo::store::StoreConfig;
-
-const EXE: &str = env!("CARGO_BIN_EXE_dynamo");
-
-fn start(nodes: usize, dir: &Path, store: StoreConfig) -> LocalCluster {
-    let mut spec = ClusterSpec::new(nodes, dir);
-    spec.stores = vec![store];
-    spec.partitions = 64;
-    LocalCluster::start(&spec, Path::new(EXE)).expect("cluster starts")
-}
-
-fn rocks() -> StoreConfig {
-    StoreConfig {
-        engine: "rocksdb".into(),
-        ..StoreConfig::default()
-    }
-}
-
-fn client(addrs: &[String], mode: Coordination) -> BlockingClient {
-    Client::connect(
-        addrs,
-        ClientOptions {
-            coordination: mode,
-            timeout: Duration::from_secs(3),
-            ..ClientOptions::default()
-        },
-    )
-    .expect("client")
-    .blocking()
-}
-
-/// Polls `cond` every 100 ms for up to `secs`; panics with `what` if it never holds.
-fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {secs} s waiting for: {what}");
-}
-
-fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    v.sort();
-    v
-}
-
-fn values(g: &dynamo::client::GetResponse) -> Vec<Vec<u8>> {
-    sorted(g.values().into_iter().map(<[u8]>::to_vec).collect())
-}
-
-/// Waits until the node at `observer` sees `name` as `up`.
-fn wait_health(c: &BlockingClient, observer: &str, name: &str, up: bool) {
-    eventually(15, &format!("{observer} to see {name} up={up}"), || {
-        c.status(Some(observer))
-            .map(|s| s.members.iter().any(|m| m.name == name && m.up == up))
-            .unwrap_or(false)
-    });
-}
 
 #[test]
 fn put_get_round_trip_siblings_and_resolution() {

@@ -97,7 +97,8 @@ impl DynamoServer {
     /// Owners of the key this node could forward to, in preference order (server-driven
     /// coordination). Empty when this node coordinates itself.
     fn forward_targets(&self, store: &VersionedStore, key: &[u8], forwarded: bool) -> Vec<String> {
-        if forwarded || self.node.in_top_n(store, key) {
+        if forwarded || self.node.core.config.faults.never_forward || self.node.in_top_n(store, key)
+        {
             return Vec::new();
         }
         self.node
@@ -369,6 +370,16 @@ impl dynamo::Server for DynamoServer {
 }
 
 impl InternodeServer {
+    /// Fault injection: a slow replica for one key.
+    async fn maybe_slow(&self, key: capnp::Result<capnp::data::Reader<'_>>) {
+        let f = &self.node.core.config.faults;
+        if let (Some(slow), Ok(key)) = (&f.slow_key, key) {
+            if slow.as_bytes() == key {
+                tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
+            }
+        }
+    }
+
     fn store(
         &self,
         p: capnp::Result<capnp::text::Reader<'_>>,
@@ -421,6 +432,7 @@ impl internode::Server for InternodeServer {
         mut results: internode::ReadResults,
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
+        self.maybe_slow(p.get_key()).await;
         let answer = async {
             let st = self.store(p.get_store())?;
             let key = rpc::data(p.get_key())?;
@@ -449,6 +461,7 @@ impl internode::Server for InternodeServer {
         mut results: internode::WriteResults,
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
+        self.maybe_slow(p.get_key()).await;
         let hint_for = rpc::text(p.get_hint_for());
         let answer = self
             .merge_in(
