@@ -556,3 +556,142 @@ fn an_outsider_coordinating_a_put_writes_to_the_owners_only() {
     }
     assert!(c.status(Some(&addrs[4])).unwrap().hints.is_empty());
 }
+
+/// Stops a `dynamo cluster up` child (Ctrl-C) however the test ends.
+struct ClusterUp(std::process::Child);
+
+impl Drop for ClusterUp {
+    fn drop(&mut self) {
+        signal(self.0.id(), "INT");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cluster_file(dir: &std::path::Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("cluster.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn pid_of(file: &serde_json::Value, node: &str) -> Option<u32> {
+    file["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == node)?["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped) is not alive.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// Point 11: `dynamo cluster up` reports a node's death and keeps the others
+/// running; `dynamo cluster restart` starts it again; `cluster.json` holds the live
+/// pids; Ctrl-C stops every node.
+#[test]
+fn cluster_up_survives_a_node_death_and_restarts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("c");
+    let err_path = dir.path().join("up.err");
+    let up = std::process::Command::new(EXE)
+        .args(["cluster", "up", "--nodes", "3", "--dir"])
+        .arg(&d)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("up.out")).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let up = ClusterUp(up);
+    eventually(90, "cluster.json lists 3 running nodes", || {
+        cluster_file(&d).is_some_and(|f| {
+            ["node-1", "node-2", "node-3"]
+                .iter()
+                .all(|n| pid_of(&f, n).is_some())
+        })
+    });
+    let file = cluster_file(&d).unwrap();
+    let addrs: Vec<String> = file["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["address"].as_str().unwrap().to_owned())
+        .collect();
+    let pids: Vec<u32> = ["node-1", "node-2", "node-3"]
+        .iter()
+        .map(|n| pid_of(&file, n).unwrap())
+        .collect();
+    signal(pids[1], "KILL");
+    eventually(10, "cluster up reports the death", || {
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        err.contains("node-2 died") && err.contains("signal: 9") && err.contains("node.log")
+    });
+    let file = cluster_file(&d).unwrap();
+    assert_eq!(pid_of(&file, "node-2"), None, "{file}");
+    assert_eq!(pid_of(&file, "node-1"), Some(pids[0]));
+    assert!(alive(pids[0]) && alive(pids[2]));
+    let c = client(&addrs, Coordination::ClientDriven);
+    c.put("default", b"still", b"up", None, None).unwrap();
+    assert_eq!(
+        values(&c.get("default", b"still", None).unwrap()),
+        vec![b"up".to_vec()]
+    );
+
+    let (ok, out, err) = cli(&["cluster", "restart", "--dir", d.to_str().unwrap(), "node-2"]);
+    assert!(ok, "restart failed: {err}");
+    assert!(out.contains("node-2"), "{out}");
+    let file = cluster_file(&d).unwrap();
+    let new_pid = pid_of(&file, "node-2").expect("a pid after the restart");
+    assert_ne!(new_pid, pids[1]);
+    assert!(alive(new_pid));
+    assert_eq!(c.status(Some(&addrs[1])).unwrap().node, "node-2");
+    let (ok, _, err) = cli(&["cluster", "restart", "--dir", d.to_str().unwrap(), "node-9"]);
+    assert!(!ok && err.contains("no node \"node-9\""), "{err}");
+
+    drop(up);
+    for pid in [pids[0], new_pid, pids[2]] {
+        eventually(20, &format!("node pid {pid} stopped"), || !alive(pid));
+    }
+    let (ok, _, err) = cli(&["cluster", "restart", "--dir", d.to_str().unwrap(), "node-2"]);
+    assert!(
+        !ok && err.contains("no `dynamo cluster up` is running"),
+        "{err}"
+    );
+}
+
+/// Point 12: absurd local cluster sizes are refused with a clear error.
+#[test]
+fn absurd_cluster_sizes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for n in ["0", "100000", "70000"] {
+        let (ok, _, err) = cli(&["cluster", "up", "--nodes", n, "--dir", d]);
+        assert!(!ok, "--nodes {n} was accepted");
+        assert!(err.contains("1 to 100"), "--nodes {n}: {err}");
+    }
+    let (ok, _, err) = cli(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--base-port",
+        "65534",
+        "--dir",
+        d,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("past 65535"), "{err}");
+    let (ok, _, err) = cli(&["put", "--nodes", "127.0.0.1:1", "--w", "300", "k", "v"]);
+    assert!(!ok);
+    assert!(err.contains("300"), "{err}");
+}
