@@ -108,12 +108,43 @@ impl HintLog {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn counted(&self, store: &VersionedStore, owner: &str, new: bool) {
-        if new {
-            *self
-                .lock()
-                .entry((store.name().to_owned(), owner.to_owned()))
-                .or_insert(0) += 1;
+    /// Adds `n` (±1) to the count of `owner`'s hints in `store`.
+    fn count(&self, store: &VersionedStore, owner: &str, n: i64) {
+        let mut all = self.lock();
+        let c = all
+            .entry((store.name().to_owned(), owner.to_owned()))
+            .or_insert(0);
+        *c = c.saturating_add_signed(n);
+    }
+
+    /// Adds the hint to `batch` and counts it if it is new. Runs under the key's lock
+    /// (as an attachment of the record's batch), so [`HintLog::clear`] of the same key
+    /// cannot slip between counting and writing.
+    fn attach_hint(
+        &self,
+        store: &VersionedStore,
+        owner: &str,
+        key: &[u8],
+        batch: &mut WriteBatch,
+        new: &mut bool,
+    ) -> Result<(), StoreError> {
+        *new = add_hint(store, owner, key, batch)?;
+        if *new {
+            self.count(store, owner, 1);
+        }
+        Ok(())
+    }
+
+    /// Takes back the count of a new hint whose batch was not written.
+    fn uncount_failed<T>(
+        &self,
+        store: &VersionedStore,
+        owner: Option<&str>,
+        new: bool,
+        result: &Result<T, StoreError>,
+    ) {
+        if let (Some(owner), true, Err(_)) = (owner, new, result) {
+            self.count(store, owner, -1);
         }
     }
 
@@ -131,11 +162,10 @@ impl HintLog {
         };
         let mut new = false;
         let out = store.merge_remote_with(key, versions, &mut |b| {
-            new = add_hint(store, owner, key, b)?;
-            Ok(())
-        })?;
-        self.counted(store, owner, new);
-        Ok(out)
+            self.attach_hint(store, owner, key, b, &mut new)
+        });
+        self.uncount_failed(store, Some(owner), new, &out);
+        out
     }
 
     /// A coordinated put on this replica (see [`VersionedStore::put_with`]); with
@@ -150,16 +180,12 @@ impl HintLog {
         hint_for: Option<&str>,
     ) -> Result<WriteResult, StoreError> {
         let mut new = false;
-        let out = store.put_with(key, value, context, request_id, &mut |b| {
-            if let Some(owner) = hint_for {
-                new = add_hint(store, owner, key, b)?;
-            }
-            Ok(())
-        })?;
-        if let Some(owner) = hint_for {
-            self.counted(store, owner, new);
-        }
-        Ok(out)
+        let out = store.put_with(key, value, context, request_id, &mut |b| match hint_for {
+            Some(owner) => self.attach_hint(store, owner, key, b, &mut new),
+            None => Ok(()),
+        });
+        self.uncount_failed(store, hint_for, new, &out);
+        out
     }
 
     /// Up to `limit` hints for `owner` in `store`, in key order. Reads only that
@@ -237,10 +263,7 @@ impl HintLog {
             Ok::<_, StoreError>(true)
         })?;
         if removed {
-            let mut all = self.lock();
-            if let Some(n) = all.get_mut(&(store.name().to_owned(), hint.owner.clone())) {
-                *n = n.saturating_sub(1);
-            }
+            self.count(store, &hint.owner, -1);
         }
         Ok(removed)
     }
