@@ -2,9 +2,14 @@
 //! and hinted handoff (deliver hints to owners that answer again, remove them once
 //! the owner has made them durable).
 
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::DynamoError;
+use crate::store::VersionedStore;
 
 use super::hints::HintLog;
 use super::local::LocalNode;
@@ -37,48 +42,65 @@ pub async fn ping_loop(node: LocalNode) {
     futures::future::join_all(loops).await;
 }
 
-/// Hands off hints to owners that are up, once per tick, forever.
+/// Hands off hints to owners that are up, once per tick, forever. Each (store, owner)
+/// runs as a task of its own, and a tick skips those still running: a slow owner never
+/// holds up the others.
 pub async fn handoff_loop(node: LocalNode) {
+    let running: Rc<RefCell<HashSet<(String, String)>>> = Rc::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        handoff_once(&node).await;
+        for (store, owner) in deliverable(&node) {
+            if !running
+                .borrow_mut()
+                .insert((store.name().to_owned(), owner.clone()))
+            {
+                continue;
+            }
+            let (node, running) = (node.clone(), running.clone());
+            tokio::task::spawn_local(async move {
+                handoff_logged(&node, &store, &owner).await;
+                running
+                    .borrow_mut()
+                    .remove(&(store.name().to_owned(), owner));
+            });
+        }
     }
 }
 
-/// One pass: for every store and every owner that is up and a member, up to
-/// [`HANDOFF_BATCH`] of its hints, owners in parallel. Returns how many were delivered.
-pub async fn handoff_once(node: &LocalNode) -> usize {
-    let mut runs = Vec::new();
+/// The (store, owner) pairs with hints whose owner is up and a member.
+fn deliverable(node: &LocalNode) -> Vec<(Arc<VersionedStore>, String)> {
+    let mut out = Vec::new();
     for store in node.core.stores.values() {
         for owner in node.core.hints.backlog(store.name()).into_keys() {
             if node.core.health.is_up(&owner) && node.core.ring.member(&owner).is_some() {
-                runs.push(async move {
-                    match handoff_owner(node, store, &owner).await {
-                        Ok(n) => n,
-                        Err(e) => {
-                            eprintln!(
-                                "{}: hinted handoff to {owner} (store {}): {}",
-                                node.name(),
-                                store.name(),
-                                e.message
-                            );
-                            0
-                        }
-                    }
-                });
+                out.push((store.clone(), owner));
             }
         }
     }
-    futures::future::join_all(runs).await.into_iter().sum()
+    out
+}
+
+async fn handoff_logged(node: &LocalNode, store: &Arc<VersionedStore>, owner: &str) {
+    match handoff_owner(node, store, owner).await {
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!(
+                "{}: hinted handoff to {owner} (store {}): {}",
+                node.name(),
+                store.name(),
+                e.message
+            );
+        }
+    }
 }
 
 /// Delivers a batch of `owner`'s hints in `store`, in key order, stopping at the first
 /// failure (the owner is then marked down and retried on a later tick).
 async fn handoff_owner(
     node: &LocalNode,
-    store: &std::sync::Arc<crate::store::VersionedStore>,
+    store: &Arc<VersionedStore>,
     owner: &str,
 ) -> Result<usize, DynamoError> {
     let s = store.clone();
