@@ -38,9 +38,10 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{DynamoError, ErrorKind};
+use crate::quorum::{stale_replicas, QuorumRead, ReadFn, Target};
 use crate::ring::Ring;
-use crate::rpc::{self, Connection};
-use crate::version::Version;
+use crate::rpc::{self, internode, Connection};
+use crate::version::{ConflictPolicy, Siblings, Version};
 
 /// How requests find their coordinator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -78,6 +79,10 @@ pub struct ClientOptions {
     /// Largest reply accepted from a node, in bytes. The default (256 MiB) holds a
     /// full key record of every store whose `max_record_size` is up to 128 MiB.
     pub max_message_size: usize,
+    /// How many more rounds over the candidate nodes a request makes after every node
+    /// failed it as unreachable or timed out (0: one round only). Rounds are 50 ms, then
+    /// 100 ms, ... apart; a retried write keeps its request id, so it is applied once.
+    pub retries: u32,
 }
 
 impl Default for ClientOptions {
@@ -87,6 +92,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(3),
             ring_refresh: Duration::from_secs(10),
             max_message_size: 256 << 20,
+            retries: 0,
         }
     }
 }
@@ -119,6 +125,27 @@ pub struct GetResponse {
 }
 
 impl GetResponse {
+    /// The answer for a merged sibling set: a set of tombstones only reads as no
+    /// siblings (the key is deleted); otherwise every sibling, tombstones included.
+    pub fn from_siblings(merged: &Siblings, context: String, coordinator: String) -> Self {
+        let siblings = if merged.all_tombstones() {
+            Vec::new()
+        } else {
+            merged
+                .versions()
+                .iter()
+                .map(|v| Sibling {
+                    value: v.value.clone(),
+                })
+                .collect()
+        };
+        Self {
+            siblings,
+            context,
+            coordinator,
+        }
+    }
+
     /// The live values.
     pub fn values(&self) -> Vec<&[u8]> {
         self.siblings
@@ -241,6 +268,9 @@ struct State {
     seeds: Vec<String>,
     options: ClientOptions,
     conns: RefCell<HashMap<String, Connection>>,
+    /// Internode capabilities (for client-driven reads and repairs), by address, with
+    /// the connection they came from.
+    internodes: RefCell<HashMap<String, (Connection, internode::Client)>>,
     layout: RefCell<Option<Rc<Layout>>>,
     refreshing: Cell<bool>,
     stale: Cell<bool>,
@@ -250,6 +280,18 @@ struct State {
     connecting: tokio::sync::Mutex<()>,
     /// Serialises the first ring fetch, so a burst of first requests fetches it once.
     fetching: tokio::sync::Mutex<()>,
+}
+
+impl Layout {
+    /// The address of member `name`.
+    fn address_of(&self, name: &str) -> Result<String, DynamoError> {
+        self.addresses.get(name).cloned().ok_or_else(|| {
+            DynamoError::new(
+                ErrorKind::Internal,
+                format!("member {name} has no address in the ring the client holds"),
+            )
+        })
+    }
 }
 
 /// How long a node that failed a call is avoided.
@@ -272,6 +314,7 @@ impl Client {
             seeds,
             options,
             conns: RefCell::default(),
+            internodes: RefCell::default(),
             layout: RefCell::default(),
             refreshing: Cell::new(false),
             stale: Cell::new(false),
@@ -420,27 +463,8 @@ impl Client {
         key: &[u8],
     ) -> Result<Vec<Version>, DynamoError> {
         let (address, store, key) = (address.to_owned(), store.to_owned(), key.to_vec());
-        self.run(move |st| async move {
-            let conn = st.conn(&address).await?;
-            let call = async {
-                let node = conn.dynamo.internode_request().send().pipeline.get_node();
-                let mut req = node.read_request();
-                req.get().set_store(store.as_str());
-                req.get().set_key(&key);
-                let resp = req
-                    .send()
-                    .promise
-                    .await
-                    .map_err(|e| rpc::from_capnp(&address, e))?;
-                let r = resp.get().map_err(|e| rpc::from_capnp(&address, e))?;
-                if let Some(f) = rpc::read_failure(r.has_failure(), r.get_failure()) {
-                    return Err(f);
-                }
-                rpc::decode_versions(r.get_versions(), u64::from(u32::MAX))
-            };
-            st.timed(&address, call).await
-        })
-        .await
+        self.run(move |st| async move { st.replica_read(&address, &store, &key).await })
+            .await
     }
 
     /// A blocking facade for programs without an async runtime.
@@ -571,15 +595,21 @@ impl State {
         let (r, timed_out) = match tokio::time::timeout(t, call).await {
             Ok(r) => (r, false),
             Err(_) => (
-                Err(DynamoError::unreachable(
-                    address,
-                    format!("no answer within {} ms", t.as_millis()),
+                Err(DynamoError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "node {address} timed out: no answer within {} ms",
+                        t.as_millis()
+                    ),
                 )),
                 true,
             ),
         };
         if let Err(e) = &r {
-            if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::Protocol {
+            if matches!(
+                e.kind,
+                ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Protocol
+            ) {
                 // A slow reply fails this call only: other calls on the connection go
                 // on. A broken or garbled connection is closed.
                 if !timed_out {
@@ -792,19 +822,210 @@ impl State {
                 ),
             ));
         };
+        if let (Op::Get { r }, Coordination::ClientDriven) = (&op, self.options.coordination) {
+            return Ok(Answer::Get(
+                self.coordinate_get(&layout, &summary, key, *r).await?,
+            ));
+        }
         let mut errors = Vec::new();
-        for address in self.route(&layout, &summary, key) {
-            match self.send(&address, &op, store, key).await {
-                Ok(a) => return Ok(a),
-                // Unreachable or shutting down: another node can take it.
-                Err(e) if e.kind == ErrorKind::Unavailable => errors.push(e.message),
-                Err(e) => return Err(e),
+        let mut timed_out = false;
+        for round in 0..=self.options.retries {
+            if round > 0 {
+                let pause = Duration::from_millis(50u64 << (round - 1).min(6));
+                tokio::time::sleep(pause).await;
+            }
+            for address in self.route(&layout, &summary, key) {
+                match self.send(&address, &op, store, key).await {
+                    Ok(a) => return Ok(a),
+                    // Unreachable, shutting down or slow: another node can take it.
+                    Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) => {
+                        timed_out |= e.kind == ErrorKind::Timeout;
+                        errors.push(e.message)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
+        let rounds = match self.options.retries {
+            0 => String::new(),
+            r => format!(" (in {} rounds)", r + 1),
+        };
         Err(DynamoError::new(
-            ErrorKind::Unavailable,
-            format!("no node could take the request: {}", errors.join("; ")),
+            // A write that timed out somewhere may have been applied there.
+            if timed_out {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Unavailable
+            },
+            format!(
+                "no node could take the request{rounds}: {}",
+                errors.join("; ")
+            ),
         ))
+    }
+
+    /// The internode capability of the node at `address`.
+    async fn internode(&self, address: &str) -> Result<internode::Client, DynamoError> {
+        let conn = self.conn(address).await?;
+        if let Some((c, node)) = self.internodes.borrow().get(address) {
+            if c.alive() && c.same_as(&conn) {
+                return Ok(node.clone());
+            }
+        }
+        let node = conn.dynamo.internode_request().send().pipeline.get_node();
+        self.internodes
+            .borrow_mut()
+            .insert(address.to_owned(), (conn, node.clone()));
+        Ok(node)
+    }
+
+    /// The versions of `key` at the replica at `address`, timed.
+    async fn replica_read(
+        &self,
+        address: &str,
+        store: &str,
+        key: &[u8],
+    ) -> Result<Vec<Version>, DynamoError> {
+        let node = self.internode(address).await?;
+        self.timed(address, rpc::call_replica_read(&node, address, store, key))
+            .await
+    }
+
+    /// Client-driven get (paper section 6.4): reads the key's replicas directly, with
+    /// the sloppy-quorum rules a coordinating node uses ([`crate::quorum`]), merges,
+    /// answers, then repairs the stale replicas it saw. Replicas that failed a call in
+    /// the last second are treated as down: stand-ins past the top N are asked instead.
+    async fn coordinate_get(
+        self: &Rc<Self>,
+        layout: &Rc<Layout>,
+        store: &StoreSummary,
+        key: &[u8],
+        r: Option<u8>,
+    ) -> Result<GetResponse, DynamoError> {
+        let n = usize::from(store.n);
+        let r = r.map_or(usize::from(store.r), usize::from);
+        if r == 0 || r > n {
+            return Err(DynamoError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "r={r} is invalid for store {}: it must be between 1 and N={n}",
+                    store.name
+                ),
+            ));
+        }
+        if key.is_empty() {
+            return Err(DynamoError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "empty key for store {}: keys are 1 or more bytes",
+                    store.name
+                ),
+            ));
+        }
+        let policy: ConflictPolicy = store.policy.parse().unwrap_or_default();
+        let ring = &layout.info.ring;
+        let walk: Vec<String> = ring
+            .walk(ring.partition_for_key(&store.name, key), n)
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        let down = |name: &str| layout.addresses.get(name).is_none_or(|a| self.avoided(a));
+        let owners: Vec<&String> = walk.iter().take(n).collect();
+        let mut targets: Vec<Target> = owners
+            .iter()
+            .filter(|m| !down(m))
+            .map(|m| Target::owner(m.as_str()))
+            .collect();
+        let mut stand_ins = walk.iter().skip(n).filter(|m| !down(m));
+        for owner in owners.iter().filter(|m| down(m)) {
+            if let Some(s) = stand_ins.next() {
+                targets.push(Target {
+                    name: s.clone(),
+                    hint_for: Some((*owner).clone()),
+                });
+            }
+        }
+        if targets.len() < r {
+            // Too few look healthy: ask the owners anyway, one may be back.
+            targets = owners.iter().map(|m| Target::owner(m.as_str())).collect();
+        }
+        let key_rc = Rc::new(key.to_vec());
+        let read: ReadFn = {
+            let (st, layout, store_name, key) = (
+                self.clone(),
+                layout.clone(),
+                store.name.clone(),
+                key_rc.clone(),
+            );
+            Rc::new(move |t: Target| {
+                let (st, layout, store_name, key) =
+                    (st.clone(), layout.clone(), store_name.clone(), key.clone());
+                Box::pin(async move {
+                    let address = layout.address_of(&t.name)?;
+                    st.replica_read(&address, &store_name, &key).await
+                })
+            })
+        };
+        let mut q = QuorumRead::start(r, policy, targets, read);
+        let ok = q
+            .wait(|used| {
+                walk.iter()
+                    .skip(n)
+                    .find(|m| !used.contains(m) && !down(m))
+                    .cloned()
+            })
+            .await;
+        if !ok {
+            return Err(DynamoError::new(
+                ErrorKind::Quorum,
+                format!(
+                    "quorum not reached for get store={} key={}: {} of R={r} replied ({}); {}",
+                    store.name,
+                    crate::store::printable_key(key),
+                    q.replies.len(),
+                    q.replies
+                        .iter()
+                        .map(|(t, _)| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    q.failed.join("; ")
+                ),
+            ));
+        }
+        let context = q
+            .merged
+            .context()
+            .to_token(crate::ring::key_fingerprint(&store.name, key));
+        let answer = GetResponse::from_siblings(&q.merged, context, "client".to_owned());
+        // Read repair after the answer, late replies included.
+        let (st, layout, store_name) = (self.clone(), layout.clone(), store.name.clone());
+        tokio::task::spawn_local(async move {
+            let (merged, replies) = q.finish().await;
+            let stale = stale_replicas(&merged, replies, policy);
+            if stale.is_empty() {
+                return;
+            }
+            let encoded = rpc::encode_versions(merged.versions());
+            for t in stale {
+                let Ok(address) = layout.address_of(&t.name) else {
+                    continue;
+                };
+                let Ok(node) = st.internode(&address).await else {
+                    continue;
+                };
+                let write = rpc::call_replica_write(
+                    &node,
+                    &address,
+                    &store_name,
+                    &key_rc,
+                    &encoded,
+                    t.hint_for.as_deref(),
+                );
+                // A failed repair is retried by the next read (or anti-entropy).
+                let _ = st.timed(&address, write).await;
+            }
+        });
+        Ok(answer)
     }
 
     async fn send(

@@ -25,7 +25,8 @@
 //!
 //! [[stores]]
 //! name = "carts"
-//! engine = "rocksdb"              # rocksdb | sqlite | memory | buffered:rocksdb | buffered:sqlite
+//! engine = "rocksdb"              # rocksdb | sqlite | memory | buffered:rocksdb | buffered:sqlite | auto
+//! object_size = "small"           # for engine = "auto": small | large | bytes
 //! n = 3
 //! r = 2
 //! w = 2

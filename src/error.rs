@@ -22,6 +22,9 @@ pub enum ErrorKind {
     Quorum,
     /// No node could serve the request (unreachable, shutting down).
     Unavailable,
+    /// A node did not answer in time (client side): a write may or may not have been
+    /// applied; retrying it (the client keeps its request id) is safe.
+    Timeout,
     /// The key's record would grow past its size limit: read the key and write back
     /// with its context to resolve its siblings.
     TooLarge,
@@ -38,6 +41,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BadContext => "bad context",
             ErrorKind::Quorum => "quorum not reached",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
             ErrorKind::TooLarge => "too large",
             ErrorKind::Protocol => "protocol error",
         })

@@ -29,6 +29,7 @@ pub mod context;
 pub mod dot;
 pub mod error;
 pub mod node;
+pub mod quorum;
 pub mod ring;
 pub mod rpc;
 pub mod sim;

@@ -114,6 +114,11 @@ struct EngineBenchArgs {
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Measure RocksDB and SQLite across value sizes (1 KiB to 1 MiB unless --sizes is
+    /// given, durability os) and print the rule `engine = "auto"` should use on this
+    /// machine, with the figures behind it and the built-in rule beside it.
+    #[arg(long)]
+    advise: bool,
     /// Engines to run, comma-separated (default: all built in).
     #[arg(long, value_delimiter = ',', value_parser = parse_engine)]
     engines: Option<Vec<EngineSpec>>,
@@ -174,6 +179,7 @@ fn bench_engines(args: EngineBenchArgs) -> Result<()> {
     if let Some(e) = args.engines {
         opts.engines = e;
     }
+    let sizes_given = args.sizes.is_some();
     if let Some(s) = args.sizes {
         opts.value_sizes = s;
     }
@@ -192,6 +198,21 @@ fn bench_engines(args: EngineBenchArgs) -> Result<()> {
     if let Some(n) = args.baseline_ops {
         opts.baseline_ops = n;
     }
+    if args.advise {
+        opts.engines = ["rocksdb", "sqlite"]
+            .iter()
+            .map(|e| e.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e: dynamo::engines::EngineError| {
+                anyhow::anyhow!("--advise needs RocksDB and SQLite built in: {e}")
+            })?;
+        opts.durabilities = vec![Durability::Os];
+        if !sizes_given {
+            opts.value_sizes = dynamo::bench::advise::ADVISE_SIZES.to_vec();
+        }
+        opts.baseline_ops = 0;
+        opts.paced_time = Duration::ZERO;
+    }
     eprintln!(
         "benchmarking {} engine(s) x {} value size(s) in {}",
         opts.engines.len(),
@@ -199,6 +220,16 @@ fn bench_engines(args: EngineBenchArgs) -> Result<()> {
         opts.dir.display()
     );
     let report = dynamo::bench::engines::run(&opts, |line| eprintln!("{line}"))?;
+    if args.advise {
+        let advice = dynamo::bench::advise::advise(&report);
+        if args.json {
+            let both = serde_json::json!({ "report": report, "advice": advice });
+            println!("{}", serde_json::to_string_pretty(&both)?);
+        } else {
+            print!("{}", advice.render());
+        }
+        return Ok(());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -177,43 +177,54 @@ fn hints_accumulate_on_stand_ins_and_are_delivered_after_restart() {
     }
 }
 
+/// In both modes a full read hears a stale replica and repairs it. Client-driven, the
+/// client library reads the replicas itself and repairs them (paper section 6.4): the
+/// answer names no node as coordinator. Server-driven, a node coordinates and repairs.
 #[test]
 fn read_repair_heals_a_stale_replica() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(3, dir.path(), rocks());
     let addrs = cluster.addresses();
-    let c = client(&addrs, Coordination::ClientDriven);
-    c.put("default", b"rr", b"old", None, None).unwrap();
-    // The third replica's write may still be in flight after the W=2 acknowledgement.
-    eventually(10, "node-3 holds the first write", || {
-        c.read_replica(&addrs[2], "default", b"rr")
-            .map(|v| v.len() == 1)
-            .unwrap_or(false)
-    });
-    cluster.kill(2).unwrap();
-    let g = c.get("default", b"rr", None).unwrap();
-    c.put("default", b"rr", b"new", Some(&g.context), None)
-        .unwrap();
-    cluster.restart(2).unwrap();
-    let stale = &addrs[2];
-    let on_stale = |c: &BlockingClient| -> Vec<Vec<u8>> {
-        let vs = c.read_replica(stale, "default", b"rr").unwrap();
-        sorted(vs.into_iter().filter_map(|v| v.value).collect())
-    };
-    assert_eq!(
-        on_stale(&c),
-        vec![b"old".to_vec()],
-        "node-3 missed the write"
-    );
-    for a in &addrs[..2] {
-        wait_health(&c, a, "node-3", true);
+    for mode in [Coordination::ClientDriven, Coordination::ServerDriven] {
+        let c = client(&addrs, mode);
+        let key = format!("rr-{mode:?}");
+        let key = key.as_bytes();
+        c.put("default", key, b"old", None, None).unwrap();
+        // The third replica's write may still be in flight after the W=2 acknowledgement.
+        eventually(10, "node-3 holds the first write", || {
+            c.read_replica(&addrs[2], "default", key)
+                .map(|v| v.len() == 1)
+                .unwrap_or(false)
+        });
+        cluster.kill(2).unwrap();
+        let g = c.get("default", key, None).unwrap();
+        c.put("default", key, b"new", Some(&g.context), None)
+            .unwrap();
+        cluster.restart(2).unwrap();
+        let stale = &addrs[2];
+        let on_stale = |c: &BlockingClient| -> Vec<Vec<u8>> {
+            let vs = c.read_replica(stale, "default", key).unwrap();
+            sorted(vs.into_iter().filter_map(|v| v.value).collect())
+        };
+        assert_eq!(
+            on_stale(&c),
+            vec![b"old".to_vec()],
+            "node-3 missed the write"
+        );
+        for a in &addrs[..2] {
+            wait_health(&c, a, "node-3", true);
+        }
+        // A full read (R=3) hears node-3's stale answer; the newest version wins.
+        let g = c.get("default", key, Some(3)).unwrap();
+        assert_eq!(values(&g), vec![b"new".to_vec()]);
+        match mode {
+            Coordination::ClientDriven => assert_eq!(g.coordinator, "client"),
+            Coordination::ServerDriven => assert!(g.coordinator.starts_with("node-")),
+        }
+        eventually(10, "read repair of node-3", || {
+            on_stale(&c) == vec![b"new".to_vec()]
+        });
     }
-    // A full read (R=3) hears node-3's stale answer; the newest version wins.
-    let g = c.get("default", b"rr", Some(3)).unwrap();
-    assert_eq!(values(&g), vec![b"new".to_vec()]);
-    eventually(10, "read repair of node-3", || {
-        on_stale(&c) == vec![b"new".to_vec()]
-    });
 }
 
 #[test]

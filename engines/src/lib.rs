@@ -50,4 +50,7 @@ pub use engine::{
     Engine, KeyRange, KvPair, ScanIter, WriteBatch, RESERVED_KEYSPACE,
 };
 pub use error::{Cause, EngineError, ErrorKind, Result};
-pub use spec::{open_engine, DurableKind, EngineOptions, EngineSpec};
+pub use spec::{
+    open_engine, register_engine, registered_engines, DurableKind, EngineOpener, EngineOptions,
+    EngineSpec,
+};

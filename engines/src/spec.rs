@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 
 #[cfg(feature = "buffered")]
 use crate::buffered::BufferOptions;
@@ -46,6 +46,78 @@ pub enum EngineSpec {
     Memory,
     /// The in-memory write buffer over a durable engine.
     Buffered(DurableKind),
+    /// An engine registered at run time under this name with [`register_engine`] (for
+    /// example one written in C and plugged in through libdynamo's C API).
+    Registered(&'static str),
+}
+
+/// Opens a registered engine with its files in a directory.
+pub type EngineOpener = Arc<dyn Fn(&Path, &EngineOptions) -> Result<Arc<dyn Engine>> + Send + Sync>;
+
+/// Engines registered at run time, by name. Names are never removed, so a spec that
+/// parsed stays openable for the life of the process.
+fn registry() -> &'static RwLock<Vec<(&'static str, EngineOpener)>> {
+    static REGISTRY: OnceLock<RwLock<Vec<(&'static str, EngineOpener)>>> = OnceLock::new();
+    REGISTRY.get_or_init(RwLock::default)
+}
+
+const BUILT_IN_NAMES: &[&str] = &[
+    "rocksdb",
+    "sqlite",
+    "memory",
+    "buffered",
+    "buffered:rocksdb",
+    "buffered:sqlite",
+    "auto",
+];
+
+/// Registers an engine under `name` (1 to 64 ASCII letters, digits, `_` or `-`, not a
+/// built-in name), so that `name` parses as an [`EngineSpec`] and [`open_engine`] opens
+/// it with `opener`. Registering a name again replaces its opener for later opens.
+pub fn register_engine(name: &str, opener: EngineOpener) -> Result<EngineSpec> {
+    let bad = |why: &str| {
+        EngineError::new(name, ErrorKind::InvalidArgument, "register engine").with_cause(why)
+    };
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(bad("names are 1 to 64 ASCII letters, digits, '_' or '-'"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if BUILT_IN_NAMES.contains(&lower.as_str()) {
+        return Err(bad("that is the name of a built-in engine"));
+    }
+    let mut reg = registry().write().unwrap_or_else(|p| p.into_inner());
+    if let Some(entry) = reg.iter_mut().find(|(n, _)| *n == lower) {
+        entry.1 = opener;
+        return Ok(EngineSpec::Registered(entry.0));
+    }
+    // Leaked once per distinct name: specs stay `Copy` and valid for the process.
+    let stored: &'static str = Box::leak(lower.into_boxed_str());
+    reg.push((stored, opener));
+    Ok(EngineSpec::Registered(stored))
+}
+
+/// The names of the engines registered with [`register_engine`].
+pub fn registered_engines() -> Vec<&'static str> {
+    registry()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+fn registered(name: &str) -> Option<(&'static str, EngineOpener)> {
+    registry()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, o)| (*n, o.clone()))
 }
 
 impl EngineSpec {
@@ -67,6 +139,7 @@ impl EngineSpec {
                 }
             }
         }
+        all.extend(registered_engines().into_iter().map(EngineSpec::Registered));
         all
     }
 
@@ -75,11 +148,17 @@ impl EngineSpec {
         !matches!(self, EngineSpec::Memory)
     }
 
+    /// Whether this is a built-in engine (not one registered at run time).
+    pub fn is_built_in(self) -> bool {
+        !matches!(self, EngineSpec::Registered(_))
+    }
+
     fn compiled(self) -> bool {
         match self {
             EngineSpec::Durable(k) => k.compiled(),
             EngineSpec::Memory => cfg!(feature = "memory"),
             EngineSpec::Buffered(k) => cfg!(feature = "buffered") && k.compiled(),
+            EngineSpec::Registered(_) => true,
         }
     }
 }
@@ -90,6 +169,7 @@ impl fmt::Display for EngineSpec {
             EngineSpec::Durable(k) => f.write_str(k.name()),
             EngineSpec::Memory => f.write_str("memory"),
             EngineSpec::Buffered(k) => write!(f, "buffered:{}", k.name()),
+            EngineSpec::Registered(name) => f.write_str(name),
         }
     }
 }
@@ -106,18 +186,22 @@ impl FromStr for EngineSpec {
     type Err = EngineError;
 
     fn from_str(s: &str) -> Result<Self> {
-        let spec = match s.trim().to_ascii_lowercase().as_str() {
+        let name = s.trim().to_ascii_lowercase();
+        let spec = match name.as_str() {
             "rocksdb" => EngineSpec::Durable(DurableKind::Rocksdb),
             "sqlite" => EngineSpec::Durable(DurableKind::Sqlite),
             "memory" => EngineSpec::Memory,
             "buffered" | "buffered:rocksdb" => EngineSpec::Buffered(DurableKind::Rocksdb),
             "buffered:sqlite" => EngineSpec::Buffered(DurableKind::Sqlite),
-            _ => {
+            other => {
+                if let Some((stored, _)) = registered(other) {
+                    return Ok(EngineSpec::Registered(stored));
+                }
                 return Err(
                     EngineError::new(s, ErrorKind::UnknownEngine, "parse engine name").with_cause(
                         format!("expected one of: {}", names(&EngineSpec::available())),
                     ),
-                )
+                );
             }
         };
         if !spec.compiled() {
@@ -161,6 +245,11 @@ impl EngineOptions {
 pub fn open_engine(spec: EngineSpec, dir: &Path, opts: &EngineOptions) -> Result<Arc<dyn Engine>> {
     match spec {
         EngineSpec::Durable(kind) => open_durable(kind, dir, opts.durability),
+        EngineSpec::Registered(name) => match registered(name) {
+            Some((_, opener)) => opener(dir, opts),
+            None => Err(EngineError::new(name, ErrorKind::UnknownEngine, "open")
+                .with_cause("no engine is registered under this name")),
+        },
         #[cfg(feature = "memory")]
         EngineSpec::Memory => Ok(Arc::new(crate::memory::MemoryEngine::new())),
         #[cfg(feature = "buffered")]
@@ -219,5 +308,25 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("bdb engine"), "{msg}");
         assert!(msg.contains("memory"), "{msg}");
+    }
+
+    #[cfg(feature = "memory")]
+    #[test]
+    fn registered_engines_parse_and_open_by_name() {
+        let opener: EngineOpener = Arc::new(|_: &Path, _: &EngineOptions| {
+            Ok(Arc::new(crate::memory::MemoryEngine::new()) as Arc<dyn Engine>)
+        });
+        let spec = register_engine("My-Engine", opener.clone()).unwrap();
+        assert_eq!(spec.to_string(), "my-engine");
+        assert_eq!("my-engine".parse::<EngineSpec>().unwrap(), spec);
+        assert!(!spec.is_built_in());
+        assert!(EngineSpec::available().contains(&spec));
+        let dir = tempfile::tempdir().unwrap();
+        let e = open_engine(spec, dir.path(), &EngineOptions::default()).unwrap();
+        e.ensure_keyspace("k").unwrap();
+        for bad in ["rocksdb", "auto", "", "has space", "buffered:sqlite"] {
+            let err = register_engine(bad, opener.clone()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad}: {err}");
+        }
     }
 }

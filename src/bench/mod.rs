@@ -1,6 +1,7 @@
 //! Benchmarks behind `dynamo bench`. Timings live here and in their reports, never in test
 //! assertions.
 
+pub mod advise;
 pub mod engines;
 pub mod latency;
 pub mod workload;

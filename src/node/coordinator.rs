@@ -20,14 +20,7 @@ use crate::store::{printable_key, VersionedStore};
 use crate::version::{Siblings, Version};
 
 use super::local::LocalNode;
-
-/// One replica a request goes to.
-#[derive(Clone, Debug)]
-struct Target {
-    name: String,
-    /// Set for a stand-in: the down owner it keeps the versions for.
-    hint_for: Option<String>,
-}
+use crate::quorum::{stale_replicas, QuorumRead, ReadFn, Target};
 
 /// The replicas of one request and the owners left out.
 struct Plan {
@@ -296,58 +289,17 @@ impl LocalNode {
             return Err(self.unreachable_quorum("get", store, &key, ("R", r), &plan));
         }
         let key = Rc::new(key);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let read = |t: Target| {
-            let node = self.clone();
-            let (store, key, tx) = (store.clone(), key.clone(), tx.clone());
-            tokio::task::spawn_local(async move {
-                let res = node.replica_read(&t.name, &store, key).await;
-                let _ = tx.send((t, res));
-            });
+        let read: ReadFn = {
+            let (node, store, key) = (self.clone(), store.clone(), key.clone());
+            Rc::new(move |t: Target| {
+                let (node, store, key) = (node.clone(), store.clone(), key.clone());
+                Box::pin(async move { node.replica_read(&t.name, &store, key).await })
+            })
         };
-        let mut used: Vec<String> = plan.targets.iter().map(|t| t.name.clone()).collect();
-        let mut pending = plan.targets.len();
-        let mut owners_pending = plan.targets.iter().filter(|t| t.hint_for.is_none()).count();
-        for t in plan.targets.iter().cloned() {
-            read(t);
-        }
         let policy = cfg.policy;
-        let mut merged = Siblings::new();
-        let mut replies: Vec<(Target, Vec<Version>)> = Vec::new();
-        let mut failed: Vec<String> = Vec::new();
-        let enough = |replies: &[(Target, Vec<Version>)], owners_pending: usize| {
-            let from_owners = replies.iter().filter(|(t, _)| t.hint_for.is_none()).count();
-            from_owners >= r || (owners_pending == 0 && replies.len() >= r)
-        };
-        while !enough(&replies, owners_pending) && pending > 0 {
-            let Some((t, res)) = rx.recv().await else {
-                break;
-            };
-            pending -= 1;
-            if t.hint_for.is_none() {
-                owners_pending -= 1;
-            }
-            match res {
-                Ok(versions) => {
-                    merged.merge(versions.iter().cloned(), policy);
-                    replies.push((t, versions));
-                }
-                Err(e) => {
-                    failed.push(format!("{}: {}", t.name, e.message));
-                    if let Some(m) = self.stand_in(store, &key, &used) {
-                        used.push(m.clone());
-                        pending += 1;
-                        let owner = t.hint_for.clone().unwrap_or(t.name.clone());
-                        read(Target {
-                            name: m,
-                            hint_for: Some(owner),
-                        });
-                    }
-                }
-            }
-        }
-        drop(tx);
-        if !enough(&replies, owners_pending) {
+        let mut q = QuorumRead::start(r, policy, plan.targets.clone(), read);
+        if !q.wait(|used| self.stand_in(store, &key, used)).await {
+            let mut failed = q.failed.clone();
             for (m, why) in &plan.down {
                 failed.push(format!("{m}: down ({why})"));
             }
@@ -357,8 +309,8 @@ impl LocalNode {
                     "quorum not reached for get store={} key={}: {} of R={r} replied ({}); {}",
                     store.name(),
                     printable_key(&key),
-                    replies.len(),
-                    replies
+                    q.replies.len(),
+                    q.replies
                         .iter()
                         .map(|(t, _)| t.name.as_str())
                         .collect::<Vec<_>>()
@@ -367,18 +319,13 @@ impl LocalNode {
                 ),
             ));
         }
-        let context = store.context_token(&key, &merged.context());
+        let context = store.context_token(&key, &q.merged.context());
+        let answer = q.merged.clone();
         // Read repair runs after the answer: late replies are merged in too.
         let node = self.clone();
         let store2 = store.clone();
-        let answer = merged.clone();
         tokio::task::spawn_local(async move {
-            while let Some((t, res)) = rx.recv().await {
-                if let Ok(versions) = res {
-                    merged.merge(versions.iter().cloned(), policy);
-                    replies.push((t, versions));
-                }
-            }
+            let (merged, replies) = q.finish().await;
             node.read_repair(&store2, key, merged, replies).await;
         });
         Ok(GetOutcome {
@@ -395,13 +342,13 @@ impl LocalNode {
         replies: Vec<(Target, Vec<Version>)>,
     ) {
         let policy = store.config().policy;
+        let stale = stale_replicas(&newest, replies, policy);
+        if stale.is_empty() {
+            return;
+        }
         let versions = Rc::new(newest.into_versions());
         let encoded = Rc::new(rpc::encode_versions(&versions));
-        for (t, had) in replies {
-            let mut theirs = Siblings::from_versions(had, policy);
-            if !theirs.merge(versions.iter().cloned(), policy) {
-                continue; // already up to date
-            }
+        for t in stale {
             let r = self
                 .replica_write(
                     &t.name,

@@ -242,24 +242,9 @@ impl LocalNode {
                 })
                 .await;
         }
-        // Stored values are read whatever today's max_value_size is (it may have been
-        // lowered since they were written); the message limit bounds the reply.
-        let max = u64::from(u32::MAX);
         let store_name = store.name().to_owned();
         self.call_peer(target, "replica read", |c| async move {
-            let mut req = c.read_request();
-            req.get().set_store(store_name.as_str());
-            req.get().set_key(&key);
-            let resp = req
-                .send()
-                .promise
-                .await
-                .map_err(|e| rpc::from_capnp(target, e))?;
-            let r = resp.get().map_err(|e| rpc::from_capnp(target, e))?;
-            if let Some(f) = rpc::read_failure(r.has_failure(), r.get_failure()) {
-                return Err(f);
-            }
-            rpc::decode_versions(r.get_versions(), max)
+            rpc::call_replica_read(&c, target, &store_name, &key).await
         })
         .await
     }
@@ -288,26 +273,8 @@ impl LocalNode {
         }
         let store_name = store.name().to_owned();
         self.call_peer(target, "replica write", |c| async move {
-            let mut req = c.write_request();
-            {
-                let mut p = req.get();
-                p.set_store(store_name.as_str());
-                p.set_key(&key);
-                rpc::set_versions(p.reborrow().init_versions(encoded.len() as u32), &encoded);
-                if let Some(h) = &hint_for {
-                    p.set_hint_for(h.as_str());
-                }
-            }
-            let resp = req
-                .send()
-                .promise
+            rpc::call_replica_write(&c, target, &store_name, &key, &encoded, hint_for.as_deref())
                 .await
-                .map_err(|e| rpc::from_capnp(target, e))?;
-            let r = resp.get().map_err(|e| rpc::from_capnp(target, e))?;
-            match rpc::read_failure(r.has_failure(), r.get_failure()) {
-                Some(f) => Err(f),
-                None => Ok(()),
-            }
         })
         .await
     }

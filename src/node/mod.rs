@@ -16,17 +16,17 @@ mod local;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dynamo_engines::{open_engine, EngineOptions};
+use dynamo_engines::{open_engine, EngineError, EngineOptions, EngineSpec};
 
 use crate::config::NodeConfig;
 use crate::error::{DynamoError, ErrorKind};
 use crate::ring::{Member, Ring};
-use crate::store::{StoreError, VersionedStore};
+use crate::store::{StoreConfig, StoreError, VersionedStore};
 
 pub use local::LocalNode;
 
@@ -137,7 +137,7 @@ impl NodeCore {
                 reason,
             };
             std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-            let spec = sc.engine_spec().map_err(|e| fail(e.to_string()))?;
+            let spec = store_engine(sc, &dir).map_err(fail)?;
             let engine = open_engine(spec, &dir, &EngineOptions::default())
                 .map_err(|e| fail(e.to_string()))?;
             let store = VersionedStore::open(engine, sc.clone(), ring.partition_count())
@@ -261,6 +261,47 @@ impl NodeCore {
     }
 }
 
+/// The engine of the store `sc` whose files are in `dir`. The first open records the
+/// engine in `dir/ENGINE`; later opens use the recorded one for `engine = "auto"` (so a
+/// changed size profile never hides a store's data behind another engine) and refuse an
+/// explicit engine that differs from it.
+fn store_engine(sc: &StoreConfig, dir: &Path) -> Result<EngineSpec, String> {
+    let marker = dir.join("ENGINE");
+    let recorded = match std::fs::read_to_string(&marker) {
+        Ok(s) => Some(s.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("reading {}: {e}", marker.display())),
+    };
+    let auto = sc.engine.trim().eq_ignore_ascii_case("auto");
+    let name = match &recorded {
+        Some(r) if auto => r.clone(),
+        _ => sc.resolved_engine().to_owned(),
+    };
+    let spec: EngineSpec = name.parse().map_err(|e: EngineError| e.to_string())?;
+    match recorded {
+        Some(r) if r != spec.to_string() => Err(format!(
+            "the store's data is in engine {r:?} but the config says engine = {:?}; \
+             set engine = {r:?} (or \"auto\") to open it",
+            sc.engine
+        )),
+        Some(_) => Ok(spec),
+        None => {
+            std::fs::write(&marker, format!("{spec}\n"))
+                .map_err(|e| format!("writing {}: {e}", marker.display()))?;
+            if auto {
+                let size = sc
+                    .object_size
+                    .map_or(crate::store::ObjectSize::SMALL_BYTES, |o| o.bytes());
+                eprintln!(
+                    "store {}: engine = \"auto\" chose {spec} (expected values of {size} bytes)",
+                    sc.name
+                );
+            }
+            Ok(spec)
+        }
+    }
+}
+
 /// The largest message any request or reply of these stores can need: a record at its
 /// replica limit (see [`crate::store::StoreConfig::replica_record_limit`]) plus the
 /// largest key, and room for the versions' causal pasts and the framing.
@@ -304,4 +345,182 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
     synced.map_err(|e| NodeError::Io(format!("flushing on shutdown: {e}")))?;
     eprintln!("{}: stopped", core.name());
     Ok(())
+}
+
+/// A node running inside the calling process (the embedded node of the C API and the
+/// Python bindings): its own thread serves RPC until [`RunningNode::stop`] or drop.
+/// Invariant: when `stop` returns, the node has stopped serving, drained in-flight
+/// requests and flushed its engines; the listening port is free again.
+pub struct RunningNode {
+    name: String,
+    address: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), NodeError>>>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl RunningNode {
+    /// Opens the node's data and stores and binds its address on the calling thread (so
+    /// every startup error is returned here), then serves on a thread of its own. No
+    /// signal handlers are installed.
+    pub fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let core = Arc::new(NodeCore::open(config)?);
+        let listener = server::bind(&core)?;
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| core.config.node.listen.clone());
+        let name = core.name().to_owned();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("dynamo-node-{name}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| NodeError::Io(format!("starting the runtime: {e}")))?;
+                let local = tokio::task::LocalSet::new();
+                let stop = async move {
+                    let _ = rx.await;
+                };
+                let result = local.block_on(&rt, server::serve_until(core.clone(), listener, stop));
+                let synced = core.sync_all();
+                drop(local);
+                rt.shutdown_timeout(Duration::from_secs(2));
+                result?;
+                synced.map_err(|e| NodeError::Io(format!("flushing on shutdown: {e}")))?;
+                // Close the stores (clean-close markers) before the thread ends.
+                drop(core);
+                Ok(())
+            })
+            .map_err(|e| NodeError::Io(format!("starting the node thread: {e}")))?;
+        Ok(Self {
+            name,
+            address,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The node's member name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address it listens on (`host:port`, the real port when the config said 0).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Whether the node is still serving.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops serving, drains in-flight requests (up to 10 s), flushes the engines and
+    /// waits for the node's thread. A second call returns `Ok(())`.
+    pub fn stop(&mut self) -> Result<(), NodeError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| NodeError::Io(format!("node {}: its thread panicked", self.name)))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("{}: stopping: {e}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{auto_engine, ObjectSize, SizeClass, AUTO_SQLITE_FROM};
+
+    fn store(engine: &str, size: Option<ObjectSize>) -> StoreConfig {
+        StoreConfig {
+            engine: engine.into(),
+            object_size: size,
+            ..StoreConfig::new("s")
+        }
+    }
+
+    #[test]
+    fn auto_picks_by_object_size() {
+        assert_eq!(auto_engine(ObjectSize::Class(SizeClass::Small)), "rocksdb");
+        assert_eq!(auto_engine(ObjectSize::Class(SizeClass::Large)), "sqlite");
+        assert_eq!(
+            auto_engine(ObjectSize::Bytes(AUTO_SQLITE_FROM - 1)),
+            "rocksdb"
+        );
+        assert_eq!(auto_engine(ObjectSize::Bytes(AUTO_SQLITE_FROM)), "sqlite");
+        assert_eq!(store("auto", None).resolved_engine(), "rocksdb");
+        assert_eq!(
+            store("AUTO", Some(ObjectSize::Bytes(1 << 20))).resolved_engine(),
+            "sqlite"
+        );
+    }
+
+    #[test]
+    fn object_size_parses_from_toml() {
+        let c = NodeConfig::parse(
+            "[[stores]]\nname = \"big\"\nengine = \"auto\"\nobject_size = \"large\"\n\
+             [[stores]]\nname = \"exact\"\nengine = \"auto\"\nobject_size = 300000\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(c.stores[0].engine_spec().unwrap().to_string(), "sqlite");
+        assert_eq!(c.stores[1].object_size, Some(ObjectSize::Bytes(300000)));
+        assert!(NodeConfig::parse(
+            "[[stores]]\nname = \"x\"\nengine = \"auto\"\nobject_size = \"huge\"\n",
+            "test"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn the_first_choice_sticks_and_a_different_explicit_engine_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = store_engine(&store("auto", None), dir.path()).unwrap();
+        assert_eq!(spec.to_string(), "rocksdb");
+        // The profile changed: the data stays where it is.
+        let large = store("auto", Some(ObjectSize::Class(SizeClass::Large)));
+        assert_eq!(
+            store_engine(&large, dir.path()).unwrap().to_string(),
+            "rocksdb"
+        );
+        assert_eq!(
+            store_engine(&store("rocksdb", None), dir.path())
+                .unwrap()
+                .to_string(),
+            "rocksdb"
+        );
+        let err = store_engine(&store("sqlite", None), dir.path()).unwrap_err();
+        assert!(
+            err.contains("\"rocksdb\"") && err.contains("sqlite"),
+            "{err}"
+        );
+        // A fresh directory with a large profile gets SQLite.
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(
+            store_engine(&large, other.path()).unwrap().to_string(),
+            "sqlite"
+        );
+    }
 }

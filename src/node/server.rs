@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use crate::client::{GetResponse, MemberStatus, NodeStatus, PutResponse, Sibling, StoreSummary};
+use crate::client::{GetResponse, MemberStatus, NodeStatus, PutResponse, StoreSummary};
 use crate::error::{DynamoError, ErrorKind};
 use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
@@ -143,22 +143,11 @@ impl DynamoServer {
             };
         }
         let out = self.node.coordinate_get(&st, key, r).await?;
-        let siblings = if out.siblings.all_tombstones() {
-            Vec::new()
-        } else {
-            out.siblings
-                .versions()
-                .iter()
-                .map(|v| Sibling {
-                    value: v.value.clone(),
-                })
-                .collect()
-        };
-        Ok(GetResponse {
-            siblings,
-            context: out.context,
-            coordinator: self.node.name().to_owned(),
-        })
+        Ok(GetResponse::from_siblings(
+            &out.siblings,
+            out.context,
+            self.node.name().to_owned(),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -518,11 +507,40 @@ impl internode::Server for InternodeServer {
 
 /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
 pub async fn serve(core: Arc<NodeCore>) -> Result<(), NodeError> {
+    let listener = bind(&core)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| NodeError::Io(format!("installing the SIGTERM handler: {e}")))?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    serve_until(core, listener, stop).await
+}
+
+/// Binds `node.listen` (blocking, so a caller learns at once that the port is taken).
+pub fn bind(core: &NodeCore) -> Result<std::net::TcpListener, NodeError> {
+    let listen = &core.config.node.listen;
+    let addr = rpc::resolve(listen).map_err(|e| NodeError::Config(format!("node.listen {e}")))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| NodeError::Io(format!("listening on {listen} (node.listen): {e}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| NodeError::Io(format!("listening on {listen}: {e}")))?;
+    Ok(listener)
+}
+
+/// Serves on `listener` until `stop` completes, then drains in-flight requests. Installs
+/// no signal handlers (an embedded node must leave the host's signals alone).
+pub async fn serve_until(
+    core: Arc<NodeCore>,
+    listener: std::net::TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
     let node = LocalNode::new(core.clone());
     let listen = core.config.node.listen.clone();
-    let addr = rpc::resolve(&listen).map_err(|e| NodeError::Config(format!("node.listen {e}")))?;
-    let listener = TcpListener::bind(addr)
-        .await
+    let listener = TcpListener::from_std(listener)
         .map_err(|e| NodeError::Io(format!("listening on {listen} (node.listen): {e}")))?;
     let stopping = Rc::new(Cell::new(false));
     let internode: internode::Client =
@@ -534,8 +552,7 @@ pub async fn serve(core: Arc<NodeCore>) -> Result<(), NodeError> {
     });
     let ping = tokio::task::spawn_local(handoff::ping_loop(node.clone()));
     let handoff_task = tokio::task::spawn_local(handoff::handoff_loop(node.clone()));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| NodeError::Io(format!("installing the SIGTERM handler: {e}")))?;
+    tokio::pin!(stop);
     eprintln!(
         "{}: listening on {listen} ({} members, {} partitions, stores: {})",
         core.name(),
@@ -549,8 +566,7 @@ pub async fn serve(core: Arc<NodeCore>) -> Result<(), NodeError> {
                 Ok((stream, _)) => rpc::serve_stream(stream, bootstrap.clone(), core.max_message),
                 Err(e) => eprintln!("{}: accept failed: {e}", core.name()),
             },
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            _ = &mut stop => break,
         }
     }
     eprintln!("{}: shutting down", core.name());

@@ -40,6 +40,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Whether `other` is a clone of this same connection.
+    pub fn same_as(&self, other: &Connection) -> bool {
+        Rc::ptr_eq(&self.alive, &other.alive)
+    }
+
     /// False once the connection broke or was closed.
     pub fn alive(&self) -> bool {
         self.alive.get()
@@ -152,7 +157,7 @@ fn kind_to_wire(kind: ErrorKind) -> failure::Kind {
         ErrorKind::UnknownStore => failure::Kind::UnknownStore,
         ErrorKind::BadContext => failure::Kind::BadContext,
         ErrorKind::Quorum => failure::Kind::Quorum,
-        ErrorKind::Unavailable => failure::Kind::Unavailable,
+        ErrorKind::Unavailable | ErrorKind::Timeout => failure::Kind::Unavailable,
         ErrorKind::TooLarge => failure::Kind::TooLarge,
     }
 }
@@ -468,6 +473,62 @@ pub async fn call_get(
         .map_err(|e| from_capnp(address, e))?;
     let reply = resp.get().map_err(|e| from_capnp(address, e))?;
     read_get_reply(address, reply.get_reply())
+}
+
+/// Reads the versions of `key` held by the replica at `address` (its internode
+/// capability `node`), hinted copies included, whatever the store's `max_value_size`
+/// is now (it may have been lowered since they were written).
+pub async fn call_replica_read(
+    node: &internode::Client,
+    address: &str,
+    store: &str,
+    key: &[u8],
+) -> Result<Vec<Version>, DynamoError> {
+    let mut req = node.read_request();
+    req.get().set_store(store);
+    req.get().set_key(key);
+    let resp = req
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    let r = resp.get().map_err(|e| from_capnp(address, e))?;
+    if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
+        return Err(f);
+    }
+    decode_versions(r.get_versions(), u64::from(u32::MAX))
+}
+
+/// Merges the encoded versions of `key` into the replica at `address`; `hint_for`
+/// makes it a stand-in's write, kept for that owner.
+pub async fn call_replica_write(
+    node: &internode::Client,
+    address: &str,
+    store: &str,
+    key: &[u8],
+    encoded: &[Vec<u8>],
+    hint_for: Option<&str>,
+) -> Result<(), DynamoError> {
+    let mut req = node.write_request();
+    {
+        let mut p = req.get();
+        p.set_store(store);
+        p.set_key(key);
+        set_versions(p.reborrow().init_versions(encoded.len() as u32), encoded);
+        if let Some(h) = hint_for {
+            p.set_hint_for(h);
+        }
+    }
+    let resp = req
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    let r = resp.get().map_err(|e| from_capnp(address, e))?;
+    match read_failure(r.has_failure(), r.get_failure()) {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
 }
 
 /// One put or delete as it travels to a coordinator.

@@ -75,9 +75,15 @@ pub const REPLICA_RECORD_SLACK: usize = 2;
 pub struct StoreConfig {
     /// The store's name: 1 to 60 ASCII letters, digits, '_' or '-'.
     pub name: String,
-    /// Engine the node opens for it: rocksdb, sqlite, memory, buffered:rocksdb or
-    /// buffered:sqlite. (A [`VersionedStore`] is handed its engine already open.)
+    /// Engine the node opens for it: rocksdb, sqlite, memory, buffered:rocksdb,
+    /// buffered:sqlite, an engine registered through the C API, or `auto` (chosen from
+    /// `object_size` by [`auto_engine`]). (A [`VersionedStore`] is handed its engine
+    /// already open.)
     pub engine: String,
+    /// The store's object-size profile: `"small"`, `"large"`, or the expected value size
+    /// in bytes. Used by `engine = "auto"`; absent means small.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_size: Option<ObjectSize>,
     /// Replicas per key.
     pub n: usize,
     /// Replies a get waits for.
@@ -112,7 +118,62 @@ impl Default for StoreConfig {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             prune_threshold: DEFAULT_PRUNE_THRESHOLD,
             max_record_size: None,
+            object_size: None,
         }
+    }
+}
+
+/// A store's object-size profile, for `engine = "auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ObjectSize {
+    /// The expected value size in bytes.
+    Bytes(u64),
+    /// A size class.
+    Class(SizeClass),
+}
+
+/// Size classes of [`ObjectSize`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeClass {
+    /// Values of up to a few KiB (counted as 1 KiB).
+    Small,
+    /// Values of tens of KiB to 1 MiB (counted as 256 KiB).
+    Large,
+}
+
+impl ObjectSize {
+    /// What `small` (and an absent profile) counts as, in bytes.
+    pub const SMALL_BYTES: u64 = 1 << 10;
+
+    /// The expected value size in bytes.
+    pub fn bytes(self) -> u64 {
+        match self {
+            ObjectSize::Bytes(b) => b,
+            ObjectSize::Class(SizeClass::Small) => Self::SMALL_BYTES,
+            ObjectSize::Class(SizeClass::Large) => 256 << 10,
+        }
+    }
+}
+
+/// `engine = "auto"` picks SQLite for stores whose expected value size is at least this,
+/// RocksDB below it. From `dynamo bench engines` on the project's 2-core VM (README):
+/// RocksDB leads at 100 B and 4 KiB (64k against 34k puts/s at 4 KiB), SQLite from
+/// 64 KiB up (31k against 6k puts/s at 64 KiB, 2.4k against 550 at 1 MiB); the midpoint
+/// on a log scale between the two measured sizes is 16 KiB. `dynamo bench engines
+/// --advise` measures the crossover on the machine at hand.
+pub const AUTO_SQLITE_FROM: u64 = 16 << 10;
+
+/// The engine `engine = "auto"` gives a store whose values are expected to be `size`
+/// bytes: `rocksdb` below [`AUTO_SQLITE_FROM`], `sqlite` from it on, falling back to
+/// whichever is built in.
+pub fn auto_engine(size: ObjectSize) -> &'static str {
+    let large = size.bytes() >= AUTO_SQLITE_FROM;
+    match (large, cfg!(feature = "rocksdb"), cfg!(feature = "sqlite")) {
+        (true, _, true) | (false, false, true) => "sqlite",
+        (_, true, _) => "rocksdb",
+        _ => "memory",
     }
 }
 
@@ -186,15 +247,27 @@ impl StoreConfig {
         self.record_limit().saturating_mul(REPLICA_RECORD_SLACK)
     }
 
-    /// The engine to open for this store.
+    /// The engine to open for this store (`auto` resolved by [`auto_engine`]).
     pub fn engine_spec(&self) -> Result<dynamo_engines::EngineSpec, StoreError> {
-        self.engine
+        self.resolved_engine()
             .parse()
             .map_err(|e: EngineError| StoreError::InvalidConfig {
                 store: self.name.clone(),
                 field: "engine",
                 reason: e.to_string(),
             })
+    }
+
+    /// The engine name, with `auto` resolved from the object-size profile.
+    pub fn resolved_engine(&self) -> &str {
+        if self.engine.trim().eq_ignore_ascii_case("auto") {
+            auto_engine(
+                self.object_size
+                    .unwrap_or(ObjectSize::Bytes(ObjectSize::SMALL_BYTES)),
+            )
+        } else {
+            &self.engine
+        }
     }
 
     fn data_keyspace(&self) -> String {

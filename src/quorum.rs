@@ -1,0 +1,194 @@
+//! The read side of a sloppy quorum (paper sections 4.5 and 4.6), shared by a node that
+//! coordinates a get and by a client that coordinates its own reads (client-driven
+//! coordination, section 6.4), so both follow exactly the same rules:
+//!
+//! - the first N healthy members of the key's walk are asked; a replica that fails is
+//!   replaced by the next healthy member past them (a stand-in);
+//! - replies from stand-ins count toward R only once every owner that was asked has
+//!   replied or failed, so a stand-in's "not found" never hides a value an owner could
+//!   still return; owners alone answer as soon as R of them replied;
+//! - replies are merged as they come (supersession by dots); replies that arrive after
+//!   the answer are still collected for read repair.
+//!
+//! Reads are spawned with `spawn_local`: callers run on a `LocalSet` (capnp-rpc is
+//! `!Send`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use tokio::sync::mpsc;
+
+use crate::error::DynamoError;
+use crate::version::{ConflictPolicy, Siblings, Version};
+
+/// A member asked for a key's versions: an owner, or a stand-in for `hint_for`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The member's name.
+    pub name: String,
+    /// The owner it stands in for (`None`: it is an owner).
+    pub hint_for: Option<String>,
+}
+
+impl Target {
+    /// An owner.
+    pub fn owner(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            hint_for: None,
+        }
+    }
+}
+
+/// Reads one member's versions of the key.
+pub type ReadFn =
+    Rc<dyn Fn(Target) -> Pin<Box<dyn Future<Output = Result<Vec<Version>, DynamoError>>>>>;
+
+type Reply = (Target, Result<Vec<Version>, DynamoError>);
+
+/// One quorum read in progress. Invariant: `pending` counts reads sent and not yet
+/// received; `owners_pending` those among them sent to owners.
+pub struct QuorumRead {
+    r: usize,
+    policy: ConflictPolicy,
+    read: ReadFn,
+    tx: Option<mpsc::UnboundedSender<Reply>>,
+    rx: mpsc::UnboundedReceiver<Reply>,
+    used: Vec<String>,
+    pending: usize,
+    owners_pending: usize,
+    /// Everything the replies so far hold, merged.
+    pub merged: Siblings,
+    /// The replies so far, by member.
+    pub replies: Vec<(Target, Vec<Version>)>,
+    /// Failed reads, as "member: why".
+    pub failed: Vec<String>,
+}
+
+impl QuorumRead {
+    /// Sends a read to every target at once.
+    pub fn start(r: usize, policy: ConflictPolicy, targets: Vec<Target>, read: ReadFn) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut q = Self {
+            r,
+            policy,
+            read,
+            tx: Some(tx),
+            rx,
+            used: targets.iter().map(|t| t.name.clone()).collect(),
+            pending: 0,
+            owners_pending: 0,
+            merged: Siblings::new(),
+            replies: Vec::new(),
+            failed: Vec::new(),
+        };
+        for t in targets {
+            q.send(t);
+        }
+        q
+    }
+
+    fn send(&mut self, t: Target) {
+        let Some(tx) = self.tx.clone() else {
+            return;
+        };
+        self.pending += 1;
+        if t.hint_for.is_none() {
+            self.owners_pending += 1;
+        }
+        let read = (self.read)(t.clone());
+        tokio::task::spawn_local(async move {
+            let _ = tx.send((t, read.await));
+        });
+    }
+
+    /// Whether the replies so far answer the read.
+    pub fn enough(&self) -> bool {
+        let from_owners = self
+            .replies
+            .iter()
+            .filter(|(t, _)| t.hint_for.is_none())
+            .count();
+        from_owners >= self.r || (self.owners_pending == 0 && self.replies.len() >= self.r)
+    }
+
+    /// Members asked so far.
+    pub fn used(&self) -> &[String] {
+        &self.used
+    }
+
+    /// Waits until the read is answered (true) or cannot be (false: every read came
+    /// back and no stand-in is left). `stand_in` names the next member to ask in place
+    /// of a failed one, given the members asked so far.
+    pub async fn wait(&mut self, mut stand_in: impl FnMut(&[String]) -> Option<String>) -> bool {
+        while !self.enough() && self.pending > 0 {
+            let Some((t, res)) = self.rx.recv().await else {
+                break;
+            };
+            if !self.record(&t, res) {
+                if let Some(m) = stand_in(&self.used) {
+                    self.used.push(m.clone());
+                    let owner = t.hint_for.clone().unwrap_or(t.name.clone());
+                    self.send(Target {
+                        name: m,
+                        hint_for: Some(owner),
+                    });
+                }
+            }
+        }
+        self.enough()
+    }
+
+    /// Counts one reply; false when the read failed.
+    fn record(&mut self, t: &Target, res: Result<Vec<Version>, DynamoError>) -> bool {
+        self.pending -= 1;
+        if t.hint_for.is_none() {
+            self.owners_pending -= 1;
+        }
+        match res {
+            Ok(versions) => {
+                self.merged.merge(versions.iter().cloned(), self.policy);
+                self.replies.push((t.clone(), versions));
+                true
+            }
+            Err(e) => {
+                self.failed.push(format!("{}: {}", t.name, e.message));
+                false
+            }
+        }
+    }
+
+    /// Collects the replies still in flight (late ones count for read repair), then
+    /// gives everything merged and every reply.
+    pub async fn finish(mut self) -> (Siblings, Vec<(Target, Vec<Version>)>) {
+        self.tx = None;
+        while self.pending > 0 {
+            match self.rx.recv().await {
+                Some((t, res)) => {
+                    self.record(&t, res);
+                }
+                None => break,
+            }
+        }
+        (self.merged, self.replies)
+    }
+}
+
+/// The version sets to send in read repair: for each reply that lacks something of
+/// `newest`, the member (and whom it stands in for) that should get `newest`.
+pub fn stale_replicas(
+    newest: &Siblings,
+    replies: Vec<(Target, Vec<Version>)>,
+    policy: ConflictPolicy,
+) -> Vec<Target> {
+    replies
+        .into_iter()
+        .filter_map(|(t, had)| {
+            let mut theirs = Siblings::from_versions(had, policy);
+            theirs
+                .merge(newest.versions().iter().cloned(), policy)
+                .then_some(t)
+        })
+        .collect()
+}
