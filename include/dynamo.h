@@ -130,7 +130,7 @@ typedef bool (*dynamo_scan_visitor)(void *visit_ctx,
 
 // An engine written in C: a table of callbacks. Each returns `DYNAMO_OK` or an error
 // code (and may set no message: the library writes one naming the engine and the
-// call). The library calls them from any thread, concurrently: the engine must be
+// call). A callback must not unwind: a C++ exception escaping one aborts the process. The library calls them from any thread, concurrently: the engine must be
 // thread-safe. Keys and values are arbitrary bytes (possibly empty) ordered bytewise.
 // Every callback is required except `sync` and `size` (NULL: nothing to sync, size 0).
 typedef struct dynamo_engine_ops {
@@ -208,8 +208,9 @@ typedef struct dynamo_range {
 // A completion callback: called exactly once, on a library thread, when `future` is
 // ready, with the `user` pointer given to `dynamo_future_set_callback`. It must return
 // promptly (it runs on a thread that completes other futures) and must not unwind (a
-// C++ exception escaping it aborts the process). It may call any libdynamo function,
-// including the blocking ones and `dynamo_future_free` on its own future.
+// C++ exception escaping it aborts the process). It may read the outcome, free its
+// future and start new requests; `dynamo_future_wait` and `dynamo_node_stop` return
+// `DYNAMO_ERR_BAD_REQUEST` there, as they would block the thread.
 typedef void (*dynamo_future_callback)(struct dynamo_future *future, void *user);
 
 // No bound on this side.
@@ -243,7 +244,9 @@ typedef void (*dynamo_future_callback)(struct dynamo_future *future, void *user)
 // The context token is malformed or belongs to another key.
 #define DYNAMO_ERR_BAD_CONTEXT 6
 
-// A value, or the key's record with its siblings, is over the store's size limit.
+// The key's record with its siblings would grow past the store's record limit: read
+// the key and write back with its context. (A single value over `max_value_size` is
+// `DYNAMO_ERR_BAD_REQUEST`.)
 #define DYNAMO_ERR_TOO_LARGE 7
 
 // A bug, an engine failure, a protocol error or a caught panic.
@@ -255,31 +258,37 @@ extern "C" {
 
 // The library's version, e.g. "0.1.0": a static NUL-terminated string, never freed.
 // Thread-safe.
+// Owned by the library.
 const char *dynamo_version(void);
 
 // The `DYNAMO_API_VERSION` the library was built with. Thread-safe.
+// Nothing to free.
 uint32_t dynamo_api_version(void);
 
 // The message of the last failed call on this thread ("" if none failed yet), as
 // detailed as the library's own error: it names the function, the store, the nodes and
 // the numbers involved. The string belongs to the library and stays valid until the
 // next failing call on this thread; copy it to keep it. Never NULL.
+// Thread-safe: each thread has its own message.
 const char *dynamo_last_error_message(void);
 
 // A short English name of a status code ("ok", "quorum not reached", ...): a static
 // string, never freed, never NULL. Thread-safe.
+// Owned by the library.
 const char *dynamo_status_name(dynamo_status status);
 
 // Frees a buffer the library handed out (a value from `dynamo_engine_get`, a JSON
 // string from `dynamo_node_status` ...). NULL is a no-op. Freeing a buffer twice, or one
 // the library did not hand out, returns `DYNAMO_ERR_BAD_REQUEST` and frees nothing.
 // Thread-safe.
+// Ends the caller's ownership of `buffer`.
 dynamo_status dynamo_free(void *buffer);
 
 // For testing a host's error handling: panics inside the library with `message` (or a
 // fixed text when NULL). The panic is caught at the boundary like any other, so this
 // returns `DYNAMO_ERR_INTERNAL` with the panic's message as the last error, and the
 // library stays usable. Thread-safe.
+// The message is copied.
 dynamo_status dynamo_debug_panic(const char *message);
 
 // Registers the C engine `ops` (copied) with `user` under `name` (1 to 64 ASCII
@@ -288,6 +297,7 @@ dynamo_status dynamo_debug_panic(const char *message);
 // the `engine` of a store of a node embedded in this process. `user` is passed to
 // `open` and must stay valid for the life of the process. Registering a name again
 // replaces its table for later opens. Thread-safe.
+// The name and table are copied.
 dynamo_status dynamo_engine_register(const char *name,
                                      const struct dynamo_engine_ops *ops,
                                      void *user);
@@ -299,10 +309,12 @@ dynamo_status dynamo_engine_register(const char *name,
 // survive closing and reopening (the reopen checks run only then). Returns `DYNAMO_OK`
 // when every check passes, else `DYNAMO_ERR_INTERNAL` with what broke in the last
 // error message. Blocks; prints each check's name to stderr.
+// Takes no ownership; creates and removes its own temporary directories. Thread-safe.
 dynamo_status dynamo_engine_check(const char *spec, bool durable);
 
 // Fills `*options` with the defaults: client-driven, 3000 ms timeout, 0 retries, ring
 // refreshed every 10 s.
+// The caller owns `*options` (plain data, nothing to free). Thread-safe.
 dynamo_status dynamo_client_options_init(struct dynamo_client_options *options);
 
 // Opens a client for the cluster reachable at any of `nodes` (`count` NUL-terminated
@@ -310,6 +322,7 @@ dynamo_status dynamo_client_options_init(struct dynamo_client_options *options);
 // contact the cluster yet: the first request fetches the ring. On `DYNAMO_OK` writes the
 // new client to `*client`; the caller owns it and closes it with `dynamo_client_close`.
 // Thread-safe.
+// The caller owns `*client`.
 dynamo_status dynamo_client_open(const char *const *nodes,
                                  size_t count,
                                  const struct dynamo_client_options *options,
@@ -318,12 +331,15 @@ dynamo_status dynamo_client_open(const char *const *nodes,
 // Closes `client`: no new call may use it (they return `DYNAMO_ERR_BAD_REQUEST`), calls
 // in progress and futures not yet ready finish first, then its connections close.
 // Closing twice returns `DYNAMO_ERR_BAD_REQUEST`.
+// Ends the caller's ownership of `client`. Thread-safe: other threads' calls in
+// progress finish first.
 dynamo_status dynamo_client_close(struct dynamo_client *client);
 
 // Reads `key` (`key_len` bytes) from `store` with R = `r`, or the store's R when `r` is
 // 0, blocking the calling thread. On `DYNAMO_OK` writes a new result to `*result` (all
 // siblings and the context; free it with `dynamo_get_result_free`). A key with no value
 // gives a result with 0 siblings. Thread-safe.
+// Arguments are copied; the caller owns `*result`.
 dynamo_status dynamo_client_get(struct dynamo_client *client,
                                 const char *store,
                                 const uint8_t *key,
@@ -334,6 +350,7 @@ dynamo_status dynamo_client_get(struct dynamo_client *client,
 // The future form of `dynamo_client_get`: returns at once with a future (free it with
 // `dynamo_future_free`) whose outcome `dynamo_future_get_result` gives. The arguments
 // are copied. Thread-safe.
+// The caller owns `*future`.
 dynamo_status dynamo_client_get_async(struct dynamo_client *client,
                                       const char *store,
                                       const uint8_t *key,
@@ -346,6 +363,7 @@ dynamo_status dynamo_client_get_async(struct dynamo_client *client,
 // sibling of what is there), with W = `w`, or the store's W when `w` is 0. Blocks the
 // calling thread. On `DYNAMO_OK`, if `result` is not NULL, writes a new result holding
 // the new context (free it with `dynamo_put_result_free`). Thread-safe.
+// Arguments are copied.
 dynamo_status dynamo_client_put(struct dynamo_client *client,
                                 const char *store,
                                 const uint8_t *key,
@@ -358,6 +376,7 @@ dynamo_status dynamo_client_put(struct dynamo_client *client,
 
 // The future form of `dynamo_client_put` (outcome from `dynamo_future_put_result`).
 // The arguments are copied. Thread-safe.
+// The caller owns `*future`.
 dynamo_status dynamo_client_put_async(struct dynamo_client *client,
                                       const char *store,
                                       const uint8_t *key,
@@ -370,6 +389,7 @@ dynamo_status dynamo_client_put_async(struct dynamo_client *client,
 
 // Deletes `key` from `store`: a causal tombstone superseding what `context` covers
 // (NULL: none). As `dynamo_client_put` otherwise. Thread-safe.
+// Arguments are copied; the caller owns `*result`.
 dynamo_status dynamo_client_delete(struct dynamo_client *client,
                                    const char *store,
                                    const uint8_t *key,
@@ -380,6 +400,7 @@ dynamo_status dynamo_client_delete(struct dynamo_client *client,
 
 // The future form of `dynamo_client_delete` (outcome from `dynamo_future_put_result`).
 // Thread-safe.
+// Arguments are copied; the caller owns `*future`.
 dynamo_status dynamo_client_delete_async(struct dynamo_client *client,
                                          const char *store,
                                          const uint8_t *key,
@@ -390,11 +411,18 @@ dynamo_status dynamo_client_delete_async(struct dynamo_client *client,
 
 // The status of the node at `address` (NULL: the first node given that answers) as a
 // JSON object (name, members and their health, hints, stores, ...). On `DYNAMO_OK`
-// writes a NUL-terminated string to `*json` that the caller frees with `dynamo_free`.
-// Blocks. Thread-safe.
+// writes a NUL-terminated string to `*json` that the caller owns and frees with
+// `dynamo_free`. Blocks. Thread-safe.
 dynamo_status dynamo_client_status(struct dynamo_client *client, const char *address, char **json);
 
+// The future form of `dynamo_client_status` (outcome from `dynamo_future_json_result`).
+// The address is copied; the caller owns `*future`. Thread-safe.
+dynamo_status dynamo_client_status_async(struct dynamo_client *client,
+                                         const char *address,
+                                         struct dynamo_future **future);
+
 // Writes the number of siblings of `result` to `*count` (0 when the key has no value).
+// Borrows `result`. Thread-safe.
 dynamo_status dynamo_get_result_count(const struct dynamo_get_result *result, size_t *count);
 
 // Sibling `index` (from 0) of `result`: writes its value's bytes and length to
@@ -402,6 +430,7 @@ dynamo_status dynamo_get_result_count(const struct dynamo_get_result *result, si
 // write) to `*deleted`; a tombstone has `*value` NULL and length 0. The bytes belong to
 // the result and stay valid until it is freed. An index out of range returns
 // `DYNAMO_ERR_BAD_REQUEST`.
+// Borrows `result`. Thread-safe.
 dynamo_status dynamo_get_result_sibling(const struct dynamo_get_result *result,
                                         size_t index,
                                         const uint8_t **value,
@@ -411,34 +440,49 @@ dynamo_status dynamo_get_result_sibling(const struct dynamo_get_result *result,
 // Writes `result`'s context token (a NUL-terminated string; pass it to the put or
 // delete that follows this read) to `*context`. It belongs to the result and stays
 // valid until the result is freed.
+// Borrows `result`. Thread-safe.
 dynamo_status dynamo_get_result_context(const struct dynamo_get_result *result,
                                         const char **context);
 
 // Frees `result` (and every pointer read from it). A second free returns
 // `DYNAMO_ERR_BAD_REQUEST`.
+// Ends the caller's ownership. Thread-safe, but no other thread may still read
+// pointers from the result.
 dynamo_status dynamo_get_result_free(struct dynamo_get_result *result);
 
 // Writes the context of a put or delete (covering what it wrote) to `*context`; it
 // belongs to the result and stays valid until the result is freed.
+// Borrows `result`. Thread-safe.
 dynamo_status dynamo_put_result_context(const struct dynamo_put_result *result,
                                         const char **context);
 
 // Frees `result`. A second free returns `DYNAMO_ERR_BAD_REQUEST`.
+// Ends the caller's ownership. Thread-safe, but no other thread may still read
+// pointers from the result.
 dynamo_status dynamo_put_result_free(struct dynamo_put_result *result);
 
 // Opens the engine `spec` (`rocksdb`, `sqlite`, `memory`, `buffered:rocksdb`,
 // `buffered:sqlite`, or a name registered with `dynamo_engine_register`) with its files
 // in the directory `path` (created if missing). On `DYNAMO_OK` writes the engine to
 // `*engine`; close it with `dynamo_engine_close`. Thread-safe.
+// Arguments are copied; the caller owns `*engine`.
 dynamo_status dynamo_engine_open(const char *spec, const char *path, struct dynamo_engine **engine);
 
 // Creates `keyspace` if it does not exist (1 to 64 ASCII letters, digits, `_` or `-`,
 // not "default"). Every other call needs its keyspace created first.
+// Borrows `engine`; the name is copied. Thread-safe.
 dynamo_status dynamo_engine_ensure_keyspace(struct dynamo_engine *engine, const char *keyspace);
+
+// The keyspaces that exist, in no particular order: on `DYNAMO_OK` writes their number
+// to `*count` and their names, each followed by a newline, to `*names` (a
+// NUL-terminated buffer the caller owns and frees with `dynamo_free`). Borrows
+// `engine`. Thread-safe.
+dynamo_status dynamo_engine_keyspaces(struct dynamo_engine *engine, char **names, size_t *count);
 
 // Reads `key` in `keyspace`. On `DYNAMO_OK` writes whether it was found to `*found`,
 // and its value to `*value` / `*value_len` (a buffer the caller frees with
 // `dynamo_free`; NULL and 0 when not found).
+// Arguments are copied; the caller owns `*value`. Thread-safe.
 dynamo_status dynamo_engine_get(struct dynamo_engine *engine,
                                 const char *keyspace,
                                 const uint8_t *key,
@@ -448,6 +492,7 @@ dynamo_status dynamo_engine_get(struct dynamo_engine *engine,
                                 bool *found);
 
 // Stores `value` under `key` in `keyspace`, replacing any previous value.
+// Arguments are copied. Thread-safe.
 dynamo_status dynamo_engine_put(struct dynamo_engine *engine,
                                 const char *keyspace,
                                 const uint8_t *key,
@@ -456,20 +501,24 @@ dynamo_status dynamo_engine_put(struct dynamo_engine *engine,
                                 size_t value_len);
 
 // Removes `key` from `keyspace` (no error if absent).
+// Arguments are copied. Thread-safe.
 dynamo_status dynamo_engine_delete(struct dynamo_engine *engine,
                                    const char *keyspace,
                                    const uint8_t *key,
                                    size_t key_len);
 
 // Removes every key of `range` (NULL: all) from `keyspace`.
+// Arguments are copied. Thread-safe.
 dynamo_status dynamo_engine_delete_range(struct dynamo_engine *engine,
                                          const char *keyspace,
                                          const struct dynamo_range *range);
 
 // Creates an empty batch; free it with `dynamo_batch_free`.
+// The caller owns `*batch`. Thread-safe.
 dynamo_status dynamo_batch_new(struct dynamo_batch **batch);
 
 // Adds a put of `value` under `key` in `keyspace` to `batch` (copied).
+// Arguments are copied into the batch. One thread at a time per batch.
 dynamo_status dynamo_batch_put(struct dynamo_batch *batch,
                                const char *keyspace,
                                const uint8_t *key,
@@ -478,29 +527,36 @@ dynamo_status dynamo_batch_put(struct dynamo_batch *batch,
                                size_t value_len);
 
 // Adds a delete of `key` in `keyspace` to `batch`.
+// Arguments are copied into the batch. One thread at a time per batch.
 dynamo_status dynamo_batch_delete(struct dynamo_batch *batch,
                                   const char *keyspace,
                                   const uint8_t *key,
                                   size_t key_len);
 
 // Writes the number of operations in `batch` to `*count`.
+// Borrows `batch`. One thread at a time per batch.
 dynamo_status dynamo_batch_count(struct dynamo_batch *batch, size_t *count);
 
 // Removes every operation from `batch`, so it can be filled again.
+// Borrows `batch`. One thread at a time per batch.
 dynamo_status dynamo_batch_clear(struct dynamo_batch *batch);
 
 // Frees `batch`. A second free returns `DYNAMO_ERR_BAD_REQUEST`.
+// Ends the caller's ownership. One thread at a time per batch.
 dynamo_status dynamo_batch_free(struct dynamo_batch *batch);
 
 // Applies every operation of `batch` atomically: after a crash all of them are present
 // or none is, and readers never see part of it. The batch is left as it was (clear it
 // or free it).
+// Borrows both; the batch stays the caller's. Thread-safe for the engine; one thread
+// at a time per batch.
 dynamo_status dynamo_engine_write(struct dynamo_engine *engine, const struct dynamo_batch *batch);
 
 // Starts an iterator over the keys of `range` (NULL: all) in `keyspace`, in ascending
 // order, or descending when `reverse`. It reads the engine in chunks, so it is not a
 // snapshot: writes made while it runs may or may not be seen. It keeps the engine open
 // until freed with `dynamo_iter_free`.
+// Arguments are copied; the caller owns `*iter`. Thread-safe.
 dynamo_status dynamo_engine_scan(struct dynamo_engine *engine,
                                  const char *keyspace,
                                  const struct dynamo_range *range,
@@ -511,6 +567,7 @@ dynamo_status dynamo_engine_scan(struct dynamo_engine *engine,
 // `*has_pair`, and if so its key and value to the other outputs (NULL and 0 at the
 // end). The bytes belong to the iterator and stay valid until the next call on it or
 // its free.
+// Borrows `iter`. One thread at a time per iterator.
 dynamo_status dynamo_iter_next(struct dynamo_iter *iter,
                                bool *has_pair,
                                const uint8_t **key,
@@ -519,24 +576,32 @@ dynamo_status dynamo_iter_next(struct dynamo_iter *iter,
                                size_t *value_len);
 
 // Frees `iter`. A second free returns `DYNAMO_ERR_BAD_REQUEST`.
+// Ends the caller's ownership. One thread at a time per iterator.
 dynamo_status dynamo_iter_free(struct dynamo_iter *iter);
 
 // Makes every write that returned before this call durable (fsync).
+// Borrows `engine`. Thread-safe.
 dynamo_status dynamo_engine_sync(struct dynamo_engine *engine);
 
 // Writes the approximate bytes the data uses (on disk, or in memory) to `*bytes`.
+// Borrows `engine`. Thread-safe.
 dynamo_status dynamo_engine_approximate_size(struct dynamo_engine *engine, uint64_t *bytes);
 
-// Syncs and closes `engine`. Iterators still open keep it open until they are freed.
-// A second close returns `DYNAMO_ERR_BAD_REQUEST`.
+// Closes `engine` after a final sync. The handle is gone even when that sync fails (the
+// error is returned). The engine itself closes once calls in progress on other
+// threads and iterators still open let go of it (so reopen the same path only after
+// freeing its iterators). A second close returns `DYNAMO_ERR_BAD_REQUEST`.
+// Ends the caller's ownership. Thread-safe.
 dynamo_status dynamo_engine_close(struct dynamo_engine *engine);
 
 // Blocks the calling thread until `future` is ready. Returns `DYNAMO_OK` once it is
 // (whatever the operation's own outcome, which `dynamo_future_get_result` /
 // `dynamo_future_put_result` give). Must not be called from a completion callback.
+// Borrows `future`. Thread-safe.
 dynamo_status dynamo_future_wait(struct dynamo_future *future);
 
 // Writes to `*ready` whether `future` is ready, without blocking.
+// Borrows `future`. Thread-safe.
 dynamo_status dynamo_future_is_ready(struct dynamo_future *future, bool *ready);
 
 // Sets the callback called once when `future` is ready (see `dynamo_future_callback`).
@@ -544,6 +609,7 @@ dynamo_status dynamo_future_is_ready(struct dynamo_future *future, bool *ready);
 // the calling one. One callback per future: a second call returns
 // `DYNAMO_ERR_BAD_REQUEST`. The future stays owned by the caller: free it (in the
 // callback or later) with `dynamo_future_free`.
+// Borrows `future`; `user` stays the caller's. Thread-safe.
 dynamo_status dynamo_future_set_callback(struct dynamo_future *future,
                                          dynamo_future_callback callback,
                                          void *user);
@@ -553,18 +619,27 @@ dynamo_status dynamo_future_set_callback(struct dynamo_future *future,
 // message as this thread's last error. The future must be ready
 // (`DYNAMO_ERR_BAD_REQUEST` otherwise) and come from `dynamo_client_get_async`. May be
 // called more than once; each successful call gives a new result.
+// Borrows `future`; the caller owns `*result`. Thread-safe.
 dynamo_status dynamo_future_get_result(struct dynamo_future *future,
                                        struct dynamo_get_result **result);
 
 // The outcome of a put or delete future: as `dynamo_future_get_result`, writing a
 // `dynamo_put_result` (free it with `dynamo_put_result_free`). `result` may be NULL to
 // check the status only.
+// Borrows `future`; the caller owns `*result`. Thread-safe.
 dynamo_status dynamo_future_put_result(struct dynamo_future *future,
                                        struct dynamo_put_result **result);
+
+// The outcome of a status future (`dynamo_client_status_async`): on `DYNAMO_OK` writes
+// a new NUL-terminated JSON string to `*json`, which the caller owns and frees with
+// `dynamo_free`; otherwise returns the operation's status with its message. The
+// future must be ready. Borrows `future`. Thread-safe.
+dynamo_status dynamo_future_json_result(struct dynamo_future *future, char **json);
 
 // Frees `future`. Freeing one that is not ready is allowed: the operation still runs to
 // its end, and a callback already set is still called (with a handle no longer live).
 // A second free returns `DYNAMO_ERR_BAD_REQUEST`.
+// Ends the caller's ownership. Thread-safe.
 dynamo_status dynamo_future_free(struct dynamo_future *future);
 
 // Starts a node in this process from the TOML config text `config_toml` (the format of
@@ -574,25 +649,30 @@ dynamo_status dynamo_future_free(struct dynamo_future *future);
 // as `DYNAMO_ERR_BAD_REQUEST` for a config error and `DYNAMO_ERR_UNAVAILABLE`
 // otherwise. On `DYNAMO_OK` writes the node to `*node`; the caller stops it with
 // `dynamo_node_stop`. The node installs no signal handlers. Thread-safe.
+// The config is copied; the caller owns `*node`.
 dynamo_status dynamo_node_start(const char *config_toml, struct dynamo_node **node);
 
 // As `dynamo_node_start`, reading the config from the file at `path`.
+// The path is copied; the caller owns `*node`. Thread-safe.
 dynamo_status dynamo_node_start_file(const char *path, struct dynamo_node **node);
 
 // Writes the address the node listens on (`host:port`, with the real port when the
 // config asked for port 0) to `*address`: a string owned by the node, valid until
 // `dynamo_node_stop`.
+// Borrows `node`. Thread-safe.
 dynamo_status dynamo_node_address(struct dynamo_node *node, const char **address);
 
 // The node's status as JSON (the same object as `dynamo status --json`: name, members
 // and their health, hints owed, stores, in-flight requests, `unhealthy`). On
 // `DYNAMO_OK` writes a NUL-terminated string to `*json` that the caller frees with
 // `dynamo_free`. Blocks for one local call. Thread-safe.
+// Borrows `node`. The caller owns `*json`.
 dynamo_status dynamo_node_status(struct dynamo_node *node, char **json);
 
 // Stops the node cleanly (stops accepting, lets in-flight requests finish for up to
 // 10 s, flushes its engines, frees its port) and frees the handle. A second stop
-// returns `DYNAMO_ERR_BAD_REQUEST`. Must not be called from a completion callback.
+// returns `DYNAMO_ERR_BAD_REQUEST`, and so does a call from a completion callback.
+// Ends the caller's ownership. Thread-safe.
 dynamo_status dynamo_node_stop(struct dynamo_node *node);
 
 #ifdef __cplusplus

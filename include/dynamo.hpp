@@ -9,6 +9,7 @@
 #define DYNAMO_HPP
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -61,36 +62,45 @@ struct GetResult {
 };
 
 namespace detail {
-inline GetResult take(dynamo_get_result* r) {
+// Owners of what the C API hands out, so an exception (a failed call, or a failed
+// allocation while copying) never leaks it.
+struct FreeGetResult {
+  void operator()(dynamo_get_result* r) const { dynamo_get_result_free(r); }
+};
+struct FreePutResult {
+  void operator()(dynamo_put_result* r) const { dynamo_put_result_free(r); }
+};
+struct FreeBuffer {
+  void operator()(void* p) const { dynamo_free(p); }
+};
+struct FreeIter {
+  void operator()(dynamo_iter* it) const { dynamo_iter_free(it); }
+};
+
+inline GetResult take(dynamo_get_result* raw) {
+  std::unique_ptr<dynamo_get_result, FreeGetResult> r(raw);
   GetResult out;
   size_t n = 0;
-  dynamo_status st = dynamo_get_result_count(r, &n);
-  for (size_t i = 0; st == DYNAMO_OK && i < n; i++) {
+  check(dynamo_get_result_count(r.get(), &n));
+  for (size_t i = 0; i < n; i++) {
     const uint8_t* v = nullptr;
     size_t len = 0;
     bool deleted = false;
-    st = dynamo_get_result_sibling(r, i, &v, &len, &deleted);
-    if (st == DYNAMO_OK)
-      out.siblings.push_back(
-          deleted ? Sibling{} : Sibling{std::string(reinterpret_cast<const char*>(v), len)});
+    check(dynamo_get_result_sibling(r.get(), i, &v, &len, &deleted));
+    out.siblings.push_back(
+        deleted ? Sibling{} : Sibling{std::string(reinterpret_cast<const char*>(v), len)});
   }
   const char* ctx = nullptr;
-  if (st == DYNAMO_OK) st = dynamo_get_result_context(r, &ctx);
-  if (st == DYNAMO_OK) out.context = ctx;
-  std::string message = st == DYNAMO_OK ? "" : dynamo_last_error_message();
-  dynamo_get_result_free(r);
-  if (st != DYNAMO_OK) throw Error(st, message);
+  check(dynamo_get_result_context(r.get(), &ctx));
+  out.context = ctx;
   return out;
 }
 
-inline std::string take(dynamo_put_result* r) {
+inline std::string take(dynamo_put_result* raw) {
+  std::unique_ptr<dynamo_put_result, FreePutResult> r(raw);
   const char* ctx = nullptr;
-  dynamo_status st = dynamo_put_result_context(r, &ctx);
-  std::string out = st == DYNAMO_OK ? ctx : "";
-  std::string message = st == DYNAMO_OK ? "" : dynamo_last_error_message();
-  dynamo_put_result_free(r);
-  if (st != DYNAMO_OK) throw Error(st, message);
-  return out;
+  check(dynamo_put_result_context(r.get(), &ctx));
+  return ctx;
 }
 }  // namespace detail
 
@@ -151,6 +161,10 @@ class Client {
     check(dynamo_client_open(ptrs.data(), ptrs.size(), &o, &c_));
   }
   Client(Client&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+  Client& operator=(Client&& o) noexcept {
+    std::swap(c_, o.c_);
+    return *this;
+  }
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
   ~Client() {
@@ -204,6 +218,10 @@ class Node {
     check(dynamo_node_start(config_toml.c_str(), &n_));
   }
   Node(Node&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+  Node& operator=(Node&& o) noexcept {
+    std::swap(n_, o.n_);
+    return *this;
+  }
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
   ~Node() {
@@ -218,9 +236,8 @@ class Node {
   std::string status() const {
     char* json = nullptr;
     check(dynamo_node_status(n_, &json));
-    std::string out = json;
-    dynamo_free(json);
-    return out;
+    std::unique_ptr<char, detail::FreeBuffer> owned(json);
+    return std::string(owned.get());
   }
   /// Stops the node now (the destructor then does nothing).
   void stop() { check(dynamo_node_stop(std::exchange(n_, nullptr))); }
@@ -236,6 +253,10 @@ class Engine {
     check(dynamo_engine_open(spec.c_str(), path.c_str(), &e_));
   }
   Engine(Engine&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+  Engine& operator=(Engine&& o) noexcept {
+    std::swap(e_, o.e_);
+    return *this;
+  }
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
   ~Engine() {
@@ -250,9 +271,8 @@ class Engine {
     bool found = false;
     check(dynamo_engine_get(e_, ks.c_str(), bytes(key), key.size(), &v, &len, &found));
     if (!found) return std::nullopt;
-    std::string out(reinterpret_cast<const char*>(v), len);
-    dynamo_free(v);
-    return out;
+    std::unique_ptr<uint8_t, detail::FreeBuffer> owned(v);
+    return std::string(reinterpret_cast<const char*>(owned.get()), len);
   }
   void put(const std::string& ks, std::string_view key, std::string_view value) const {
     check(dynamo_engine_put(e_, ks.c_str(), bytes(key), key.size(), bytes(value), value.size()));
@@ -268,24 +288,19 @@ class Engine {
     dynamo_range r{bytes(start), start.size(), DYNAMO_BOUND_INCLUDED,
                    bytes(end),   end.size(),   end.empty() ? DYNAMO_BOUND_UNBOUNDED
                                                            : DYNAMO_BOUND_EXCLUDED};
-    dynamo_iter* it = nullptr;
-    check(dynamo_engine_scan(e_, ks.c_str(), &r, reverse, &it));
+    dynamo_iter* raw = nullptr;
+    check(dynamo_engine_scan(e_, ks.c_str(), &r, reverse, &raw));
+    std::unique_ptr<dynamo_iter, detail::FreeIter> it(raw);
     std::vector<std::pair<std::string, std::string>> out;
     for (;;) {
       bool has = false;
       const uint8_t *k = nullptr, *v = nullptr;
       size_t kl = 0, vl = 0;
-      dynamo_status st = dynamo_iter_next(it, &has, &k, &kl, &v, &vl);
-      if (st != DYNAMO_OK) {
-        std::string m = dynamo_last_error_message();
-        dynamo_iter_free(it);
-        throw Error(st, m);
-      }
+      check(dynamo_iter_next(it.get(), &has, &k, &kl, &v, &vl));
       if (!has) break;
       out.emplace_back(std::string(reinterpret_cast<const char*>(k), kl),
                        std::string(reinterpret_cast<const char*>(v), vl));
     }
-    dynamo_iter_free(it);
     return out;
   }
   void sync() const { check(dynamo_engine_sync(e_)); }

@@ -81,7 +81,9 @@ pub struct ClientOptions {
     pub max_message_size: usize,
     /// How many more rounds over the candidate nodes a request makes after every node
     /// failed it as unreachable or timed out (0: one round only). Rounds are 50 ms, then
-    /// 100 ms, ... apart; a retried write keeps its request id, so it is applied once.
+    /// 100 ms, ... apart. A retried write keeps its request id: a node holding the
+    /// version it names answers with it instead of writing again (a retry that reaches
+    /// a node the first attempt's version has not reached yet may still add a sibling).
     pub retries: u32,
 }
 
@@ -747,6 +749,15 @@ impl State {
         }
     }
 
+    /// Remembers that `address` failed a call: it is avoided for a moment and the ring
+    /// is refreshed.
+    fn note_failure(&self, address: &str) {
+        self.failed
+            .borrow_mut()
+            .insert(address.to_owned(), Instant::now());
+        self.stale.set(true);
+    }
+
     fn avoided(&self, address: &str) -> bool {
         match self.failed.borrow().get(address) {
             Some(t) => t.elapsed() < AVOID,
@@ -823,9 +834,20 @@ impl State {
             ));
         };
         if let (Op::Get { r }, Coordination::ClientDriven) = (&op, self.options.coordination) {
-            return Ok(Answer::Get(
-                self.coordinate_get(&layout, &summary, key, *r).await?,
-            ));
+            let mut round = 0;
+            loop {
+                match self.coordinate_get(&layout, &summary, key, *r).await {
+                    Err(e)
+                        if round < self.options.retries
+                            && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) =>
+                    {
+                        round += 1;
+                        tokio::time::sleep(Duration::from_millis(50u64 << (round - 1).min(6)))
+                            .await;
+                    }
+                    answer => return answer.map(Answer::Get),
+                }
+            }
         }
         let mut errors = Vec::new();
         let mut timed_out = false;
@@ -866,7 +888,10 @@ impl State {
 
     /// The internode capability of the node at `address`.
     async fn internode(&self, address: &str) -> Result<internode::Client, DynamoError> {
-        let conn = self.conn(address).await?;
+        let conn = self
+            .conn(address)
+            .await
+            .inspect_err(|_| self.note_failure(address))?;
         if let Some((c, node)) = self.internodes.borrow().get(address) {
             if c.alive() && c.same_as(&conn) {
                 return Ok(node.clone());
@@ -922,20 +947,36 @@ impl State {
                 ),
             ));
         }
-        let policy: ConflictPolicy = store.policy.parse().unwrap_or_default();
+        let policy: ConflictPolicy = store.policy.parse().map_err(|e| {
+            rpc::protocol(format!(
+                "store {} has conflict policy {:?}, which this client does not know: {e}",
+                store.name, store.policy
+            ))
+        })?;
         let ring = &layout.info.ring;
+        let members = ring.members().len();
+        if members < r {
+            return Err(DynamoError::new(
+                ErrorKind::Quorum,
+                format!(
+                    "quorum not reached for get store={}: R={r} but the cluster has only \
+                     {members} member(s): lower the store's r (or pass a smaller --r for this \
+                     request) or add members",
+                    store.name
+                ),
+            ));
+        }
         let walk: Vec<String> = ring
             .walk(ring.partition_for_key(&store.name, key), n)
             .iter()
             .map(|m| m.name.clone())
             .collect();
         let down = |name: &str| layout.addresses.get(name).is_none_or(|a| self.avoided(a));
+        // Every owner is asked, so each one counts before any stand-in's reply may (a
+        // stand-in's "not found" must never hide an owner's value). An owner that failed
+        // a call a moment ago also gets a stand-in at once, in parallel.
         let owners: Vec<&String> = walk.iter().take(n).collect();
-        let mut targets: Vec<Target> = owners
-            .iter()
-            .filter(|m| !down(m))
-            .map(|m| Target::owner(m.as_str()))
-            .collect();
+        let mut targets: Vec<Target> = owners.iter().map(|m| Target::owner(m.as_str())).collect();
         let mut stand_ins = walk.iter().skip(n).filter(|m| !down(m));
         for owner in owners.iter().filter(|m| down(m)) {
             if let Some(s) = stand_ins.next() {
@@ -944,10 +985,6 @@ impl State {
                     hint_for: Some((*owner).clone()),
                 });
             }
-        }
-        if targets.len() < r {
-            // Too few look healthy: ask the owners anyway, one may be back.
-            targets = owners.iter().map(|m| Target::owner(m.as_str())).collect();
         }
         let key_rc = Rc::new(key.to_vec());
         let read: ReadFn = {
@@ -976,6 +1013,37 @@ impl State {
             })
             .await;
         if !ok {
+            // A request every replica refuses (an oversize key, a store it does not
+            // host) is that error, not a quorum failure.
+            if let Some(e) = q
+                .errors
+                .iter()
+                .find(|e| matches!(e.kind, ErrorKind::BadRequest | ErrorKind::UnknownStore))
+            {
+                return Err(e.clone());
+            }
+            // Nobody answered and only the transport failed: the cluster is unreachable.
+            if q.replies.is_empty()
+                && !q.errors.is_empty()
+                && q.errors
+                    .iter()
+                    .all(|e| matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout))
+            {
+                let timed_out = q.errors.iter().any(|e| e.kind == ErrorKind::Timeout);
+                return Err(DynamoError::new(
+                    if timed_out {
+                        ErrorKind::Timeout
+                    } else {
+                        ErrorKind::Unavailable
+                    },
+                    format!(
+                        "no replica of key {} in store {} answered: {}",
+                        crate::store::printable_key(key),
+                        store.name,
+                        q.failed.join("; ")
+                    ),
+                ));
+            }
             return Err(DynamoError::new(
                 ErrorKind::Quorum,
                 format!(
@@ -1035,12 +1103,10 @@ impl State {
         store: &str,
         key: &[u8],
     ) -> Result<Answer, DynamoError> {
-        let conn = self.conn(address).await.inspect_err(|_| {
-            self.failed
-                .borrow_mut()
-                .insert(address.to_owned(), Instant::now());
-            self.stale.set(true);
-        })?;
+        let conn = self
+            .conn(address)
+            .await
+            .inspect_err(|_| self.note_failure(address))?;
         let call = async {
             match op {
                 Op::Get { r } => Ok(Answer::Get(

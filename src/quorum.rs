@@ -64,6 +64,8 @@ pub struct QuorumRead {
     pub replies: Vec<(Target, Vec<Version>)>,
     /// Failed reads, as "member: why".
     pub failed: Vec<String>,
+    /// The errors of the failed reads, in the same order.
+    pub errors: Vec<DynamoError>,
 }
 
 impl QuorumRead {
@@ -82,6 +84,7 @@ impl QuorumRead {
             merged: Siblings::new(),
             replies: Vec::new(),
             failed: Vec::new(),
+            errors: Vec::new(),
         };
         for t in targets {
             q.send(t);
@@ -154,6 +157,7 @@ impl QuorumRead {
             }
             Err(e) => {
                 self.failed.push(format!("{}: {}", t.name, e.message));
+                self.errors.push(e);
                 false
             }
         }

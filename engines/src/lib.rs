@@ -54,3 +54,7 @@ pub use spec::{
     open_engine, register_engine, registered_engines, DurableKind, EngineOpener, EngineOptions,
     EngineSpec,
 };
+
+/// The name of the database file the SQLite engine keeps in its directory (defined in
+/// every build, so callers can recognise a directory's engine).
+pub const SQLITE_DB_FILE: &str = "dynamo.sqlite3";

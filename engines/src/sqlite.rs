@@ -18,7 +18,7 @@ use crate::scan::ChunkedScan;
 
 const NAME: &str = "sqlite";
 /// The database file inside the engine's directory.
-pub const DB_FILE: &str = "dynamo.sqlite3";
+pub const DB_FILE: &str = crate::SQLITE_DB_FILE;
 const TABLE_PREFIX: &str = "kv_";
 /// Idle read connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;

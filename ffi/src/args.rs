@@ -64,6 +64,17 @@ pub(crate) unsafe fn bytes<'a>(
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
+/// A pointer to `bytes` for C: a valid one even when empty (`Vec::as_ptr` of an empty
+/// vector dangles, and C's `memcpy(dst, p, 0)` needs a valid `p`).
+pub(crate) fn c_ptr(bytes: &[u8]) -> *const u8 {
+    static EMPTY: u8 = 0;
+    if bytes.is_empty() {
+        &EMPTY
+    } else {
+        bytes.as_ptr()
+    }
+}
+
 /// Checks an output pointer before any work is done.
 pub(crate) fn out<T>(ptr: *mut T, what: &str) -> Result<(), FfiError> {
     if ptr.is_null() {

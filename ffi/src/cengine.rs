@@ -61,7 +61,7 @@ pub struct dynamo_engine_op {
 
 /// An engine written in C: a table of callbacks. Each returns `DYNAMO_OK` or an error
 /// code (and may set no message: the library writes one naming the engine and the
-/// call). The library calls them from any thread, concurrently: the engine must be
+/// call). A callback must not unwind: a C++ exception escaping one aborts the process. The library calls them from any thread, concurrently: the engine must be
 /// thread-safe. Keys and values are arbitrary bytes (possibly empty) ordered bytewise.
 /// Every callback is required except `sync` and `size` (NULL: nothing to sync, size 0).
 #[repr(C)]
@@ -70,7 +70,7 @@ pub struct dynamo_engine_ops {
     /// Opens an instance with its files in the directory `path` (created by the library);
     /// writes the instance pointer, passed to every other callback, to `*instance`.
     pub open: Option<
-        unsafe extern "C" fn(
+        unsafe extern "C-unwind" fn(
             user: *mut c_void,
             path: *const c_char,
             instance: *mut *mut c_void,
@@ -78,7 +78,7 @@ pub struct dynamo_engine_ops {
     >,
     /// Looks `key` up; calls `sink` once with its value if present, not at all if absent.
     pub get: Option<
-        unsafe extern "C" fn(
+        unsafe extern "C-unwind" fn(
             instance: *mut c_void,
             key: *const u8,
             key_len: usize,
@@ -88,7 +88,7 @@ pub struct dynamo_engine_ops {
     >,
     /// Stores `value` under `key`, replacing any previous value.
     pub put: Option<
-        unsafe extern "C" fn(
+        unsafe extern "C-unwind" fn(
             instance: *mut c_void,
             key: *const u8,
             key_len: usize,
@@ -98,7 +98,7 @@ pub struct dynamo_engine_ops {
     >,
     /// Removes `key` (absent is not an error).
     pub del: Option<
-        unsafe extern "C" fn(
+        unsafe extern "C-unwind" fn(
             instance: *mut c_void,
             key: *const u8,
             key_len: usize,
@@ -106,7 +106,7 @@ pub struct dynamo_engine_ops {
     >,
     /// Applies `count` operations atomically: all or none, never seen half done.
     pub batch: Option<
-        unsafe extern "C" fn(
+        unsafe extern "C-unwind" fn(
             instance: *mut c_void,
             ops: *const dynamo_engine_op,
             count: usize,
@@ -115,7 +115,7 @@ pub struct dynamo_engine_ops {
     /// Visits the pairs with `start <= key` and, when `has_end`, `key < end`, in
     /// ascending order (descending when `reverse`), until `visit` returns false.
     pub scan: Option<
-        unsafe extern "C" fn(
+        unsafe extern "C-unwind" fn(
             instance: *mut c_void,
             start: *const u8,
             start_len: usize,
@@ -128,11 +128,13 @@ pub struct dynamo_engine_ops {
         ) -> dynamo_status,
     >,
     /// Makes every write that returned before it durable.
-    pub sync: Option<unsafe extern "C" fn(instance: *mut c_void) -> dynamo_status>,
+    pub sync: Option<unsafe extern "C-unwind" fn(instance: *mut c_void) -> dynamo_status>,
     /// Writes the approximate bytes used to `*bytes`.
-    pub size: Option<unsafe extern "C" fn(instance: *mut c_void, bytes: *mut u64) -> dynamo_status>,
+    pub size: Option<
+        unsafe extern "C-unwind" fn(instance: *mut c_void, bytes: *mut u64) -> dynamo_status,
+    >,
     /// Closes the instance; called once, after every other call on it has returned.
-    pub close: Option<unsafe extern "C" fn(instance: *mut c_void)>,
+    pub close: Option<unsafe extern "C-unwind" fn(instance: *mut c_void)>,
 }
 
 #[derive(Clone, Copy)]
@@ -226,7 +228,7 @@ unsafe extern "C" fn scan_visitor(
 }
 
 /// How many pairs one call to the C engine's scan collects.
-const SCAN_CHUNK: usize = 512;
+const SCAN_CHUNK: usize = 256;
 
 impl CEngine {
     fn err(&self, op: &str, kind: ErrorKind, why: impl Into<String>) -> EngineError {
@@ -542,10 +544,11 @@ impl Iterator for CScan<'_> {
                 return None;
             }
             let end = (!self.hi.is_empty()).then_some(self.hi.as_slice());
-            match self
+            let scanned = self
                 .engine
                 .raw_scan(&self.lo, end, self.reverse, SCAN_CHUNK)
-            {
+                .and_then(|pairs| self.check_order(pairs));
+            match scanned {
                 Ok(pairs) => {
                     self.done = pairs.len() < SCAN_CHUNK;
                     if let Some((last, _)) = pairs.last() {
@@ -565,6 +568,41 @@ impl Iterator for CScan<'_> {
         }
         let (k, v) = self.buffered.pop_front()?;
         Some(Ok((k[self.strip..].to_vec(), v)))
+    }
+}
+
+impl CScan<'_> {
+    /// Refuses what a faulty C engine may return: keys outside the range asked for (so
+    /// from another keyspace, or too short to hold the prefix) or out of order.
+    fn check_order(&self, pairs: Vec<KvPair>) -> dynamo_engines::Result<Vec<KvPair>> {
+        let in_range =
+            |k: &[u8]| k >= self.lo.as_slice() && (self.hi.is_empty() || k < self.hi.as_slice());
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            let ordered = i == 0 || {
+                let prev = &pairs[i - 1].0;
+                if self.reverse {
+                    prev > k
+                } else {
+                    prev < k
+                }
+            };
+            if !in_range(k) || k.len() < self.strip || !ordered {
+                return Err(self.engine.err(
+                    "scan",
+                    ErrorKind::Backend,
+                    format!(
+                        "the C engine's scan returned key {:?} {}",
+                        String::from_utf8_lossy(k),
+                        if ordered {
+                            "outside the range it was asked for"
+                        } else {
+                            "out of order"
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(pairs)
     }
 }
 
@@ -608,6 +646,7 @@ fn open_c_engine(name: &str, table: Table, dir: &Path) -> dynamo_engines::Result
 /// the `engine` of a store of a node embedded in this process. `user` is passed to
 /// `open` and must stay valid for the life of the process. Registering a name again
 /// replaces its table for later opens. Thread-safe.
+/// The name and table are copied.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_register(
     name: *const c_char,
@@ -661,6 +700,7 @@ pub extern "C" fn dynamo_engine_register(
 /// survive closing and reopening (the reopen checks run only then). Returns `DYNAMO_OK`
 /// when every check passes, else `DYNAMO_ERR_INTERNAL` with what broke in the last
 /// error message. Blocks; prints each check's name to stderr.
+/// Takes no ownership; creates and removes its own temporary directories. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_check(spec: *const c_char, durable: bool) -> dynamo_status {
     boundary("dynamo_engine_check", || {

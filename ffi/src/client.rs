@@ -90,6 +90,7 @@ pub(crate) fn new_put_result(response: PutResponse) -> *mut dynamo_put_result {
 
 /// Fills `*options` with the defaults: client-driven, 3000 ms timeout, 0 retries, ring
 /// refreshed every 10 s.
+/// The caller owns `*options` (plain data, nothing to free). Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_client_options_init(options: *mut dynamo_client_options) -> dynamo_status {
     boundary("dynamo_client_options_init", || {
@@ -112,6 +113,7 @@ pub extern "C" fn dynamo_client_options_init(options: *mut dynamo_client_options
 /// contact the cluster yet: the first request fetches the ring. On `DYNAMO_OK` writes the
 /// new client to `*client`; the caller owns it and closes it with `dynamo_client_close`.
 /// Thread-safe.
+/// The caller owns `*client`.
 #[no_mangle]
 pub extern "C" fn dynamo_client_open(
     nodes: *const *const c_char,
@@ -172,6 +174,8 @@ pub extern "C" fn dynamo_client_open(
 /// Closes `client`: no new call may use it (they return `DYNAMO_ERR_BAD_REQUEST`), calls
 /// in progress and futures not yet ready finish first, then its connections close.
 /// Closing twice returns `DYNAMO_ERR_BAD_REQUEST`.
+/// Ends the caller's ownership of `client`. Thread-safe: other threads' calls in
+/// progress finish first.
 #[no_mangle]
 pub extern "C" fn dynamo_client_close(client: *mut dynamo_client) -> dynamo_status {
     boundary("dynamo_client_close", || CLIENTS.remove(client).map(drop))
@@ -206,6 +210,7 @@ fn quorum_override(n: u8) -> Option<u8> {
 /// 0, blocking the calling thread. On `DYNAMO_OK` writes a new result to `*result` (all
 /// siblings and the context; free it with `dynamo_get_result_free`). A key with no value
 /// gives a result with 0 siblings. Thread-safe.
+/// Arguments are copied; the caller owns `*result`.
 #[no_mangle]
 pub extern "C" fn dynamo_client_get(
     client: *mut dynamo_client,
@@ -230,6 +235,7 @@ pub extern "C" fn dynamo_client_get(
 /// The future form of `dynamo_client_get`: returns at once with a future (free it with
 /// `dynamo_future_free`) whose outcome `dynamo_future_get_result` gives. The arguments
 /// are copied. Thread-safe.
+/// The caller owns `*future`.
 #[no_mangle]
 pub extern "C" fn dynamo_client_get_async(
     client: *mut dynamo_client,
@@ -321,6 +327,7 @@ fn blocking_write(
 /// sibling of what is there), with W = `w`, or the store's W when `w` is 0. Blocks the
 /// calling thread. On `DYNAMO_OK`, if `result` is not NULL, writes a new result holding
 /// the new context (free it with `dynamo_put_result_free`). Thread-safe.
+/// Arguments are copied.
 #[no_mangle]
 pub extern "C" fn dynamo_client_put(
     client: *mut dynamo_client,
@@ -343,6 +350,7 @@ pub extern "C" fn dynamo_client_put(
 
 /// The future form of `dynamo_client_put` (outcome from `dynamo_future_put_result`).
 /// The arguments are copied. Thread-safe.
+/// The caller owns `*future`.
 #[no_mangle]
 pub extern "C" fn dynamo_client_put_async(
     client: *mut dynamo_client,
@@ -369,6 +377,7 @@ pub extern "C" fn dynamo_client_put_async(
 
 /// Deletes `key` from `store`: a causal tombstone superseding what `context` covers
 /// (NULL: none). As `dynamo_client_put` otherwise. Thread-safe.
+/// Arguments are copied; the caller owns `*result`.
 #[no_mangle]
 pub extern "C" fn dynamo_client_delete(
     client: *mut dynamo_client,
@@ -389,6 +398,7 @@ pub extern "C" fn dynamo_client_delete(
 
 /// The future form of `dynamo_client_delete` (outcome from `dynamo_future_put_result`).
 /// Thread-safe.
+/// Arguments are copied; the caller owns `*future`.
 #[no_mangle]
 pub extern "C" fn dynamo_client_delete_async(
     client: *mut dynamo_client,
@@ -411,10 +421,15 @@ pub extern "C" fn dynamo_client_delete_async(
     })
 }
 
+fn status_json(status: &dynamo_core::client::NodeStatus) -> Result<String, FfiError> {
+    serde_json::to_string(status)
+        .map_err(|e| FfiError::internal(format!("encoding the status: {e}")))
+}
+
 /// The status of the node at `address` (NULL: the first node given that answers) as a
 /// JSON object (name, members and their health, hints, stores, ...). On `DYNAMO_OK`
-/// writes a NUL-terminated string to `*json` that the caller frees with `dynamo_free`.
-/// Blocks. Thread-safe.
+/// writes a NUL-terminated string to `*json` that the caller owns and frees with
+/// `dynamo_free`. Blocks. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_client_status(
     client: *mut dynamo_client,
@@ -426,16 +441,42 @@ pub extern "C" fn dynamo_client_status(
         let c = CLIENTS.get(client)?;
         // SAFETY: NULL or a NUL-terminated string.
         let address = unsafe { args::opt_text(address, "address") }?;
-        let status = c.blocking.status(address)?;
-        let text = serde_json::to_string(&status)
-            .map_err(|e| FfiError::internal(format!("encoding the status: {e}")))?;
+        let text = status_json(&c.blocking.status(address)?)?;
         // SAFETY: checked non-null above.
         unsafe { args::write(json, args::give_buffer(text.as_bytes()).cast()) };
         Ok(())
     })
 }
 
+/// The future form of `dynamo_client_status` (outcome from `dynamo_future_json_result`).
+/// The address is copied; the caller owns `*future`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dynamo_client_status_async(
+    client: *mut dynamo_client,
+    address: *const c_char,
+    future: *mut *mut dynamo_future,
+) -> dynamo_status {
+    boundary("dynamo_client_status_async", || {
+        args::out(future, "future")?;
+        let c = CLIENTS.get(client)?.client.clone();
+        // SAFETY: NULL or a NUL-terminated string.
+        let address = unsafe { args::opt_text(address, "address") }?.map(str::to_owned);
+        let f = future::spawn(async move {
+            Outcome::Json(
+                c.status(address.as_deref())
+                    .await
+                    .map_err(FfiError::from)
+                    .and_then(|s| status_json(&s)),
+            )
+        })?;
+        // SAFETY: checked non-null above.
+        unsafe { args::write(future, f) };
+        Ok(())
+    })
+}
+
 /// Writes the number of siblings of `result` to `*count` (0 when the key has no value).
+/// Borrows `result`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_get_result_count(
     result: *const dynamo_get_result,
@@ -455,6 +496,7 @@ pub extern "C" fn dynamo_get_result_count(
 /// write) to `*deleted`; a tombstone has `*value` NULL and length 0. The bytes belong to
 /// the result and stay valid until it is freed. An index out of range returns
 /// `DYNAMO_ERR_BAD_REQUEST`.
+/// Borrows `result`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_get_result_sibling(
     result: *const dynamo_get_result,
@@ -476,7 +518,7 @@ pub extern "C" fn dynamo_get_result_sibling(
             ))
         })?;
         let (p, n) = match &s.value {
-            Some(v) => (v.as_ptr(), v.len()),
+            Some(v) => (args::c_ptr(v), v.len()),
             None => (std::ptr::null(), 0),
         };
         // SAFETY: all three checked non-null above; the bytes live in the registry's
@@ -493,6 +535,7 @@ pub extern "C" fn dynamo_get_result_sibling(
 /// Writes `result`'s context token (a NUL-terminated string; pass it to the put or
 /// delete that follows this read) to `*context`. It belongs to the result and stays
 /// valid until the result is freed.
+/// Borrows `result`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_get_result_context(
     result: *const dynamo_get_result,
@@ -509,6 +552,8 @@ pub extern "C" fn dynamo_get_result_context(
 
 /// Frees `result` (and every pointer read from it). A second free returns
 /// `DYNAMO_ERR_BAD_REQUEST`.
+/// Ends the caller's ownership. Thread-safe, but no other thread may still read
+/// pointers from the result.
 #[no_mangle]
 pub extern "C" fn dynamo_get_result_free(result: *mut dynamo_get_result) -> dynamo_status {
     boundary("dynamo_get_result_free", || {
@@ -518,6 +563,7 @@ pub extern "C" fn dynamo_get_result_free(result: *mut dynamo_get_result) -> dyna
 
 /// Writes the context of a put or delete (covering what it wrote) to `*context`; it
 /// belongs to the result and stays valid until the result is freed.
+/// Borrows `result`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_put_result_context(
     result: *const dynamo_put_result,
@@ -533,6 +579,8 @@ pub extern "C" fn dynamo_put_result_context(
 }
 
 /// Frees `result`. A second free returns `DYNAMO_ERR_BAD_REQUEST`.
+/// Ends the caller's ownership. Thread-safe, but no other thread may still read
+/// pointers from the result.
 #[no_mangle]
 pub extern "C" fn dynamo_put_result_free(result: *mut dynamo_put_result) -> dynamo_status {
     boundary("dynamo_put_result_free", || {

@@ -72,6 +72,7 @@ static ITERS: Registry<Mutex<IterState>> = Registry::new("dynamo_iter");
 
 /// How many pairs an iterator reads from the engine at a time.
 const CHUNK: usize = 256;
+// (C engines are read in chunks of the same size: see cengine::SCAN_CHUNK.)
 
 struct IterState {
     engine: Arc<dyn Engine>,
@@ -115,9 +116,7 @@ type Bounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 /// # Safety
 /// `range` is NULL or points to a `dynamo_range` whose keys are readable.
-unsafe fn read_range(
-    range: *const dynamo_range,
-) -> Result<Bounds, FfiError> {
+unsafe fn read_range(range: *const dynamo_range) -> Result<Bounds, FfiError> {
     if range.is_null() {
         return Ok((Bound::Unbounded, Bound::Unbounded));
     }
@@ -162,6 +161,7 @@ fn engine_of(engine: *mut dynamo_engine) -> Result<Arc<dyn Engine>, FfiError> {
 /// `buffered:sqlite`, or a name registered with `dynamo_engine_register`) with its files
 /// in the directory `path` (created if missing). On `DYNAMO_OK` writes the engine to
 /// `*engine`; close it with `dynamo_engine_close`. Thread-safe.
+/// Arguments are copied; the caller owns `*engine`.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_open(
     spec: *const c_char,
@@ -187,6 +187,7 @@ pub extern "C" fn dynamo_engine_open(
 
 /// Creates `keyspace` if it does not exist (1 to 64 ASCII letters, digits, `_` or `-`,
 /// not "default"). Every other call needs its keyspace created first.
+/// Borrows `engine`; the name is copied. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_ensure_keyspace(
     engine: *mut dynamo_engine,
@@ -200,9 +201,35 @@ pub extern "C" fn dynamo_engine_ensure_keyspace(
     })
 }
 
+/// The keyspaces that exist, in no particular order: on `DYNAMO_OK` writes their number
+/// to `*count` and their names, each followed by a newline, to `*names` (a
+/// NUL-terminated buffer the caller owns and frees with `dynamo_free`). Borrows
+/// `engine`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dynamo_engine_keyspaces(
+    engine: *mut dynamo_engine,
+    names: *mut *mut c_char,
+    count: *mut usize,
+) -> dynamo_status {
+    boundary("dynamo_engine_keyspaces", || {
+        args::out(names, "names")?;
+        args::out(count, "count")?;
+        let mut list = engine_of(engine)?.keyspaces()?;
+        list.sort();
+        let text: String = list.iter().map(|k| format!("{k}\n")).collect();
+        // SAFETY: both checked non-null above.
+        unsafe {
+            args::write(names, args::give_buffer(text.as_bytes()).cast());
+            args::write(count, list.len());
+        }
+        Ok(())
+    })
+}
+
 /// Reads `key` in `keyspace`. On `DYNAMO_OK` writes whether it was found to `*found`,
 /// and its value to `*value` / `*value_len` (a buffer the caller frees with
 /// `dynamo_free`; NULL and 0 when not found).
+/// Arguments are copied; the caller owns `*value`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_get(
     engine: *mut dynamo_engine,
@@ -238,6 +265,7 @@ pub extern "C" fn dynamo_engine_get(
 }
 
 /// Stores `value` under `key` in `keyspace`, replacing any previous value.
+/// Arguments are copied. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_put(
     engine: *mut dynamo_engine,
@@ -260,6 +288,7 @@ pub extern "C" fn dynamo_engine_put(
 }
 
 /// Removes `key` from `keyspace` (no error if absent).
+/// Arguments are copied. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_delete(
     engine: *mut dynamo_engine,
@@ -278,6 +307,7 @@ pub extern "C" fn dynamo_engine_delete(
 }
 
 /// Removes every key of `range` (NULL: all) from `keyspace`.
+/// Arguments are copied. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_delete_range(
     engine: *mut dynamo_engine,
@@ -295,6 +325,7 @@ pub extern "C" fn dynamo_engine_delete_range(
 }
 
 /// Creates an empty batch; free it with `dynamo_batch_free`.
+/// The caller owns `*batch`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_batch_new(batch: *mut *mut dynamo_batch) -> dynamo_status {
     boundary("dynamo_batch_new", || {
@@ -307,6 +338,7 @@ pub extern "C" fn dynamo_batch_new(batch: *mut *mut dynamo_batch) -> dynamo_stat
 }
 
 /// Adds a put of `value` under `key` in `keyspace` to `batch` (copied).
+/// Arguments are copied into the batch. One thread at a time per batch.
 #[no_mangle]
 pub extern "C" fn dynamo_batch_put(
     batch: *mut dynamo_batch,
@@ -332,6 +364,7 @@ pub extern "C" fn dynamo_batch_put(
 }
 
 /// Adds a delete of `key` in `keyspace` to `batch`.
+/// Arguments are copied into the batch. One thread at a time per batch.
 #[no_mangle]
 pub extern "C" fn dynamo_batch_delete(
     batch: *mut dynamo_batch,
@@ -351,6 +384,7 @@ pub extern "C" fn dynamo_batch_delete(
 }
 
 /// Writes the number of operations in `batch` to `*count`.
+/// Borrows `batch`. One thread at a time per batch.
 #[no_mangle]
 pub extern "C" fn dynamo_batch_count(batch: *mut dynamo_batch, count: *mut usize) -> dynamo_status {
     boundary("dynamo_batch_count", || {
@@ -367,6 +401,7 @@ pub extern "C" fn dynamo_batch_count(batch: *mut dynamo_batch, count: *mut usize
 }
 
 /// Removes every operation from `batch`, so it can be filled again.
+/// Borrows `batch`. One thread at a time per batch.
 #[no_mangle]
 pub extern "C" fn dynamo_batch_clear(batch: *mut dynamo_batch) -> dynamo_status {
     boundary("dynamo_batch_clear", || {
@@ -379,6 +414,7 @@ pub extern "C" fn dynamo_batch_clear(batch: *mut dynamo_batch) -> dynamo_status 
 }
 
 /// Frees `batch`. A second free returns `DYNAMO_ERR_BAD_REQUEST`.
+/// Ends the caller's ownership. One thread at a time per batch.
 #[no_mangle]
 pub extern "C" fn dynamo_batch_free(batch: *mut dynamo_batch) -> dynamo_status {
     boundary("dynamo_batch_free", || BATCHES.remove(batch).map(drop))
@@ -387,6 +423,8 @@ pub extern "C" fn dynamo_batch_free(batch: *mut dynamo_batch) -> dynamo_status {
 /// Applies every operation of `batch` atomically: after a crash all of them are present
 /// or none is, and readers never see part of it. The batch is left as it was (clear it
 /// or free it).
+/// Borrows both; the batch stays the caller's. Thread-safe for the engine; one thread
+/// at a time per batch.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_write(
     engine: *mut dynamo_engine,
@@ -404,6 +442,7 @@ pub extern "C" fn dynamo_engine_write(
 /// order, or descending when `reverse`. It reads the engine in chunks, so it is not a
 /// snapshot: writes made while it runs may or may not be seen. It keeps the engine open
 /// until freed with `dynamo_iter_free`.
+/// Arguments are copied; the caller owns `*iter`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_scan(
     engine: *mut dynamo_engine,
@@ -449,6 +488,7 @@ pub extern "C" fn dynamo_engine_scan(
 /// `*has_pair`, and if so its key and value to the other outputs (NULL and 0 at the
 /// end). The bytes belong to the iterator and stay valid until the next call on it or
 /// its free.
+/// Borrows `iter`. One thread at a time per iterator.
 #[no_mangle]
 pub extern "C" fn dynamo_iter_next(
     iter: *mut dynamo_iter,
@@ -468,7 +508,7 @@ pub extern "C" fn dynamo_iter_next(
         let mut state = it.lock().unwrap_or_else(|p| p.into_inner());
         let pair = state.next()?;
         let (k, kl, v, vl) = match pair {
-            Some((k, v)) => (k.as_ptr(), k.len(), v.as_ptr(), v.len()),
+            Some((k, v)) => (args::c_ptr(k), k.len(), args::c_ptr(v), v.len()),
             None => (std::ptr::null(), 0, std::ptr::null(), 0),
         };
         // SAFETY: all checked non-null above; the bytes live in the iterator's current
@@ -485,18 +525,21 @@ pub extern "C" fn dynamo_iter_next(
 }
 
 /// Frees `iter`. A second free returns `DYNAMO_ERR_BAD_REQUEST`.
+/// Ends the caller's ownership. One thread at a time per iterator.
 #[no_mangle]
 pub extern "C" fn dynamo_iter_free(iter: *mut dynamo_iter) -> dynamo_status {
     boundary("dynamo_iter_free", || ITERS.remove(iter).map(drop))
 }
 
 /// Makes every write that returned before this call durable (fsync).
+/// Borrows `engine`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_sync(engine: *mut dynamo_engine) -> dynamo_status {
     boundary("dynamo_engine_sync", || Ok(engine_of(engine)?.sync()?))
 }
 
 /// Writes the approximate bytes the data uses (on disk, or in memory) to `*bytes`.
+/// Borrows `engine`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_approximate_size(
     engine: *mut dynamo_engine,
@@ -511,8 +554,11 @@ pub extern "C" fn dynamo_engine_approximate_size(
     })
 }
 
-/// Syncs and closes `engine`. Iterators still open keep it open until they are freed.
-/// A second close returns `DYNAMO_ERR_BAD_REQUEST`.
+/// Closes `engine` after a final sync. The handle is gone even when that sync fails (the
+/// error is returned). The engine itself closes once calls in progress on other
+/// threads and iterators still open let go of it (so reopen the same path only after
+/// freeing its iterators). A second close returns `DYNAMO_ERR_BAD_REQUEST`.
+/// Ends the caller's ownership. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_engine_close(engine: *mut dynamo_engine) -> dynamo_status {
     boundary("dynamo_engine_close", || {

@@ -27,7 +27,9 @@ pub const DYNAMO_ERR_BAD_REQUEST: dynamo_status = 4;
 pub const DYNAMO_ERR_UNKNOWN_STORE: dynamo_status = 5;
 /// The context token is malformed or belongs to another key.
 pub const DYNAMO_ERR_BAD_CONTEXT: dynamo_status = 6;
-/// A value, or the key's record with its siblings, is over the store's size limit.
+/// The key's record with its siblings would grow past the store's record limit: read
+/// the key and write back with its context. (A single value over `max_value_size` is
+/// `DYNAMO_ERR_BAD_REQUEST`.)
 pub const DYNAMO_ERR_TOO_LARGE: dynamo_status = 7;
 /// A bug, an engine failure, a protocol error or a caught panic.
 pub const DYNAMO_ERR_INTERNAL: dynamo_status = 8;
@@ -94,11 +96,14 @@ thread_local! {
 pub(crate) fn set_last_error(message: &str) {
     // Interior NULs would cut the message short in C: show them instead.
     let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+    // During thread exit the thread-local may be gone: the status code still tells.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = text);
 }
 
 pub(crate) fn last_error_ptr() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(c"(no message: the thread is exiting)".as_ptr())
 }
 
 /// The text of a caught panic's payload.

@@ -27,19 +27,21 @@ pub struct dynamo_future {
 /// A completion callback: called exactly once, on a library thread, when `future` is
 /// ready, with the `user` pointer given to `dynamo_future_set_callback`. It must return
 /// promptly (it runs on a thread that completes other futures) and must not unwind (a
-/// C++ exception escaping it aborts the process). It may call any libdynamo function,
-/// including the blocking ones and `dynamo_future_free` on its own future.
+/// C++ exception escaping it aborts the process). It may read the outcome, free its
+/// future and start new requests; `dynamo_future_wait` and `dynamo_node_stop` return
+/// `DYNAMO_ERR_BAD_REQUEST` there, as they would block the thread.
 pub type dynamo_future_callback =
-    Option<unsafe extern "C" fn(future: *mut dynamo_future, user: *mut c_void)>;
+    Option<unsafe extern "C-unwind" fn(future: *mut dynamo_future, user: *mut c_void)>;
 
 pub(crate) enum Outcome {
     Get(Result<GetResponse, DynamoError>),
     Put(Result<PutResponse, DynamoError>),
+    Json(Result<String, FfiError>),
     Failed(FfiError),
 }
 
 struct Callback {
-    f: unsafe extern "C" fn(*mut dynamo_future, *mut c_void),
+    f: unsafe extern "C-unwind" fn(*mut dynamo_future, *mut c_void),
     user: *mut c_void,
 }
 
@@ -62,6 +64,23 @@ pub(crate) struct FutureState {
 }
 
 pub(crate) static FUTURES: Registry<FutureState> = Registry::new("dynamo_future");
+
+thread_local! {
+    /// Set while this thread runs a completion callback.
+    static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Refuses `what` inside a completion callback: blocking there can stall the threads
+/// that complete futures, and with them every future.
+pub(crate) fn refuse_in_callback(what: &str) -> Result<(), FfiError> {
+    if IN_CALLBACK.try_with(|c| c.get()).unwrap_or(false) {
+        return Err(FfiError::bad_request(format!(
+            "{what} cannot be called from a completion callback: it would block a thread \
+             that completes futures (start another request with a callback instead)"
+        )));
+    }
+    Ok(())
+}
 
 /// The runtime that drives futures and calls completion callbacks: two worker threads.
 fn runtime() -> Result<&'static tokio::runtime::Runtime, FfiError> {
@@ -93,8 +112,12 @@ impl FutureState {
 
     fn call(&self, cb: Callback) {
         let handle = self.handle.get().copied().unwrap_or(0) as *mut dynamo_future;
+        IN_CALLBACK.with(|c| c.set(true));
         // SAFETY: a C function pointer the caller registered, with its own user pointer.
+        // A foreign exception escaping it aborts the process (the "C-unwind" ABI makes
+        // that defined behaviour).
         unsafe { (cb.f)(handle, cb.user) };
+        IN_CALLBACK.with(|c| c.set(false));
     }
 
     fn outcome(&self) -> Option<Arc<Outcome>> {
@@ -136,9 +159,11 @@ where
 /// Blocks the calling thread until `future` is ready. Returns `DYNAMO_OK` once it is
 /// (whatever the operation's own outcome, which `dynamo_future_get_result` /
 /// `dynamo_future_put_result` give). Must not be called from a completion callback.
+/// Borrows `future`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_future_wait(future: *mut dynamo_future) -> dynamo_status {
     boundary("dynamo_future_wait", || {
+        refuse_in_callback("dynamo_future_wait")?;
         let state = FUTURES.get(future)?;
         let mut slot = state.slot.lock().unwrap_or_else(|p| p.into_inner());
         while slot.outcome.is_none() {
@@ -149,6 +174,7 @@ pub extern "C" fn dynamo_future_wait(future: *mut dynamo_future) -> dynamo_statu
 }
 
 /// Writes to `*ready` whether `future` is ready, without blocking.
+/// Borrows `future`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_future_is_ready(
     future: *mut dynamo_future,
@@ -169,6 +195,7 @@ pub extern "C" fn dynamo_future_is_ready(
 /// the calling one. One callback per future: a second call returns
 /// `DYNAMO_ERR_BAD_REQUEST`. The future stays owned by the caller: free it (in the
 /// callback or later) with `dynamo_future_free`.
+/// Borrows `future`; `user` stays the caller's. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_future_set_callback(
     future: *mut dynamo_future,
@@ -204,6 +231,7 @@ pub extern "C" fn dynamo_future_set_callback(
 /// message as this thread's last error. The future must be ready
 /// (`DYNAMO_ERR_BAD_REQUEST` otherwise) and come from `dynamo_client_get_async`. May be
 /// called more than once; each successful call gives a new result.
+/// Borrows `future`; the caller owns `*result`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_future_get_result(
     future: *mut dynamo_future,
@@ -220,8 +248,8 @@ pub extern "C" fn dynamo_future_get_result(
             }
             Outcome::Get(Err(e)) => Err(e.clone().into()),
             Outcome::Failed(e) => Err(FfiError::new(e.status, e.message.clone())),
-            Outcome::Put(_) => Err(FfiError::bad_request(
-                "this future is a put or delete: use dynamo_future_put_result",
+            Outcome::Put(_) | Outcome::Json(_) => Err(FfiError::bad_request(
+                "this future is not a get: use dynamo_future_put_result or dynamo_future_json_result",
             )),
         }
     })
@@ -230,6 +258,7 @@ pub extern "C" fn dynamo_future_get_result(
 /// The outcome of a put or delete future: as `dynamo_future_get_result`, writing a
 /// `dynamo_put_result` (free it with `dynamo_put_result_free`). `result` may be NULL to
 /// check the status only.
+/// Borrows `future`; the caller owns `*result`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_future_put_result(
     future: *mut dynamo_future,
@@ -247,8 +276,37 @@ pub extern "C" fn dynamo_future_put_result(
             }
             Outcome::Put(Err(e)) => Err(e.clone().into()),
             Outcome::Failed(e) => Err(FfiError::new(e.status, e.message.clone())),
-            Outcome::Get(_) => Err(FfiError::bad_request(
-                "this future is a get: use dynamo_future_get_result",
+            Outcome::Get(_) | Outcome::Json(_) => Err(FfiError::bad_request(
+                "this future is not a put or delete: use dynamo_future_get_result or \
+                 dynamo_future_json_result",
+            )),
+        }
+    })
+}
+
+/// The outcome of a status future (`dynamo_client_status_async`): on `DYNAMO_OK` writes
+/// a new NUL-terminated JSON string to `*json`, which the caller owns and frees with
+/// `dynamo_free`; otherwise returns the operation's status with its message. The
+/// future must be ready. Borrows `future`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dynamo_future_json_result(
+    future: *mut dynamo_future,
+    json: *mut *mut std::ffi::c_char,
+) -> dynamo_status {
+    boundary("dynamo_future_json_result", || {
+        args::out(json, "json")?;
+        match &*ready_outcome(future)? {
+            Outcome::Json(Ok(text)) => {
+                // SAFETY: checked non-null above.
+                unsafe { args::write(json, args::give_buffer(text.as_bytes()).cast()) };
+                Ok(())
+            }
+            Outcome::Json(Err(e)) | Outcome::Failed(e) => {
+                Err(FfiError::new(e.status, e.message.clone()))
+            }
+            Outcome::Get(_) | Outcome::Put(_) => Err(FfiError::bad_request(
+                "this future is a get, put or delete: use dynamo_future_get_result or \
+                 dynamo_future_put_result",
             )),
         }
     })
@@ -263,6 +321,7 @@ fn ready_outcome(future: *mut dynamo_future) -> Result<Arc<Outcome>, FfiError> {
 /// Frees `future`. Freeing one that is not ready is allowed: the operation still runs to
 /// its end, and a callback already set is still called (with a handle no longer live).
 /// A second free returns `DYNAMO_ERR_BAD_REQUEST`.
+/// Ends the caller's ownership. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_future_free(future: *mut dynamo_future) -> dynamo_status {
     boundary("dynamo_future_free", || FUTURES.remove(future).map(drop))

@@ -10,8 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::FfiError;
 
-/// Handle numbers start high and step by 16 so they look like aligned pointers and never
-/// collide with NULL or small integers a caller might pass by mistake.
+/// Handle numbers step by 16 so they look like aligned pointers. On 64-bit targets they
+/// live in the kernel half of the address space, where no user-space pointer (a buffer
+/// from `dynamo_free`'s registry, a caller's own variable) can ever be, so a buffer
+/// passed as a handle or a handle passed as a buffer is always refused.
+#[cfg(target_pointer_width = "64")]
+static NEXT: AtomicUsize = AtomicUsize::new(0xFFFF_8000_0000_0000);
+#[cfg(not(target_pointer_width = "64"))]
 static NEXT: AtomicUsize = AtomicUsize::new(0x10_0000);
 
 /// The live objects of one handle type. Invariant: a number is in `live` from `insert`

@@ -38,12 +38,14 @@ pub const DYNAMO_API_VERSION: u32 = 1;
 
 /// The library's version, e.g. "0.1.0": a static NUL-terminated string, never freed.
 /// Thread-safe.
+/// Owned by the library.
 #[no_mangle]
 pub extern "C" fn dynamo_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
 /// The `DYNAMO_API_VERSION` the library was built with. Thread-safe.
+/// Nothing to free.
 #[no_mangle]
 pub extern "C" fn dynamo_api_version() -> u32 {
     DYNAMO_API_VERSION
@@ -53,6 +55,7 @@ pub extern "C" fn dynamo_api_version() -> u32 {
 /// detailed as the library's own error: it names the function, the store, the nodes and
 /// the numbers involved. The string belongs to the library and stays valid until the
 /// next failing call on this thread; copy it to keep it. Never NULL.
+/// Thread-safe: each thread has its own message.
 #[no_mangle]
 pub extern "C" fn dynamo_last_error_message() -> *const c_char {
     error::last_error_ptr()
@@ -60,6 +63,7 @@ pub extern "C" fn dynamo_last_error_message() -> *const c_char {
 
 /// A short English name of a status code ("ok", "quorum not reached", ...): a static
 /// string, never freed, never NULL. Thread-safe.
+/// Owned by the library.
 #[no_mangle]
 pub extern "C" fn dynamo_status_name(status: dynamo_status) -> *const c_char {
     let s: &'static str = match status {
@@ -81,6 +85,7 @@ pub extern "C" fn dynamo_status_name(status: dynamo_status) -> *const c_char {
 /// string from `dynamo_node_status` ...). NULL is a no-op. Freeing a buffer twice, or one
 /// the library did not hand out, returns `DYNAMO_ERR_BAD_REQUEST` and frees nothing.
 /// Thread-safe.
+/// Ends the caller's ownership of `buffer`.
 #[no_mangle]
 pub extern "C" fn dynamo_free(buffer: *mut c_void) -> dynamo_status {
     boundary("dynamo_free", || args::free_buffer(buffer))
@@ -90,6 +95,7 @@ pub extern "C" fn dynamo_free(buffer: *mut c_void) -> dynamo_status {
 /// fixed text when NULL). The panic is caught at the boundary like any other, so this
 /// returns `DYNAMO_ERR_INTERNAL` with the panic's message as the last error, and the
 /// library stays usable. Thread-safe.
+/// The message is copied.
 #[no_mangle]
 pub extern "C" fn dynamo_debug_panic(message: *const c_char) -> dynamo_status {
     boundary("dynamo_debug_panic", || {

@@ -53,6 +53,7 @@ fn start(config: NodeConfig) -> Result<*mut dynamo_node, FfiError> {
 /// as `DYNAMO_ERR_BAD_REQUEST` for a config error and `DYNAMO_ERR_UNAVAILABLE`
 /// otherwise. On `DYNAMO_OK` writes the node to `*node`; the caller stops it with
 /// `dynamo_node_stop`. The node installs no signal handlers. Thread-safe.
+/// The config is copied; the caller owns `*node`.
 #[no_mangle]
 pub extern "C" fn dynamo_node_start(
     config_toml: *const c_char,
@@ -72,6 +73,7 @@ pub extern "C" fn dynamo_node_start(
 }
 
 /// As `dynamo_node_start`, reading the config from the file at `path`.
+/// The path is copied; the caller owns `*node`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_node_start_file(
     path: *const c_char,
@@ -93,6 +95,7 @@ pub extern "C" fn dynamo_node_start_file(
 /// Writes the address the node listens on (`host:port`, with the real port when the
 /// config asked for port 0) to `*address`: a string owned by the node, valid until
 /// `dynamo_node_stop`.
+/// Borrows `node`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_node_address(
     node: *mut dynamo_node,
@@ -111,6 +114,7 @@ pub extern "C" fn dynamo_node_address(
 /// and their health, hints owed, stores, in-flight requests, `unhealthy`). On
 /// `DYNAMO_OK` writes a NUL-terminated string to `*json` that the caller frees with
 /// `dynamo_free`. Blocks for one local call. Thread-safe.
+/// Borrows `node`. The caller owns `*json`.
 #[no_mangle]
 pub extern "C" fn dynamo_node_status(
     node: *mut dynamo_node,
@@ -131,10 +135,12 @@ pub extern "C" fn dynamo_node_status(
 
 /// Stops the node cleanly (stops accepting, lets in-flight requests finish for up to
 /// 10 s, flushes its engines, frees its port) and frees the handle. A second stop
-/// returns `DYNAMO_ERR_BAD_REQUEST`. Must not be called from a completion callback.
+/// returns `DYNAMO_ERR_BAD_REQUEST`, and so does a call from a completion callback.
+/// Ends the caller's ownership. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dynamo_node_stop(node: *mut dynamo_node) -> dynamo_status {
     boundary("dynamo_node_stop", || {
+        crate::future::refuse_in_callback("dynamo_node_stop")?;
         let n = NODES.remove(node)?;
         let running = n.node.lock().unwrap_or_else(|p| p.into_inner()).take();
         match running {

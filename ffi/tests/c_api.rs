@@ -80,6 +80,12 @@ fn run(program: &Path, args: &[String]) -> String {
     let mut cmd = if bare {
         Command::new(program)
     } else {
+        let found = Command::new("valgrind").arg("--version").output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "valgrind is needed to run the C tests under memcheck: install it (bash .ci/install \
+             does) or set DYNAMO_NO_VALGRIND=1 to run them bare"
+        );
         let mut c = Command::new("valgrind");
         c.args([
             "--tool=memcheck",

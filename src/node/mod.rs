@@ -140,7 +140,10 @@ impl NodeCore {
             let spec = store_engine(sc, &dir).map_err(fail)?;
             let engine = open_engine(spec, &dir, &EngineOptions::default())
                 .map_err(|e| fail(e.to_string()))?;
-            let store = VersionedStore::open(engine, sc.clone(), ring.partition_count())
+            // The store reports the engine it really runs on (`auto` resolved).
+            let mut resolved = sc.clone();
+            resolved.engine = spec.to_string();
+            let store = VersionedStore::open(engine, resolved, ring.partition_count())
                 .map_err(|e| fail(e.to_string()))?;
             hints.prepare(&store).map_err(|e| fail(e.to_string()))?;
             stores.insert(sc.name.clone(), Arc::new(store));
@@ -261,45 +264,87 @@ impl NodeCore {
     }
 }
 
-/// The engine of the store `sc` whose files are in `dir`. The first open records the
-/// engine in `dir/ENGINE`; later opens use the recorded one for `engine = "auto"` (so a
-/// changed size profile never hides a store's data behind another engine) and refuse an
-/// explicit engine that differs from it.
+/// The engine of the store `sc` whose files are in `dir`. The first open of a store on
+/// disk records its engine in `dir/ENGINE` (written atomically); later opens use the
+/// recorded one for `engine = "auto"` (so a changed size profile never hides a store's
+/// data behind another engine) and refuse an explicit engine that keeps its files in
+/// another format (`rocksdb` and `buffered:rocksdb` share theirs, as do `sqlite` and
+/// `buffered:sqlite`). A store directory from before the marker existed is recognised
+/// by its files. `memory` stores keep nothing on disk and are not recorded.
 fn store_engine(sc: &StoreConfig, dir: &Path) -> Result<EngineSpec, String> {
     let marker = dir.join("ENGINE");
     let recorded = match std::fs::read_to_string(&marker) {
-        Ok(s) => Some(s.trim().to_owned()),
+        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Ok(_) => None,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("reading {}: {e}", marker.display())),
-    };
-    let auto = sc.engine.trim().eq_ignore_ascii_case("auto");
+    }
+    .or_else(|| engine_from_files(dir).map(str::to_owned));
     let name = match &recorded {
-        Some(r) if auto => r.clone(),
-        _ => sc.resolved_engine().to_owned(),
+        Some(r) if sc.is_auto() => r.clone(),
+        _ => sc.resolved_engine().map_err(|e| e.to_string())?.to_owned(),
     };
     let spec: EngineSpec = name.parse().map_err(|e: EngineError| e.to_string())?;
+    if spec == EngineSpec::Memory {
+        return Ok(spec);
+    }
     match recorded {
-        Some(r) if r != spec.to_string() => Err(format!(
+        Some(r) if files_of(&r) != files_of(&spec.to_string()) => Err(format!(
             "the store's data is in engine {r:?} but the config says engine = {:?}; \
              set engine = {r:?} (or \"auto\") to open it",
             sc.engine
         )),
-        Some(_) => Ok(spec),
-        None => {
-            std::fs::write(&marker, format!("{spec}\n"))
-                .map_err(|e| format!("writing {}: {e}", marker.display()))?;
-            if auto {
-                let size = sc
-                    .object_size
-                    .map_or(crate::store::ObjectSize::SMALL_BYTES, |o| o.bytes());
-                eprintln!(
-                    "store {}: engine = \"auto\" chose {spec} (expected values of {size} bytes)",
-                    sc.name
-                );
+        _ => {
+            write_marker(&marker, &spec.to_string())?;
+            if sc.is_auto() {
+                eprintln!("store {}: engine = \"auto\" uses {spec}", sc.name);
             }
             Ok(spec)
         }
     }
+}
+
+/// The on-disk format an engine name implies: engines over the same durable engine
+/// share their files.
+fn files_of(engine: &str) -> &str {
+    engine.strip_prefix("buffered:").unwrap_or(match engine {
+        "buffered" => "rocksdb",
+        other => other,
+    })
+}
+
+/// The engine whose files are in `dir`, for store directories made before `ENGINE`.
+fn engine_from_files(dir: &Path) -> Option<&'static str> {
+    if dir.join("CURRENT").exists() {
+        Some("rocksdb")
+    } else if dir.join(dynamo_engines::SQLITE_DB_FILE).exists() {
+        Some("sqlite")
+    } else {
+        None
+    }
+}
+
+/// Writes `dir/ENGINE` so that a crash leaves either the old file or the new one.
+fn write_marker(marker: &Path, engine: &str) -> Result<(), String> {
+    if std::fs::read_to_string(marker).is_ok_and(|s| s.trim() == engine) {
+        return Ok(());
+    }
+    let fail = |e: std::io::Error| format!("writing {}: {e}", marker.display());
+    let tmp = marker.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+        f.write_all(format!("{engine}\n").as_bytes())
+            .map_err(fail)?;
+        f.sync_all().map_err(fail)?;
+    }
+    std::fs::rename(&tmp, marker).map_err(fail)?;
+    if let Some(parent) = marker.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// The largest message any request or reply of these stores can need: a record at its
@@ -463,18 +508,21 @@ mod tests {
 
     #[test]
     fn auto_picks_by_object_size() {
-        assert_eq!(auto_engine(ObjectSize::Class(SizeClass::Small)), "rocksdb");
-        assert_eq!(auto_engine(ObjectSize::Class(SizeClass::Large)), "sqlite");
+        let small = ObjectSize::Class(SizeClass::Small);
+        assert_eq!(auto_engine(small), Some("rocksdb"));
         assert_eq!(
-            auto_engine(ObjectSize::Bytes(AUTO_SQLITE_FROM - 1)),
-            "rocksdb"
+            auto_engine(ObjectSize::Class(SizeClass::Large)),
+            Some("sqlite")
         );
-        assert_eq!(auto_engine(ObjectSize::Bytes(AUTO_SQLITE_FROM)), "sqlite");
-        assert_eq!(store("auto", None).resolved_engine(), "rocksdb");
+        let below = ObjectSize::Bytes(AUTO_SQLITE_FROM - 1);
+        assert_eq!(auto_engine(below), Some("rocksdb"));
         assert_eq!(
-            store("AUTO", Some(ObjectSize::Bytes(1 << 20))).resolved_engine(),
-            "sqlite"
+            auto_engine(ObjectSize::Bytes(AUTO_SQLITE_FROM)),
+            Some("sqlite")
         );
+        assert_eq!(store("auto", None).resolved_engine().unwrap(), "rocksdb");
+        let big = store("AUTO", Some(ObjectSize::Bytes(1 << 20)));
+        assert_eq!(big.resolved_engine().unwrap(), "sqlite");
     }
 
     #[test]
@@ -516,6 +564,20 @@ mod tests {
             err.contains("\"rocksdb\"") && err.contains("sqlite"),
             "{err}"
         );
+        // The buffered engine over RocksDB keeps RocksDB's files: allowed.
+        let buffered = store_engine(&store("buffered:rocksdb", None), dir.path()).unwrap();
+        assert_eq!(buffered.to_string(), "buffered:rocksdb");
+        // A directory from before the marker: recognised by its files.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::write(old.path().join("CURRENT"), "MANIFEST-000001\n").unwrap();
+        assert_eq!(
+            store_engine(&large, old.path()).unwrap().to_string(),
+            "rocksdb"
+        );
+        // Memory stores keep nothing and record nothing.
+        let mem = tempfile::tempdir().unwrap();
+        store_engine(&store("memory", None), mem.path()).unwrap();
+        assert!(!mem.path().join("ENGINE").exists());
         // A fresh directory with a large profile gets SQLite.
         let other = tempfile::tempdir().unwrap();
         assert_eq!(

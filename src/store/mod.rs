@@ -167,13 +167,14 @@ pub const AUTO_SQLITE_FROM: u64 = 16 << 10;
 
 /// The engine `engine = "auto"` gives a store whose values are expected to be `size`
 /// bytes: `rocksdb` below [`AUTO_SQLITE_FROM`], `sqlite` from it on, falling back to
-/// whichever is built in.
-pub fn auto_engine(size: ObjectSize) -> &'static str {
+/// whichever of the two is built in; `None` when neither is (`auto` never picks an
+/// engine that keeps nothing across restarts).
+pub fn auto_engine(size: ObjectSize) -> Option<&'static str> {
     let large = size.bytes() >= AUTO_SQLITE_FROM;
     match (large, cfg!(feature = "rocksdb"), cfg!(feature = "sqlite")) {
-        (true, _, true) | (false, false, true) => "sqlite",
-        (_, true, _) => "rocksdb",
-        _ => "memory",
+        (true, _, true) | (false, false, true) => Some("sqlite"),
+        (_, true, _) => Some("rocksdb"),
+        _ => None,
     }
 }
 
@@ -249,7 +250,7 @@ impl StoreConfig {
 
     /// The engine to open for this store (`auto` resolved by [`auto_engine`]).
     pub fn engine_spec(&self) -> Result<dynamo_engines::EngineSpec, StoreError> {
-        self.resolved_engine()
+        self.resolved_engine()?
             .parse()
             .map_err(|e: EngineError| StoreError::InvalidConfig {
                 store: self.name.clone(),
@@ -258,16 +259,26 @@ impl StoreConfig {
             })
     }
 
+    /// Whether the store asks for `engine = "auto"`.
+    pub fn is_auto(&self) -> bool {
+        self.engine.trim().eq_ignore_ascii_case("auto")
+    }
+
     /// The engine name, with `auto` resolved from the object-size profile.
-    pub fn resolved_engine(&self) -> &str {
-        if self.engine.trim().eq_ignore_ascii_case("auto") {
-            auto_engine(
-                self.object_size
-                    .unwrap_or(ObjectSize::Bytes(ObjectSize::SMALL_BYTES)),
-            )
-        } else {
-            &self.engine
+    pub fn resolved_engine(&self) -> Result<&str, StoreError> {
+        if !self.is_auto() {
+            return Ok(&self.engine);
         }
+        let size = self
+            .object_size
+            .unwrap_or(ObjectSize::Bytes(ObjectSize::SMALL_BYTES));
+        auto_engine(size).ok_or_else(|| StoreError::InvalidConfig {
+            store: self.name.clone(),
+            field: "engine",
+            reason: "\"auto\" chooses between RocksDB and SQLite, and this build has neither: \
+                     name an engine"
+                .into(),
+        })
     }
 
     fn data_keyspace(&self) -> String {

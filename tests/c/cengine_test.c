@@ -34,11 +34,14 @@ int main(int argc, char **argv) {
   CHECK(cmem_open_instances() == 0, "closed");
 
   /* A single-node cluster whose store runs on the C engine. */
-  char config[1024];
+  char config[2048];
   snprintf(config, sizeof config,
            "[node]\nname = \"c1\"\nlisten = \"127.0.0.1:%s\"\ndata_dir = \"%s/node\"\n"
            "[cluster]\npartitions = 8\nmembers = [{ name = \"c1\", address = \"127.0.0.1:%s\" }]\n"
-           "[[stores]]\nname = \"onc\"\nengine = \"cmem\"\nn = 1\nr = 1\nw = 1\n",
+           "[[stores]]\nname = \"onc\"\nengine = \"cmem\"\nn = 1\nr = 1\nw = 1\n"
+           /* Chosen by object-size profile: large objects go to SQLite. */
+           "[[stores]]\nname = \"big\"\nengine = \"auto\"\nobject_size = \"large\"\n"
+           "n = 1\nr = 1\nw = 1\n",
            argv[1], argv[2], argv[1]);
   dynamo_node *node = NULL;
   OK(dynamo_node_start(config, &node));
@@ -61,7 +64,8 @@ int main(int argc, char **argv) {
   OK(dynamo_get_result_free(g));
   char *json = NULL;
   OK(dynamo_node_status(node, &json));
-  CHECK(strstr(json, "cmem") != NULL, "status names the engine: %s", json);
+  CHECK(strstr(json, "\"engine\":\"cmem\"") != NULL, "status names the engine: %s", json);
+  CHECK(strstr(json, "\"engine\":\"sqlite\"") != NULL, "auto chose sqlite: %s", json);
   OK(dynamo_free(json));
   OK(dynamo_client_close(c));
   OK(dynamo_node_stop(node));

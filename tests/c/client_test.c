@@ -119,6 +119,15 @@ static void errors(dynamo_client *c) {
 static atomic_int callbacks_done;
 static atomic_int callbacks_ok;
 
+static atomic_int wait_in_callback = -1;
+
+/* Blocking inside a callback is refused, not a deadlock. */
+static void on_get_try_wait(dynamo_future *f, void *user) {
+  (void)user;
+  atomic_store(&wait_in_callback, dynamo_future_wait(f));
+  dynamo_future_free(f);
+}
+
 static void on_put(dynamo_future *f, void *user) {
   (void)user;
   if (dynamo_future_put_result(f, NULL) == DYNAMO_OK) atomic_fetch_add(&callbacks_ok, 1);
@@ -209,6 +218,16 @@ static void futures(dynamo_client *c) {
   }
   CHECK(atomic_load(&callbacks_ok) == N, "%d of %d callbacks saw success",
         atomic_load(&callbacks_ok), N);
+
+  OK(dynamo_client_get_async(c, "default", KEY("c-cb-1"), 0, &f));
+  OK(dynamo_future_set_callback(f, on_get_try_wait, NULL));
+  for (int spins = 0; atomic_load(&wait_in_callback) == -1; spins++) {
+    CHECK(spins < 3000, "the waiting callback never ran");
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  CHECK(atomic_load(&wait_in_callback) == DYNAMO_ERR_BAD_REQUEST,
+        "dynamo_future_wait in a callback returned %d", atomic_load(&wait_in_callback));
 }
 
 int main(int argc, char **argv) {
@@ -235,6 +254,16 @@ int main(int argc, char **argv) {
     OK(dynamo_client_status(c, NULL, &json));
     CHECK(strstr(json, "\"members\"") != NULL, "status JSON: %s", json);
     OK(dynamo_free(json));
+    dynamo_future *sf = NULL;
+    OK(dynamo_client_status_async(c, nodes[0], &sf));
+    OK(dynamo_future_wait(sf));
+    json = NULL;
+    OK(dynamo_future_json_result(sf, &json));
+    CHECK(strstr(json, "\"members\"") != NULL, "async status JSON: %s", json);
+    OK(dynamo_free(json));
+    dynamo_get_result *wrong = NULL;
+    FAILS(dynamo_future_get_result(sf, &wrong), DYNAMO_ERR_BAD_REQUEST, "not a get");
+    OK(dynamo_future_free(sf));
     OK(dynamo_client_close(c));
   }
   printf("client_test: ok\n");

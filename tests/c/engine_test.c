@@ -49,6 +49,12 @@ static void exercise(const char *spec, const char *dir) {
   OK(dynamo_engine_ensure_keyspace(e, "fruit"));
   OK(dynamo_engine_ensure_keyspace(e, "veg"));
   FAILS(dynamo_engine_put(e, "nope", KEY("k"), KEY("v")), DYNAMO_ERR_BAD_REQUEST, "nope");
+  char *ks_list = NULL;
+  size_t n_ks = 0;
+  OK(dynamo_engine_keyspaces(e, &ks_list, &n_ks));
+  CHECK(n_ks == 2 && strcmp(ks_list, "fruit\nveg\n") == 0, "keyspaces: %zu [%s]", n_ks,
+        ks_list);
+  OK(dynamo_free(ks_list));
 
   OK(dynamo_engine_put(e, "fruit", KEY("apple"), KEY("red")));
   OK(dynamo_engine_put(e, "veg", KEY("apple"), KEY("not a veg")));

@@ -99,6 +99,11 @@ int main(int argc, char **argv) {
   FAILS(dynamo_free(json), DYNAMO_ERR_BAD_REQUEST, "not live");
   int local = 0;
   FAILS(dynamo_free(&local), DYNAMO_ERR_BAD_REQUEST, "not live");
+  /* Handles and buffers never stand in for each other. */
+  FAILS(dynamo_free(c), DYNAMO_ERR_BAD_REQUEST, "not live");
+  OK(dynamo_client_status(c, NULL, &json));
+  FAILS(dynamo_client_close((dynamo_client *)json), DYNAMO_ERR_BAD_REQUEST, "not live");
+  OK(dynamo_free(json));
   OK(dynamo_free(NULL));
 
   /* A closed client. */

@@ -190,6 +190,61 @@ mod tests {
         );
     }
 
+    /// Issue rule: every export's doc comment states ownership and thread-safety.
+    #[test]
+    fn every_export_documents_ownership_and_threads() {
+        let header = std::fs::read_to_string(workspace().join("include/dynamo.h")).expect("header");
+        let mut comment = String::new();
+        let mut missing = Vec::new();
+        let mut exports = 0;
+        for line in header.lines() {
+            let t = line.trim_start();
+            if t.starts_with('*') || t.starts_with("/*") {
+                continue; // the conventions block, not a declaration
+            }
+            if let Some(c) = t.strip_prefix("//") {
+                comment.push_str(c);
+                comment.push(' ');
+                continue;
+            }
+            if let Some(name) = t
+                .split('(')
+                .next()
+                .and_then(|head| head.split_whitespace().last())
+                .map(|n| n.trim_start_matches('*'))
+                .filter(|n| n.starts_with("dynamo_") && t.contains(&format!("{n}(")))
+            {
+                exports += 1;
+                let c = comment.to_lowercase();
+                let threads = c.contains("thread");
+                let ownership = [
+                    "owns",
+                    "owned",
+                    "ownership",
+                    "borrows",
+                    "belongs",
+                    "copied",
+                    "nothing to free",
+                    "free",
+                ]
+                .iter()
+                .any(|w| c.contains(w));
+                if !(threads && ownership) {
+                    missing.push(format!(
+                        "{name} ({}{})",
+                        if threads { "" } else { "no thread-safety " },
+                        if ownership { "" } else { "no ownership" }
+                    ));
+                }
+            }
+            if !t.is_empty() {
+                comment.clear();
+            }
+        }
+        assert!(exports > 40, "found only {exports} exports in the header");
+        assert!(missing.is_empty(), "exports without the rule: {missing:#?}");
+    }
+
     #[test]
     fn pkg_config_points_at_the_prefix() {
         let pc = pkg_config(Path::new("/opt/dyn"), "1.2.3");
