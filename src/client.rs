@@ -296,6 +296,11 @@ impl Layout {
     }
 }
 
+/// The pause before retry round `round` (1, 2, ...): 50 ms, doubling, at most 3.2 s.
+fn retry_pause(round: u32) -> Duration {
+    Duration::from_millis(50u64 << (round.saturating_sub(1)).min(6))
+}
+
 /// How long a node that failed a call is avoided.
 const AVOID: Duration = Duration::from_secs(1);
 
@@ -822,7 +827,25 @@ impl State {
         store: &str,
         key: &[u8],
     ) -> Result<Answer, DynamoError> {
-        let layout = self.layout().await?;
+        let mut round = 0;
+        let layout = loop {
+            match self.layout().await {
+                Ok(l) => break l,
+                Err(e)
+                    if round < self.options.retries
+                        && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) =>
+                {
+                    round += 1;
+                    tokio::time::sleep(retry_pause(round)).await;
+                }
+                Err(mut e) => {
+                    if round > 0 {
+                        e.message = format!("{} (after {} attempts)", e.message, round + 1);
+                    }
+                    return Err(e);
+                }
+            }
+        };
         let Some(summary) = layout.stores.get(store).cloned() else {
             let known: Vec<&str> = layout.stores.keys().map(String::as_str).collect();
             return Err(DynamoError::new(
@@ -842,8 +865,7 @@ impl State {
                             && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) =>
                     {
                         round += 1;
-                        tokio::time::sleep(Duration::from_millis(50u64 << (round - 1).min(6)))
-                            .await;
+                        tokio::time::sleep(retry_pause(round)).await;
                     }
                     answer => return answer.map(Answer::Get),
                 }
@@ -853,8 +875,7 @@ impl State {
         let mut timed_out = false;
         for round in 0..=self.options.retries {
             if round > 0 {
-                let pause = Duration::from_millis(50u64 << (round - 1).min(6));
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(retry_pause(round)).await;
             }
             for address in self.route(&layout, &summary, key) {
                 match self.send(&address, &op, store, key).await {

@@ -118,6 +118,13 @@ int main(int argc, char **argv) {
   OK(dynamo_client_open(&dead, 1, NULL, &c));
   FAILS(dynamo_client_get(c, "default", KEY("k"), 0, &g), DYNAMO_ERR_UNAVAILABLE, "127.0.0.1:1");
   OK(dynamo_client_close(c));
+  /* With retries, every round is tried and the message says so. */
+  OK(dynamo_client_options_init(&o));
+  o.retries = 2;
+  OK(dynamo_client_open(&dead, 1, &o, &c));
+  FAILS(dynamo_client_put(c, "default", KEY("k"), KEY("v"), NULL, 0, NULL),
+        DYNAMO_ERR_UNAVAILABLE, "after 3 attempts");
+  OK(dynamo_client_close(c));
 
   /* Engines: bad spec, NULL path, closed engine, batch misuse. */
   dynamo_engine *e = NULL;
