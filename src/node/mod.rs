@@ -416,9 +416,23 @@ impl RunningNode {
     /// Opens the node's data and stores and binds its address on the calling thread (so
     /// every startup error is returned here), then serves on a thread of its own. No
     /// signal handlers are installed.
-    pub fn start(config: NodeConfig) -> Result<Self, NodeError> {
+    ///
+    /// A `node.listen` with port 0 gets a port from the OS; the node's own entry in
+    /// `cluster.members` (if any) is given that address too, so a single embedded node
+    /// needs no free port chosen in advance.
+    pub fn start(mut config: NodeConfig) -> Result<Self, NodeError> {
+        let listener = server::bind(&config.node.listen)?;
+        let asked_any_port = crate::rpc::resolve(&config.node.listen).is_ok_and(|a| a.port() == 0);
+        if let (true, Ok(real)) = (asked_any_port, listener.local_addr()) {
+            let real = real.to_string();
+            for m in &mut config.cluster.members {
+                if m.name == config.node.name {
+                    m.address = real.clone();
+                }
+            }
+            config.node.listen = real;
+        }
         let core = Arc::new(NodeCore::open(config)?);
-        let listener = server::bind(&core)?;
         let address = listener
             .local_addr()
             .map(|a| a.to_string())

@@ -507,7 +507,7 @@ impl internode::Server for InternodeServer {
 
 /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
 pub async fn serve(core: Arc<NodeCore>) -> Result<(), NodeError> {
-    let listener = bind(&core)?;
+    let listener = bind(&core.config.node.listen)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| NodeError::Io(format!("installing the SIGTERM handler: {e}")))?;
     let stop = async move {
@@ -520,8 +520,7 @@ pub async fn serve(core: Arc<NodeCore>) -> Result<(), NodeError> {
 }
 
 /// Binds `node.listen` (blocking, so a caller learns at once that the port is taken).
-pub fn bind(core: &NodeCore) -> Result<std::net::TcpListener, NodeError> {
-    let listen = &core.config.node.listen;
+pub fn bind(listen: &str) -> Result<std::net::TcpListener, NodeError> {
     let addr = rpc::resolve(listen).map_err(|e| NodeError::Config(format!("node.listen {e}")))?;
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| NodeError::Io(format!("listening on {listen} (node.listen): {e}")))?;

@@ -100,6 +100,26 @@ int main(int argc, char **argv) {
   OK(dynamo_client_close(c));
   OK(dynamo_node_stop(nodes[0]));
   OK(dynamo_node_stop(nodes[1]));
+
+  /* Port 0: the OS picks the port, and the node's address says which. */
+  snprintf(text, sizeof text,
+           "[node]\nname = \"solo\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"%s/solo\"\n"
+           "[[stores]]\nname = \"default\"\nengine = \"memory\"\nn = 1\nr = 1\nw = 1\n",
+           dir);
+  dynamo_node *solo = NULL;
+  OK(dynamo_node_start(text, &solo));
+  const char *solo_addr = NULL;
+  OK(dynamo_node_address(solo, &solo_addr));
+  CHECK(strncmp(solo_addr, "127.0.0.1:", 10) == 0 && strcmp(solo_addr, "127.0.0.1:0") != 0,
+        "port 0 resolved to a real port: %s", solo_addr);
+  OK(dynamo_client_open(&solo_addr, 1, NULL, &c));
+  OK(dynamo_client_put(c, "default", KEY("solo"), KEY("yes"), NULL, 0, NULL));
+  OK(dynamo_client_get(c, "default", KEY("solo"), 0, &g));
+  OK(dynamo_get_result_count(g, &n));
+  CHECK(n == 1, "the solo node serves its own writes");
+  OK(dynamo_get_result_free(g));
+  OK(dynamo_client_close(c));
+  OK(dynamo_node_stop(solo));
   printf("embedded_test: ok\n");
   return 0;
 }
