@@ -7,8 +7,9 @@
  * (dynamo_client, dynamo_future, dynamo_get_result, dynamo_put_result, dynamo_node,
  * dynamo_engine, dynamo_batch, dynamo_iter). Inputs come before outputs.
  *
- * Status codes. Every function returns a dynamo_status: DYNAMO_OK (0) or a
- * DYNAMO_ERR_* code (quorum not reached, unavailable, timeout, bad request, unknown
+ * Status codes. Every function returns a dynamo_status (except the four that only
+ * inform: dynamo_version, dynamo_api_version, dynamo_last_error_message and
+ * dynamo_status_name): DYNAMO_OK (0) or a DYNAMO_ERR_* code (quorum not reached, unavailable, timeout, bad request, unknown
  * store, bad context, too large, internal). After a failure,
  * dynamo_last_error_message() gives this thread's message, as detailed as the
  * library's own error (it names the store, the nodes and the numbers involved).
