@@ -158,12 +158,12 @@ impl ObjectSize {
 }
 
 /// `engine = "auto"` picks SQLite for stores whose expected value size is at least this,
-/// RocksDB below it. From `dynamo bench engines` on the project's 2-core VM (README):
-/// RocksDB leads at 100 B and 4 KiB (64k against 34k puts/s at 4 KiB), SQLite from
-/// 64 KiB up (31k against 6k puts/s at 64 KiB, 2.4k against 550 at 1 MiB); the midpoint
-/// on a log scale between the two measured sizes is 16 KiB. `dynamo bench engines
-/// --advise` measures the crossover on the machine at hand.
-pub const AUTO_SQLITE_FROM: u64 = 16 << 10;
+/// RocksDB below it. From `dynamo bench engines --advise` on the project's 2-core VM
+/// (README): on a 50/50 put/get mix RocksDB leads at 1 KiB (238k against 80k ops/s) and
+/// 4 KiB (119k against 115k), SQLite from 16 KiB on (90k against 45k at 16 KiB, 2.2k
+/// against 917 at 1 MiB); 8 KiB is the midpoint on a log scale between the last size
+/// RocksDB won and the first SQLite won. `--advise` measures the machine at hand.
+pub const AUTO_SQLITE_FROM: u64 = 8 << 10;
 
 /// The engine `engine = "auto"` gives a store whose values are expected to be `size`
 /// bytes: `rocksdb` below [`AUTO_SQLITE_FROM`], `sqlite` from it on, falling back to
