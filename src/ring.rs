@@ -507,6 +507,63 @@ impl Ring {
         Ok(transfers)
     }
 
+    /// Puts `new` in place of `old`: `new` takes exactly `old`'s partitions (every other
+    /// owner stays). Returns the moves (all from `old` to `new`); the version is bumped.
+    pub fn replace(&mut self, old: &str, new: Member) -> Result<Vec<Transfer>, RingError> {
+        let Some(idx) = self.index_of(old) else {
+            return Err(RingError::UnknownMember(old.to_owned(), self.member_list()));
+        };
+        if self.index_of(&new.name).is_some() {
+            return Err(RingError::DuplicateMember(new.name));
+        }
+        let mut all: Vec<Member> = self
+            .members
+            .iter()
+            .filter(|m| m.name != old)
+            .cloned()
+            .collect();
+        all.push(new.clone());
+        check_members(&all)?;
+        let transfers = (0..self.owners.len() as u32)
+            .filter(|&p| self.owners[p as usize] == idx)
+            .map(|p| Transfer {
+                partition: p,
+                from: old.to_owned(),
+                to: new.name.clone(),
+            })
+            .collect();
+        self.members[idx as usize] = new;
+        self.resort();
+        self.version += 1;
+        Ok(transfers)
+    }
+
+    /// Moves member `name` to `zone` (`None`: no zone). Partition owners stay; only
+    /// preference lists change. The version is bumped.
+    pub fn set_zone(&mut self, name: &str, zone: Option<String>) -> Result<(), RingError> {
+        let Some(idx) = self.index_of(name) else {
+            return Err(RingError::UnknownMember(
+                name.to_owned(),
+                self.member_list(),
+            ));
+        };
+        if let Some(z) = &zone {
+            if !valid_name(z) {
+                return Err(RingError::BadName(z.clone()));
+            }
+        }
+        self.members[idx as usize].zone = zone;
+        self.resort();
+        self.version += 1;
+        Ok(())
+    }
+
+    /// Sets the version (a ring replayed from a membership history takes the version
+    /// the history gives it).
+    pub fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
     fn resort(&mut self) {
         let mut order: Vec<u32> = (0..self.members.len() as u32).collect();
         order.sort_by(|&a, &b| self.members[a as usize].cmp(&self.members[b as usize]));
