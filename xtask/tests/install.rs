@@ -31,12 +31,34 @@ fn sh(script: &str, dir: &Path, pkg_config_path: &Path) -> (bool, String) {
     )
 }
 
+/// `cargo test` builds no cdylib or staticlib for other crates' tests: build the
+/// libraries with this test's profile and target directory (fast when up to date).
+fn build_libdynamo(build: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args(["build", "-p", "dynamo-ffi", "--target-dir"])
+        .arg(build.parent().expect("target directory"));
+    if build.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo build -p dynamo-ffi");
+    assert!(
+        out.status.success(),
+        "cargo build -p dynamo-ffi failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn installed_library_builds_and_runs_with_pkg_config() {
     let build = build_dir();
+    build_libdynamo(&build);
     assert!(
         build.join("libdynamo.so").exists() && build.join("libdynamo.a").exists(),
-        "build libdynamo first (cargo build -p dynamo-ffi)"
+        "no libdynamo.so/.a in {} after building them",
+        build.display()
     );
     let prefix = tempfile::tempdir().expect("temp dir");
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
