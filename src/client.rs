@@ -255,15 +255,16 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Member names of a key's preference list, best first.
-type PreferenceList = Vec<String>;
+/// Member names in the order a key's requests try them: its preference list (the
+/// first N), then the stand-ins.
+type Walk = Vec<String>;
 
 struct Layout {
     info: RingInfo,
     addresses: HashMap<String, String>,
     stores: HashMap<String, StoreSummary>,
     fetched: Instant,
-    walks: RefCell<HashMap<(u8, u32), Rc<PreferenceList>>>,
+    walks: RefCell<HashMap<(u8, u32), Rc<Walk>>>,
 }
 
 struct State {
@@ -285,6 +286,24 @@ struct State {
 }
 
 impl Layout {
+    /// The walk of `key` in `store` (cached per replication factor and partition).
+    fn walk(&self, store: &StoreSummary, key: &[u8]) -> Rc<Walk> {
+        let ring = &self.info.ring;
+        let p = ring.partition_for_key(&store.name, key);
+        self.walks
+            .borrow_mut()
+            .entry((store.n, p))
+            .or_insert_with(|| {
+                Rc::new(
+                    ring.walk(p, usize::from(store.n))
+                        .iter()
+                        .map(|m| m.name.clone())
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+
     /// The address of member `name`.
     fn address_of(&self, name: &str) -> Result<String, DynamoError> {
         self.addresses.get(name).cloned().ok_or_else(|| {
@@ -774,26 +793,8 @@ impl State {
     fn route(&self, layout: &Layout, store: &StoreSummary, key: &[u8]) -> Vec<String> {
         let mut order: Vec<String> = Vec::new();
         if self.options.coordination == Coordination::ClientDriven {
-            let q = layout.info.ring.partition_count();
-            let p = layout.info.ring.partition_for_key(&store.name, key);
-            let walk = layout
-                .walks
-                .borrow_mut()
-                .entry((store.n, p))
-                .or_insert_with(|| {
-                    Rc::new(
-                        layout
-                            .info
-                            .ring
-                            .key_preference_list(&store.name, key, store.n as usize)
-                            .iter()
-                            .map(|m| m.name.clone())
-                            .collect(),
-                    )
-                })
-                .clone();
-            debug_assert!(p < q);
-            for name in walk.iter() {
+            let walk = layout.walk(store, key);
+            for name in walk.iter().take(usize::from(store.n)) {
                 if let Some(a) = layout.addresses.get(name) {
                     order.push(a.clone());
                 }
@@ -987,11 +988,7 @@ impl State {
                 ),
             ));
         }
-        let walk: Vec<String> = ring
-            .walk(ring.partition_for_key(&store.name, key), n)
-            .iter()
-            .map(|m| m.name.clone())
-            .collect();
+        let walk = layout.walk(store, key);
         let down = |name: &str| layout.addresses.get(name).is_none_or(|a| self.avoided(a));
         // Every owner is asked, so each one counts before any stand-in's reply may (a
         // stand-in's "not found" must never hide an owner's value). An owner that failed
@@ -1065,21 +1062,7 @@ impl State {
                     ),
                 ));
             }
-            return Err(DynamoError::new(
-                ErrorKind::Quorum,
-                format!(
-                    "quorum not reached for get store={} key={}: {} of R={r} replied ({}); {}",
-                    store.name,
-                    crate::store::printable_key(key),
-                    q.replies.len(),
-                    q.replies
-                        .iter()
-                        .map(|(t, _)| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    q.failed.join("; ")
-                ),
-            ));
+            return Err(q.quorum_error(&store.name, key, &[]));
         }
         let context = q
             .merged

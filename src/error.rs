@@ -94,5 +94,17 @@ impl From<crate::store::StoreError> for DynamoError {
     }
 }
 
+/// The text of a caught panic's payload (`&str` or `String` panics; a fixed text
+/// otherwise).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}
+
 /// Shorthand for results of client requests.
 pub type Result<T, E = DynamoError> = std::result::Result<T, E>;

@@ -19,7 +19,8 @@ use std::rc::Rc;
 
 use tokio::sync::mpsc;
 
-use crate::error::DynamoError;
+use crate::error::{DynamoError, ErrorKind};
+use crate::store::printable_key;
 use crate::version::{ConflictPolicy, Siblings, Version};
 
 /// A member asked for a key's versions: an owner, or a stand-in for `hint_for`.
@@ -114,6 +115,24 @@ impl QuorumRead {
             .filter(|(t, _)| t.hint_for.is_none())
             .count();
         from_owners >= self.r || (self.owners_pending == 0 && self.replies.len() >= self.r)
+    }
+
+    /// The error of a read that did not reach R: who replied, why the others failed,
+    /// and `also` (members not asked, with why).
+    pub fn quorum_error(&self, store: &str, key: &[u8], also: &[String]) -> DynamoError {
+        let replied: Vec<&str> = self.replies.iter().map(|(t, _)| t.name.as_str()).collect();
+        let failed: Vec<&str> = self.failed.iter().chain(also).map(String::as_str).collect();
+        DynamoError::new(
+            ErrorKind::Quorum,
+            format!(
+                "quorum not reached for get store={store} key={}: {} of R={} replied ({}); {}",
+                printable_key(key),
+                replied.len(),
+                self.r,
+                replied.join(", "),
+                failed.join("; ")
+            ),
+        )
     }
 
     /// Members asked so far.

@@ -420,14 +420,7 @@ impl Engine for BufferedEngine {
         let changes = batch
             .into_ops()
             .into_iter()
-            .map(|op| match op {
-                BatchOp::Put {
-                    keyspace,
-                    key,
-                    value,
-                } => (keyspace, key, Some(value)),
-                BatchOp::Delete { keyspace, key } => (keyspace, key, None),
-            })
+            .map(BatchOp::into_parts)
             .collect();
         self.shared.accept("write_batch", changes)
     }

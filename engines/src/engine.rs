@@ -161,6 +161,18 @@ pub enum BatchOp {
 }
 
 impl BatchOp {
+    /// `(keyspace, key, value)`; the value is `None` for a delete.
+    pub fn into_parts(self) -> (String, Vec<u8>, Option<Vec<u8>>) {
+        match self {
+            BatchOp::Put {
+                keyspace,
+                key,
+                value,
+            } => (keyspace, key, Some(value)),
+            BatchOp::Delete { keyspace, key } => (keyspace, key, None),
+        }
+    }
+
     /// The keyspace this operation targets.
     pub fn keyspace(&self) -> &str {
         match self {

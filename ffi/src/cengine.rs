@@ -16,8 +16,8 @@ use std::sync::{Arc, RwLock};
 
 use dynamo_engines::conformance::{self, Harness};
 use dynamo_engines::{
-    key_successor, prefix_successor, validate_keyspace_name, BatchOp, Direction, Engine,
-    EngineError, EngineOptions, ErrorKind, KeyRange, KvPair, ScanIter, WriteBatch,
+    key_successor, prefix_successor, validate_keyspace_name, Direction, Engine, EngineError,
+    EngineOptions, ErrorKind, KeyRange, KvPair, ScanIter, WriteBatch,
 };
 
 use crate::args;
@@ -428,13 +428,9 @@ impl Engine for CEngine {
         let keyed: Vec<(Vec<u8>, Option<Vec<u8>>)> = batch
             .into_ops()
             .into_iter()
-            .map(|op| match op {
-                BatchOp::Put {
-                    keyspace,
-                    key,
-                    value,
-                } => (prefixed(&keyspace, &key), Some(value)),
-                BatchOp::Delete { keyspace, key } => (prefixed(&keyspace, &key), None),
+            .map(|op| {
+                let (keyspace, key, value) = op.into_parts();
+                (prefixed(&keyspace, &key), value)
             })
             .collect();
         let ops: Vec<dynamo_engine_op> = keyed

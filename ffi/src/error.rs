@@ -106,16 +106,7 @@ pub(crate) fn last_error_ptr() -> *const c_char {
         .unwrap_or(c"(no message: the thread is exiting)".as_ptr())
 }
 
-/// The text of a caught panic's payload.
-pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with no message".to_owned()
-    }
-}
+pub(crate) use dynamo_core::error::panic_message as panic_text;
 
 /// Runs the body of export `name`: returns its status, records the message of a failure
 /// as this thread's last error, and turns a panic into `DYNAMO_ERR_INTERNAL`.

@@ -299,25 +299,12 @@ impl LocalNode {
         let policy = cfg.policy;
         let mut q = QuorumRead::start(r, policy, plan.targets.clone(), read);
         if !q.wait(|used| self.stand_in(store, &key, used)).await {
-            let mut failed = q.failed.clone();
-            for (m, why) in &plan.down {
-                failed.push(format!("{m}: down ({why})"));
-            }
-            return Err(DynamoError::new(
-                ErrorKind::Quorum,
-                format!(
-                    "quorum not reached for get store={} key={}: {} of R={r} replied ({}); {}",
-                    store.name(),
-                    printable_key(&key),
-                    q.replies.len(),
-                    q.replies
-                        .iter()
-                        .map(|(t, _)| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    failed.join("; ")
-                ),
-            ));
+            let down: Vec<String> = plan
+                .down
+                .iter()
+                .map(|(m, why)| format!("{m}: down ({why})"))
+                .collect();
+            return Err(q.quorum_error(store.name(), &key, &down));
         }
         let context = store.context_token(&key, &q.merged.context());
         let answer = q.merged.clone();

@@ -67,7 +67,7 @@ impl EngineThreads {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-                .map_err(|p| Panicked(panic_message(p.as_ref())));
+                .map_err(|p| Panicked(crate::error::panic_message(p.as_ref())));
             let _ = tx.send(out);
         });
         let gone = || {
@@ -95,13 +95,3 @@ impl EngineThreads {
 /// An engine call panicked; the panic's message.
 #[derive(Debug)]
 pub struct Panicked(pub String);
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".into()
-    }
-}

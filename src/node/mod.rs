@@ -549,11 +549,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.stores[0].engine_spec().unwrap().to_string(), "sqlite");
         assert_eq!(c.stores[1].object_size, Some(ObjectSize::Bytes(300000)));
-        assert!(NodeConfig::parse(
+        let err = NodeConfig::parse(
             "[[stores]]\nname = \"x\"\nengine = \"auto\"\nobject_size = \"huge\"\n",
-            "test"
+            "test",
         )
-        .is_err());
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"small\", \"large\""), "{err}");
     }
 
     #[test]

@@ -125,12 +125,37 @@ impl Default for StoreConfig {
 
 /// A store's object-size profile, for `engine = "auto"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "ObjectSizeText")]
 pub enum ObjectSize {
     /// The expected value size in bytes.
     Bytes(u64),
     /// A size class.
     Class(SizeClass),
+}
+
+/// `object_size` as written in a config, before it is checked.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ObjectSizeText {
+    Bytes(u64),
+    Text(String),
+}
+
+impl TryFrom<ObjectSizeText> for ObjectSize {
+    type Error = String;
+    fn try_from(t: ObjectSizeText) -> Result<Self, String> {
+        match t {
+            ObjectSizeText::Bytes(b) => Ok(ObjectSize::Bytes(b)),
+            ObjectSizeText::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "small" => Ok(ObjectSize::Class(SizeClass::Small)),
+                "large" => Ok(ObjectSize::Class(SizeClass::Large)),
+                _ => Err(format!(
+                    "object_size {s:?}: use \"small\", \"large\", or the expected value \
+                     size in bytes (a number)"
+                )),
+            },
+        }
+    }
 }
 
 /// Size classes of [`ObjectSize`].
