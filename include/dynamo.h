@@ -90,6 +90,10 @@ typedef struct dynamo_get_result dynamo_get_result;
 // Free with `dynamo_iter_free`.
 typedef struct dynamo_iter dynamo_iter;
 
+// One page of a store's keys (opaque), with the cursor of the next page. Read it from
+// any thread; free it once with `dynamo_key_page_free`.
+typedef struct dynamo_key_page dynamo_key_page;
+
 // A node running inside this process (opaque). Start it with `dynamo_node_start` or
 // `dynamo_node_start_file`, stop and free it with `dynamo_node_stop`. Thread-safe.
 typedef struct dynamo_node dynamo_node;
@@ -445,6 +449,16 @@ dynamo_status dynamo_get_result_sibling(const struct dynamo_get_result *result,
 dynamo_status dynamo_get_result_context(const struct dynamo_get_result *result,
                                         const char **context);
 
+// The replicas whose answer lacked some of `result`'s siblings (read repair updates
+// them after the read): writes their number to `*count` and their member names, each
+// followed by a newline, to `*names` (a NUL-terminated string that belongs to the
+// result, empty when they all agreed). Known for client-driven reads only (always 0
+// server-driven); with R = N every owner's answer is compared.
+// Borrows `result`. Thread-safe.
+dynamo_status dynamo_get_result_stale_replicas(const struct dynamo_get_result *result,
+                                               const char **names,
+                                               size_t *count);
+
 // Frees `result` (and every pointer read from it). A second free returns
 // `DYNAMO_ERR_BAD_REQUEST`.
 // Ends the caller's ownership. Thread-safe, but no other thread may still read
@@ -637,11 +651,66 @@ dynamo_status dynamo_future_put_result(struct dynamo_future *future,
 // future must be ready. Borrows `future`. Thread-safe.
 dynamo_status dynamo_future_json_result(struct dynamo_future *future, char **json);
 
+// The outcome of a key-listing future (`dynamo_client_list_keys_async`): on
+// `DYNAMO_OK` writes a new page to `*page` (free it with `dynamo_key_page_free`);
+// otherwise returns the operation's status with its message. The future must be ready.
+// Borrows `future`; the caller owns `*page`. Thread-safe.
+dynamo_status dynamo_future_key_page_result(struct dynamo_future *future,
+                                            struct dynamo_key_page **page);
+
 // Frees `future`. Freeing one that is not ready is allowed: the operation still runs to
 // its end, and a callback already set is still called (with a handle no longer live).
 // A second free returns `DYNAMO_ERR_BAD_REQUEST`.
 // Ends the caller's ownership. Thread-safe.
 dynamo_status dynamo_future_free(struct dynamo_future *future);
+
+// Lists one page of the keys of `store`: up to `limit` keys (at most 10,000; 0 means
+// 1,000), from the start when `cursor` is NULL, else from the `next` cursor of the
+// previous page. Each partition's keys are the union of what its N owners hold
+// (owners that fail are skipped; if none answers the call fails), in (partition, key)
+// order, so the order is not the keys' byte order. Keys written while a listing runs
+// may or may not appear. Blocks. On `DYNAMO_OK` writes a new page to `*page` (free it
+// with `dynamo_key_page_free`); a page may be empty only when it is the last.
+// Arguments are copied; the caller owns `*page`. Thread-safe.
+dynamo_status dynamo_client_list_keys(struct dynamo_client *client,
+                                      const char *store,
+                                      const char *cursor,
+                                      uint32_t limit,
+                                      struct dynamo_key_page **page);
+
+// The future form of `dynamo_client_list_keys` (outcome from
+// `dynamo_future_key_page_result`). Arguments are copied; the caller owns `*future`.
+// Thread-safe.
+dynamo_status dynamo_client_list_keys_async(struct dynamo_client *client,
+                                            const char *store,
+                                            const char *cursor,
+                                            uint32_t limit,
+                                            struct dynamo_future **future);
+
+// Writes the number of keys on `page` to `*count`.
+// Borrows `page`. Thread-safe.
+dynamo_status dynamo_key_page_count(const struct dynamo_key_page *page, size_t *count);
+
+// Key `index` (from 0) of `page`: writes its bytes and length to `*key` / `*key_len`.
+// The bytes belong to the page and stay valid until it is freed. An index out of range
+// returns `DYNAMO_ERR_BAD_REQUEST`.
+// Borrows `page`. Thread-safe.
+dynamo_status dynamo_key_page_key(const struct dynamo_key_page *page,
+                                  size_t index,
+                                  const uint8_t **key,
+                                  size_t *key_len);
+
+// Writes the cursor of the next page (a NUL-terminated string for the next
+// `dynamo_client_list_keys`) to `*cursor`, or NULL when this page is the last. It
+// belongs to the page and stays valid until the page is freed.
+// Borrows `page`. Thread-safe.
+dynamo_status dynamo_key_page_next(const struct dynamo_key_page *page, const char **cursor);
+
+// Frees `page` (and every pointer read from it). A second free returns
+// `DYNAMO_ERR_BAD_REQUEST`.
+// Ends the caller's ownership. Thread-safe, but no other thread may still read
+// pointers from the page.
+dynamo_status dynamo_key_page_free(struct dynamo_key_page *page);
 
 // Starts a node in this process from the TOML config text `config_toml` (the format of
 // `dynamo node --config`; an empty string is a single node on 127.0.0.1:7400 with its

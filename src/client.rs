@@ -124,6 +124,11 @@ pub struct GetResponse {
     pub context: String,
     /// The node that coordinated the read.
     pub coordinator: String,
+    /// Replicas (member names) whose answer lacked some of these siblings: read repair
+    /// brings them up to date after the read. Filled by client-driven reads from the
+    /// replies in hand when the answer was given (with R = N, every owner); empty for
+    /// server-driven reads, whose coordinator repairs without telling.
+    pub stale_replicas: Vec<String>,
 }
 
 impl GetResponse {
@@ -145,6 +150,7 @@ impl GetResponse {
             siblings,
             context,
             coordinator,
+            stale_replicas: Vec::new(),
         }
     }
 
@@ -164,6 +170,52 @@ pub struct PutResponse {
     pub context: String,
     /// The node that coordinated the write.
     pub coordinator: String,
+}
+
+/// One page of a store's keys (see [`Client::list_keys`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPage {
+    /// The keys, in (partition, key) order.
+    pub keys: Vec<Vec<u8>>,
+    /// The cursor of the next page; `None` when the listing is complete.
+    pub next: Option<String>,
+}
+
+/// The cursor token `partition:hex(after)` a key page hands to the next call.
+fn key_cursor(partition: u32, after: &[u8]) -> String {
+    let mut s = format!("{partition}:");
+    for b in after {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Parses a cursor from [`key_cursor`], checking it against the ring's `q` partitions.
+fn parse_key_cursor(cursor: &str, q: u32) -> Result<(u32, Vec<u8>), DynamoError> {
+    let bad = |why: &str| {
+        DynamoError::new(
+            ErrorKind::BadRequest,
+            format!(
+                "bad key-listing cursor {cursor:?}: {why}; pass the `next` of the previous page"
+            ),
+        )
+    };
+    let (p, hex) = cursor.split_once(':').ok_or_else(|| bad("no ':'"))?;
+    let partition: u32 = p
+        .parse()
+        .map_err(|_| bad("the partition is not a number"))?;
+    if partition >= q {
+        return Err(bad(&format!("the ring has only {q} partitions")));
+    }
+    if hex.len() % 2 != 0 || !hex.is_ascii() {
+        return Err(bad("the key is not hex"));
+    }
+    let after = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad("the key is not hex"))?;
+    Ok((partition, after))
 }
 
 /// A member as a node sees it.
@@ -302,6 +354,21 @@ impl Layout {
                 )
             })
             .clone()
+    }
+
+    /// The summary of `store`, or an unknown-store error naming the stores there are.
+    fn store(&self, store: &str) -> Result<StoreSummary, DynamoError> {
+        self.stores.get(store).cloned().ok_or_else(|| {
+            let mut known: Vec<&str> = self.stores.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            DynamoError::new(
+                ErrorKind::UnknownStore,
+                format!(
+                    "unknown store {store:?}; the cluster has: {}",
+                    known.join(", ")
+                ),
+            )
+        })
     }
 
     /// The address of member `name`.
@@ -493,6 +560,23 @@ impl Client {
             .await
     }
 
+    /// One page of the keys of `store`, in (partition, key) order: up to `limit` keys
+    /// (at most 10,000), from the start when `cursor` is `None`, else from the page's
+    /// `next` cursor. Each partition's keys are the union of what its N owners hold
+    /// (owners that fail are skipped; if none answers, the call fails). Keys written
+    /// while the listing runs may or may not appear; a key held only by a stand-in (its
+    /// hint not yet handed off) appears once the hint is delivered.
+    pub async fn list_keys(
+        &self,
+        store: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyPage, DynamoError> {
+        let (store, cursor) = (store.to_owned(), cursor.map(str::to_owned));
+        self.run(move |st| async move { st.list_keys(&store, cursor.as_deref(), limit).await })
+            .await
+    }
+
     /// A blocking facade for programs without an async runtime.
     pub fn blocking(&self) -> BlockingClient {
         BlockingClient {
@@ -550,6 +634,17 @@ impl BlockingClient {
     ) -> Result<Vec<Version>, DynamoError> {
         block_on(self.client.read_replica(address, store, key))
     }
+
+    /// See [`Client::list_keys`].
+    pub fn list_keys(
+        &self,
+        store: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyPage, DynamoError> {
+        block_on(self.client.list_keys(store, cursor, limit))
+    }
+
     /// See [`Client::ring`].
     pub fn ring(&self) -> Result<RingInfo, DynamoError> {
         block_on(self.client.ring())
@@ -737,12 +832,20 @@ impl State {
                     self.stale.set(false);
                     return Ok(l);
                 }
-                Err(e) => errors.push(e.message),
+                Err(e) => errors.push(e),
             }
         }
+        // As for requests: when a node did not answer in time the caller sees a
+        // timeout (its write may be pending elsewhere), else the cluster is unavailable.
+        let timed_out = errors.iter().any(|e| e.kind == ErrorKind::Timeout);
+        let why: Vec<String> = errors.into_iter().map(|e| e.message).collect();
         Err(DynamoError::new(
-            ErrorKind::Unavailable,
-            format!("no node answered: {}", errors.join("; ")),
+            if timed_out {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Unavailable
+            },
+            format!("no node answered: {}", why.join("; ")),
         ))
     }
 
@@ -822,16 +925,12 @@ impl State {
         good.into_iter().chain(bad).collect()
     }
 
-    async fn request(
-        self: &Rc<Self>,
-        op: Op,
-        store: &str,
-        key: &[u8],
-    ) -> Result<Answer, DynamoError> {
+    /// The ring, fetched with the client's retry rounds when no node answers.
+    async fn layout_with_retries(self: &Rc<Self>) -> Result<Rc<Layout>, DynamoError> {
         let mut round = 0;
-        let layout = loop {
+        loop {
             match self.layout().await {
-                Ok(l) => break l,
+                Ok(l) => return Ok(l),
                 Err(e)
                     if round < self.options.retries
                         && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) =>
@@ -846,17 +945,106 @@ impl State {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// One page of [`Client::list_keys`]: the keys of the cursor's partition, asked of
+    /// every owner in parallel and merged (a key missing on one replica is still listed),
+    /// moving on to the next partition when the cursor's is exhausted.
+    async fn list_keys(
+        self: &Rc<Self>,
+        store: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyPage, DynamoError> {
+        let layout = self.layout_with_retries().await?;
+        let summary = layout.store(store)?;
+        let ring = &layout.info.ring;
+        let q = ring.partition_count();
+        let (mut partition, mut after) = match cursor {
+            Some(c) => parse_key_cursor(c, q)?,
+            None => (0, Vec::new()),
         };
-        let Some(summary) = layout.stores.get(store).cloned() else {
-            let known: Vec<&str> = layout.stores.keys().map(String::as_str).collect();
-            return Err(DynamoError::new(
-                ErrorKind::UnknownStore,
-                format!(
-                    "unknown store {store:?}; the cluster has: {}",
-                    known.join(", ")
-                ),
-            ));
-        };
+        let limit = limit.clamp(1, crate::node::MAX_KEYS_PER_PAGE);
+        while partition < q {
+            let owners: Vec<String> = ring
+                .walk(partition, usize::from(summary.n))
+                .iter()
+                .map(|m| m.name.clone())
+                .collect();
+            let asks = owners.iter().map(|name| {
+                let (after, layout) = (&after, &layout);
+                async move {
+                    let address = layout.address_of(name)?;
+                    let node = self.internode(&address).await?;
+                    self.timed(
+                        &address,
+                        rpc::call_replica_keys(&node, &address, store, partition, after, limit),
+                    )
+                    .await
+                    .map_err(|e| DynamoError::new(e.kind, format!("{name}: {}", e.message)))
+                }
+            });
+            let answers = futures::future::join_all(asks).await;
+            let mut merged = std::collections::BTreeSet::new();
+            let mut more = false;
+            let mut errors = Vec::new();
+            let mut answered = 0;
+            for a in answers {
+                match a {
+                    Ok((keys, m)) => {
+                        answered += 1;
+                        more |= m;
+                        merged.extend(keys);
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            if answered == 0 {
+                let kind = errors.first().map_or(ErrorKind::Unavailable, |e| e.kind);
+                let why: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
+                return Err(DynamoError::new(
+                    kind,
+                    format!(
+                        "listing keys of store {store}: no replica of partition {partition} answered: {}",
+                        why.join("; ")
+                    ),
+                ));
+            }
+            let mut keys: Vec<Vec<u8>> = merged.into_iter().collect();
+            if keys.len() > limit as usize {
+                keys.truncate(limit as usize);
+                more = true;
+            }
+            let next = if more {
+                let last = keys.last().cloned().unwrap_or_else(|| after.clone());
+                Some(key_cursor(partition, &last))
+            } else if partition + 1 < q {
+                Some(key_cursor(partition + 1, &[]))
+            } else {
+                None
+            };
+            if !keys.is_empty() || next.is_none() {
+                return Ok(KeyPage { keys, next });
+            }
+            // An empty partition: go on to the next one within this call.
+            partition += 1;
+            after.clear();
+        }
+        Ok(KeyPage {
+            keys: Vec::new(),
+            next: None,
+        })
+    }
+
+    async fn request(
+        self: &Rc<Self>,
+        op: Op,
+        store: &str,
+        key: &[u8],
+    ) -> Result<Answer, DynamoError> {
+        let layout = self.layout_with_retries().await?;
+        let summary = layout.store(store)?;
         if let (Op::Get { r }, Coordination::ClientDriven) = (&op, self.options.coordination) {
             let mut round = 0;
             loop {
@@ -1068,7 +1256,11 @@ impl State {
             .merged
             .context()
             .to_token(crate::ring::key_fingerprint(&store.name, key));
-        let answer = GetResponse::from_siblings(&q.merged, context, "client".to_owned());
+        let mut answer = GetResponse::from_siblings(&q.merged, context, "client".to_owned());
+        answer.stale_replicas = stale_replicas(&q.merged, q.replies.clone(), policy)
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         // Read repair after the answer, late replies included.
         let (st, layout, store_name) = (self.clone(), layout.clone(), store.name.clone());
         tokio::task::spawn_local(async move {

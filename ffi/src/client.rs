@@ -64,6 +64,7 @@ static CLIENTS: Registry<ClientHandle> = Registry::new("dynamo_client");
 pub(crate) struct GetResultData {
     response: GetResponse,
     context: CString,
+    stale: CString,
 }
 
 pub(crate) struct PutResultData {
@@ -79,7 +80,17 @@ fn c_string(s: &str) -> CString {
 
 pub(crate) fn new_get_result(response: GetResponse) -> *mut dynamo_get_result {
     let context = c_string(&response.context);
-    GET_RESULTS.insert(GetResultData { response, context })
+    let stale: String = response
+        .stale_replicas
+        .iter()
+        .map(|n| format!("{n}\n"))
+        .collect();
+    let stale = c_string(&stale);
+    GET_RESULTS.insert(GetResultData {
+        response,
+        context,
+        stale,
+    })
 }
 
 pub(crate) fn new_put_result(response: PutResponse) -> *mut dynamo_put_result {
@@ -179,6 +190,11 @@ pub extern "C" fn dynamo_client_open(
 #[no_mangle]
 pub extern "C" fn dynamo_client_close(client: *mut dynamo_client) -> dynamo_status {
     boundary("dynamo_client_close", || CLIENTS.remove(client).map(drop))
+}
+
+/// The Rust client behind a live `dynamo_client` handle.
+pub(crate) fn client_of(client: *mut dynamo_client) -> Result<Client, FfiError> {
+    Ok(CLIENTS.get(client)?.client.clone())
 }
 
 struct KeyArgs {
@@ -546,6 +562,31 @@ pub extern "C" fn dynamo_get_result_context(
         let r = GET_RESULTS.get(result)?;
         // SAFETY: checked non-null above; the string lives until the result is freed.
         unsafe { args::write(context, r.context.as_ptr()) };
+        Ok(())
+    })
+}
+
+/// The replicas whose answer lacked some of `result`'s siblings (read repair updates
+/// them after the read): writes their number to `*count` and their member names, each
+/// followed by a newline, to `*names` (a NUL-terminated string that belongs to the
+/// result, empty when they all agreed). Known for client-driven reads only (always 0
+/// server-driven); with R = N every owner's answer is compared.
+/// Borrows `result`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dynamo_get_result_stale_replicas(
+    result: *const dynamo_get_result,
+    names: *mut *const c_char,
+    count: *mut usize,
+) -> dynamo_status {
+    boundary("dynamo_get_result_stale_replicas", || {
+        args::out(names, "names")?;
+        args::out(count, "count")?;
+        let r = GET_RESULTS.get(result)?;
+        // SAFETY: both checked non-null above; the string lives until the result is freed.
+        unsafe {
+            args::write(names, r.stale.as_ptr());
+            args::write(count, r.response.stale_replicas.len());
+        }
         Ok(())
     })
 }

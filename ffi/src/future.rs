@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use futures::FutureExt;
 
-use dynamo_core::client::{GetResponse, PutResponse};
+use dynamo_core::client::{GetResponse, KeyPage, PutResponse};
 use dynamo_core::error::DynamoError;
 
 use crate::args;
@@ -37,6 +37,7 @@ pub(crate) enum Outcome {
     Get(Result<GetResponse, DynamoError>),
     Put(Result<PutResponse, DynamoError>),
     Json(Result<String, FfiError>),
+    Keys(Result<KeyPage, DynamoError>),
     Failed(FfiError),
 }
 
@@ -248,8 +249,8 @@ pub extern "C" fn dynamo_future_get_result(
             }
             Outcome::Get(Err(e)) => Err(e.clone().into()),
             Outcome::Failed(e) => Err(FfiError::new(e.status, e.message.clone())),
-            Outcome::Put(_) | Outcome::Json(_) => Err(FfiError::bad_request(
-                "this future is not a get: use dynamo_future_put_result or dynamo_future_json_result",
+            Outcome::Put(_) | Outcome::Json(_) | Outcome::Keys(_) => Err(FfiError::bad_request(
+                "this future is not a get: use the result function of its call",
             )),
         }
     })
@@ -276,9 +277,8 @@ pub extern "C" fn dynamo_future_put_result(
             }
             Outcome::Put(Err(e)) => Err(e.clone().into()),
             Outcome::Failed(e) => Err(FfiError::new(e.status, e.message.clone())),
-            Outcome::Get(_) | Outcome::Json(_) => Err(FfiError::bad_request(
-                "this future is not a put or delete: use dynamo_future_get_result or \
-                 dynamo_future_json_result",
+            Outcome::Get(_) | Outcome::Json(_) | Outcome::Keys(_) => Err(FfiError::bad_request(
+                "this future is not a put or delete: use the result function of its call",
             )),
         }
     })
@@ -304,9 +304,35 @@ pub extern "C" fn dynamo_future_json_result(
             Outcome::Json(Err(e)) | Outcome::Failed(e) => {
                 Err(FfiError::new(e.status, e.message.clone()))
             }
-            Outcome::Get(_) | Outcome::Put(_) => Err(FfiError::bad_request(
-                "this future is a get, put or delete: use dynamo_future_get_result or \
-                 dynamo_future_put_result",
+            Outcome::Get(_) | Outcome::Put(_) | Outcome::Keys(_) => Err(FfiError::bad_request(
+                "this future is not a status: use the result function of its call",
+            )),
+        }
+    })
+}
+
+/// The outcome of a key-listing future (`dynamo_client_list_keys_async`): on
+/// `DYNAMO_OK` writes a new page to `*page` (free it with `dynamo_key_page_free`);
+/// otherwise returns the operation's status with its message. The future must be ready.
+/// Borrows `future`; the caller owns `*page`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dynamo_future_key_page_result(
+    future: *mut dynamo_future,
+    page: *mut *mut crate::dynamo_key_page,
+) -> dynamo_status {
+    boundary("dynamo_future_key_page_result", || {
+        args::out(page, "page")?;
+        match &*ready_outcome(future)? {
+            Outcome::Keys(Ok(p)) => {
+                let h = crate::keys::new_key_page(p.clone());
+                // SAFETY: checked non-null above.
+                unsafe { args::write(page, h) };
+                Ok(())
+            }
+            Outcome::Keys(Err(e)) => Err(e.clone().into()),
+            Outcome::Failed(e) => Err(FfiError::new(e.status, e.message.clone())),
+            Outcome::Get(_) | Outcome::Put(_) | Outcome::Json(_) => Err(FfiError::bad_request(
+                "this future is not a key listing: use the result function of its call",
             )),
         }
     })

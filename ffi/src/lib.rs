@@ -20,6 +20,7 @@ mod engine;
 mod error;
 mod future;
 mod handle;
+mod keys;
 mod node;
 
 use std::ffi::{c_char, c_void};
@@ -29,6 +30,7 @@ pub use client::*;
 pub use engine::*;
 pub use error::*;
 pub use future::*;
+pub use keys::*;
 pub use node::*;
 
 // The library's own allocations use mimalloc in release builds, as the `dynamo` binary

@@ -29,6 +29,7 @@ use crate::ring::{Member, Ring};
 use crate::store::{StoreConfig, StoreError, VersionedStore};
 
 pub use local::LocalNode;
+pub use server::MAX_KEYS_PER_PAGE;
 
 use health::HealthTable;
 use hints::HintLog;

@@ -22,6 +22,9 @@ use super::{NodeCore, NodeError};
 /// How long shutdown waits for in-flight requests.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// The most keys one `keys` reply carries, whatever the caller asked for.
+pub const MAX_KEYS_PER_PAGE: u32 = 10_000;
+
 struct DynamoServer {
     node: LocalNode,
     internode: internode::Client,
@@ -485,6 +488,49 @@ impl internode::Server for InternodeServer {
             .await;
         if let Err(e) = answer {
             rpc::write_failure(results.get().init_failure(), &e);
+        }
+        Ok(())
+    }
+
+    async fn keys(
+        self: Rc<Self>,
+        params: internode::KeysParams,
+        mut results: internode::KeysResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let partition = p.get_partition();
+            if partition >= st.partitions() {
+                return Err(DynamoError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "partition {partition} does not exist: store {} has {} partitions",
+                        st.name(),
+                        st.partitions()
+                    ),
+                ));
+            }
+            let after = rpc::data(p.get_after())?;
+            // At most 10,000 keys a page, so one reply stays far below any message limit.
+            let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
+            self.node
+                .engine_any("listing keys", move || {
+                    Ok(st.keys_after(partition, &after, limit)?)
+                })
+                .await
+        }
+        .await;
+        match answer {
+            Ok((keys, more)) => {
+                let mut r = results.get();
+                let mut list = r.reborrow().init_keys(keys.len() as u32);
+                for (i, k) in keys.iter().enumerate() {
+                    list.set(i as u32, k);
+                }
+                r.set_more(more);
+            }
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
         }
         Ok(())
     }

@@ -126,4 +126,9 @@ interface Internode {
       -> (failure :Failure);
   # Liveness: the caller's name in, this node's name and data-directory id out.
   ping @3 (from :Text) -> (name :Text, nodeId :Text);
+  # Up to `limit` keys this replica holds in `partition` of `store` that sort after
+  # `after` (empty: from the first), in key order; `more` when others follow. Listing a
+  # store (export, consistency checks) pages through every partition with it.
+  keys @4 (store :Text, partition :UInt32, after :Data, limit :UInt32)
+      -> (failure :Failure, keys :List(Data), more :Bool);
 }

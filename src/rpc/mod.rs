@@ -308,6 +308,7 @@ pub fn read_get_reply(
         siblings,
         context: text(r.get_context())?,
         coordinator: text(r.get_coordinator())?,
+        stale_replicas: Vec::new(),
     })
 }
 
@@ -497,6 +498,41 @@ pub async fn call_replica_read(
         return Err(f);
     }
     decode_versions(r.get_versions(), u64::from(u32::MAX))
+}
+
+/// Up to `limit` keys the replica at `address` holds in `partition` of `store` after
+/// `after` (empty: from the first), and whether more follow.
+pub async fn call_replica_keys(
+    node: &internode::Client,
+    address: &str,
+    store: &str,
+    partition: u32,
+    after: &[u8],
+    limit: u32,
+) -> Result<(Vec<Vec<u8>>, bool), DynamoError> {
+    let mut req = node.keys_request();
+    {
+        let mut p = req.get();
+        p.set_store(store);
+        p.set_partition(partition);
+        p.set_after(after);
+        p.set_limit(limit);
+    }
+    let resp = req
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    let r = resp.get().map_err(|e| from_capnp(address, e))?;
+    if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
+        return Err(f);
+    }
+    let list = r.get_keys().map_err(|e| from_capnp(address, e))?;
+    let mut keys = Vec::with_capacity(list.len() as usize);
+    for k in list.iter() {
+        keys.push(k.map_err(|e| from_capnp(address, e))?.to_vec());
+    }
+    Ok((keys, r.get_more()))
 }
 
 /// Merges the encoded versions of `key` into the replica at `address`; `hint_for`

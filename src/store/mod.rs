@@ -1118,6 +1118,45 @@ impl VersionedStore {
         Ok(out)
     }
 
+    /// Up to `limit` keys of `partition` that sort after `after` (from the partition's
+    /// first key when `after` is empty), in key order, and whether more follow. Keys
+    /// whose record holds only tombstones are listed too (a read shows them empty).
+    /// Reads only the partition's engine range, and stops after `limit + 1` entries.
+    pub fn keys_after(
+        &self,
+        partition: u32,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        let prefix = partition.to_be_bytes();
+        let start = if after.is_empty() {
+            std::ops::Bound::Included(prefix.to_vec())
+        } else {
+            std::ops::Bound::Excluded(engine_key(partition, after))
+        };
+        let end = match dynamo_engines::prefix_successor(&prefix) {
+            Some(e) => std::ops::Bound::Excluded(e),
+            None => std::ops::Bound::Unbounded,
+        };
+        let range = KeyRange::new(start, end);
+        let mut keys = Vec::new();
+        for item in self
+            .engine
+            .scan(&self.keyspace, &range, dynamo_engines::Direction::Forward)
+            .map_err(self.engine_err("listing a partition's keys"))?
+        {
+            let (ek, _) = item.map_err(self.engine_err("listing a partition's keys"))?;
+            let Some((_, key)) = split_engine_key(&ek) else {
+                continue;
+            };
+            if keys.len() == limit {
+                return Ok((keys, true));
+            }
+            keys.push(key.to_vec());
+        }
+        Ok((keys, false))
+    }
+
     /// Flushes the engine (used on shutdown).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.engine.sync().map_err(self.engine_err("syncing"))

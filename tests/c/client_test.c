@@ -230,6 +230,69 @@ static void futures(dynamo_client *c) {
         "dynamo_future_wait in a callback returned %d", atomic_load(&wait_in_callback));
 }
 
+/* Lists every key of the store page by page, blocking and with futures: each key
+ * written here appears once, pages respect the limit, a bad cursor is refused. */
+static void list_keys(dynamo_client *c, const char *tag) {
+  char key[64];
+  for (int i = 0; i < 40; i++) {
+    snprintf(key, sizeof key, "c-list-%s-%02d", tag, i);
+    OK(dynamo_client_put(c, "default", KEY(key), KEY("v"), NULL, 0, NULL));
+  }
+  int seen[40] = {0};
+  char *cursor = NULL;
+  int pages = 0;
+  for (;;) {
+    dynamo_key_page *page = NULL;
+    if (pages % 2 == 0) {
+      OK(dynamo_client_list_keys(c, "default", cursor, 7, &page));
+    } else {
+      dynamo_future *f = NULL;
+      OK(dynamo_client_list_keys_async(c, "default", cursor, 7, &f));
+      OK(dynamo_future_wait(f));
+      OK(dynamo_future_key_page_result(f, &page));
+      OK(dynamo_future_free(f));
+    }
+    pages++;
+    size_t n = 0;
+    OK(dynamo_key_page_count(page, &n));
+    CHECK(n <= 7, "a page of limit 7 has %zu keys", n);
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "c-list-%s-", tag);
+    for (size_t i = 0; i < n; i++) {
+      const uint8_t *k = NULL;
+      size_t len = 0;
+      OK(dynamo_key_page_key(page, i, &k, &len));
+      size_t pl = strlen(prefix);
+      if (len == pl + 2 && memcmp(k, prefix, pl) == 0) seen[(k[pl] - '0') * 10 + (k[pl + 1] - '0')]++;
+    }
+    const uint8_t *k = NULL;
+    size_t len = 0;
+    FAILS(dynamo_key_page_key(page, n, &k, &len), DYNAMO_ERR_BAD_REQUEST, "index past the page");
+    const char *next = NULL;
+    OK(dynamo_key_page_next(page, &next));
+    free(cursor);
+    cursor = next ? strdup(next) : NULL;
+    OK(dynamo_key_page_free(page));
+    FAILS(dynamo_key_page_free(page), DYNAMO_ERR_BAD_REQUEST, "second free");
+    if (!cursor) break;
+  }
+  for (int i = 0; i < 40; i++) CHECK(seen[i] == 1, "key %d listed %d times", i, seen[i]);
+  dynamo_key_page *bad = NULL;
+  FAILS(dynamo_client_list_keys(c, "default", "99999:zz", 10, &bad), DYNAMO_ERR_BAD_REQUEST,
+        "a malformed cursor");
+  FAILS(dynamo_client_list_keys(c, "nope", NULL, 10, &bad), DYNAMO_ERR_UNKNOWN_STORE,
+        "an unknown store");
+
+  /* Replicas that agree: none is stale. */
+  dynamo_get_result *g = NULL;
+  OK(dynamo_client_get(c, "default", KEY("c-list-stale"), 3, &g));
+  const char *names = NULL;
+  size_t stale = 99;
+  OK(dynamo_get_result_stale_replicas(g, &names, &stale));
+  CHECK(stale == 0 && names && names[0] == '\0', "no stale replica, got %zu", stale);
+  OK(dynamo_get_result_free(g));
+}
+
 int main(int argc, char **argv) {
   CHECK(argc >= 2, "usage: client_test ADDRESS...");
   CHECK(dynamo_api_version() == DYNAMO_API_VERSION, "header and library API versions differ");
@@ -248,6 +311,7 @@ int main(int argc, char **argv) {
     dynamo_client *c = NULL;
     OK(dynamo_client_open(nodes, count, &o, &c));
     basic(c, mode == 0 ? "client" : "server");
+    list_keys(c, mode == 0 ? "client" : "server");
     errors(c);
     if (mode == 0) futures(c);
     char *json = NULL;
