@@ -1,0 +1,435 @@
+"""Tools around a cluster: `load` and `export` (JSON Lines in and out) and `check`
+(consistency of the listed keys). Each is a function here and a command of
+`python -m dynamo`.
+
+The JSON Lines format, one key per line::
+
+    {"key": "cart:42", "siblings": [{"value": "1 book"}], "context": "..."}
+
+A key or value that is not valid UTF-8 is written as `key_base64` / `value_base64`
+instead; a tombstone sibling is `{"deleted": true}`. `load` also takes the short forms
+`{"key": ..., "value": ...}` / `"value_base64"`. The context `export` writes belongs to
+the cluster it came from; `load` ignores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import IO, Any, Awaitable, Callable, Iterable, Iterator, Sequence
+
+from .aio import AsyncClient
+from .client import GetResult
+from .errors import DynamoError, UnknownStoreError
+
+DEFAULT_CONCURRENCY = 64
+
+
+def _progress(desc: str, unit: str, total: int | None = None) -> Any:
+    """A progress bar on stderr when it is a terminal, else a no-op with the same API."""
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, unit=unit, total=total, disable=None, file=sys.stderr, leave=False)
+
+
+def encode_bytes(data: bytes, name: str) -> dict[str, str]:
+    """`{name: text}` when `data` is UTF-8, else `{name + "_base64": ...}`."""
+    try:
+        return {name: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {f"{name}_base64": base64.b64encode(data).decode("ascii")}
+
+
+def decode_bytes(obj: dict[str, Any], name: str, where: str) -> bytes | None:
+    """The bytes under `name` (text) or `name_base64`, or None when neither is there."""
+    if name in obj and obj[name] is not None:
+        v = obj[name]
+        if not isinstance(v, str):
+            raise ValueError(f"{where}: {name!r} must be a string")
+        return v.encode("utf-8")
+    b = obj.get(f"{name}_base64")
+    if b is None:
+        return None
+    if not isinstance(b, str):
+        raise ValueError(f"{where}: {name + '_base64'!r} must be a string")
+    try:
+        return base64.b64decode(b, validate=True)
+    except ValueError as e:
+        raise ValueError(f"{where}: {name}_base64 is not valid base64: {e}") from None
+
+
+def record_json(key: bytes, result: GetResult) -> dict[str, Any]:
+    """The JSON Lines record of a key and what a get returned for it."""
+    out: dict[str, Any] = encode_bytes(key, "key")
+    siblings = []
+    for s in result.siblings:
+        if s.value is None:
+            siblings.append({"deleted": True})
+        else:
+            siblings.append(encode_bytes(s.value, "value"))
+    out["siblings"] = siblings
+    out["context"] = result.context
+    return out
+
+
+@dataclass
+class Record:
+    """One key to load: its values (None for a tombstone)."""
+
+    key: bytes
+    values: list[bytes | None]
+
+
+def parse_record(line: str, where: str) -> Record:
+    """A JSON Lines record (see the module doc), checked; `where` names the line."""
+    try:
+        obj = json.loads(line)
+    except ValueError as e:
+        raise ValueError(f"{where}: not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object with \"key\" and \"siblings\" or \"value\"")
+    key = decode_bytes(obj, "key", where)
+    if not key:
+        raise ValueError(f"{where}: no \"key\" (or \"key_base64\"), or it is empty")
+    if "siblings" in obj:
+        sibs = obj["siblings"]
+        if not isinstance(sibs, list):
+            raise ValueError(f"{where}: \"siblings\" must be a list")
+        values: list[bytes | None] = []
+        for i, s in enumerate(sibs):
+            if not isinstance(s, dict):
+                raise ValueError(f"{where}: sibling {i} must be an object")
+            if s.get("deleted"):
+                values.append(None)
+                continue
+            v = decode_bytes(s, "value", f"{where}, sibling {i}")
+            if v is None:
+                raise ValueError(f"{where}: sibling {i} has no \"value\" or \"value_base64\"")
+            values.append(v)
+        return Record(key, values)
+    v = decode_bytes(obj, "value", where)
+    if v is None:
+        raise ValueError(f"{where}: no \"siblings\", \"value\" or \"value_base64\"")
+    return Record(key, [v])
+
+
+@dataclass
+class LoadReport:
+    """What `load` did."""
+
+    keys: int = 0
+    writes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def _bounded(jobs: Iterable[Any], concurrency: int, take: Callable[[Any], None]) -> None:
+    """Runs the coroutines of `jobs` (consumed lazily) with at most `concurrency` at
+    once, passing each one's result to `take` as it completes. The first exception
+    (from a job, from `jobs` itself or from `take`) is raised once the jobs already
+    started have finished, so nothing is left running behind the caller's back."""
+    running: set[asyncio.Task[Any]] = set()
+    it = iter(jobs)
+    exhausted = False
+    failure: BaseException | None = None
+    try:
+        while True:
+            while failure is None and not exhausted and len(running) < concurrency:
+                try:
+                    running.add(asyncio.ensure_future(next(it)))
+                except StopIteration:
+                    exhausted = True
+            if not running:
+                break
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                e = t.exception()
+                if e is not None:
+                    failure = failure or e
+                elif failure is None:
+                    take(t.result())
+    except BaseException as e:
+        failure = failure or e
+    if running:
+        await asyncio.wait(running)
+        for t in running:
+            t.exception()  # retrieved: no "never retrieved" warning
+    if failure is not None:
+        raise failure
+
+
+async def _load_one(client: AsyncClient, store: str, rec: Record, blind: bool) -> int:
+    context = None
+    if not blind:
+        context = (await client.get(store, rec.key)).context
+    writes = 0
+    for i, v in enumerate(rec.values):
+        # The first value supersedes what the store held; the others become its siblings.
+        ctx = context if i == 0 else None
+        if v is None:
+            await client.delete(store, rec.key, ctx)
+        else:
+            await client.put(store, rec.key, v, ctx)
+        writes += 1
+    return writes
+
+
+async def load_async(
+    nodes: str | Sequence[str],
+    store: str,
+    lines: Iterable[str],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    blind: bool = False,
+    stop_on_error: bool = True,
+) -> LoadReport:
+    """Writes every record of `lines` (JSON Lines) into `store`. By default each key's
+    current value is read first so the loaded value supersedes it (its other siblings
+    become siblings of it); `blind` skips that read (for a store known to be empty).
+    Malformed lines raise `ValueError` before anything of that line is written; with
+    `stop_on_error` a failed write stops the load (it raises), else it is reported."""
+    report = LoadReport()
+    bar = _progress("load", "key")
+
+    def take(outcome: int) -> None:
+        report.keys += 1
+        report.writes += outcome
+        bar.update(1)
+
+    async def job(number: int, rec: Record) -> int:
+        try:
+            return await _load_one(client, store, rec, blind)
+        except DynamoError as e:
+            message = f"line {number}: {type(e).__name__}: {e.message}"
+            if stop_on_error:
+                raise type(e)(message, e.status) from e
+            report.errors.append(message)
+            return 0
+
+    def jobs() -> Iterator[Any]:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            yield job(number, parse_record(line, f"line {number}"))
+
+    async with AsyncClient(nodes) as client:
+        try:
+            await _bounded(jobs(), concurrency, take)
+        finally:
+            bar.close()
+    return report
+
+
+def load(nodes: str | Sequence[str], store: str, lines: Iterable[str], **kw: Any) -> LoadReport:
+    """Blocking form of `load_async`."""
+    return asyncio.run(load_async(nodes, store, lines, **kw))
+
+
+async def _each_batch(
+    client: AsyncClient,
+    store: str,
+    keys: Iterable[bytes] | None,
+    run: Callable[[list[bytes]], Awaitable[None]],
+    size: int = 1000,
+) -> None:
+    """Calls `run` on batches of `keys`, or of every key of `store` listed page by page
+    when `keys` is None: memory stays bounded by one batch."""
+    batch: list[bytes] = []
+    if keys is None:
+        async for k in client.keys(store, page_size=size):
+            batch.append(k)
+            if len(batch) >= size:
+                await run(batch)
+                batch = []
+    else:
+        for k in keys:
+            batch.append(k)
+            if len(batch) >= size:
+                await run(batch)
+                batch = []
+    if batch:
+        await run(batch)
+
+
+@dataclass
+class ExportReport:
+    """What `export` did."""
+
+    keys: int = 0
+    skipped: int = 0
+
+
+async def export_async(
+    nodes: str | Sequence[str],
+    store: str,
+    out: IO[str],
+    *,
+    keys: Iterable[bytes] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    r: int | None = None,
+) -> ExportReport:
+    """Writes every key of `store` (or only `keys`) with its siblings and context to
+    `out` as JSON Lines, streaming: pages of keys are listed and read concurrently.
+    Keys with no value (deleted) are skipped."""
+    report = ExportReport()
+    bar = _progress("export", "key")
+    async with AsyncClient(nodes) as client:
+
+        async def one(k: bytes) -> tuple[bytes, GetResult]:
+            return k, await client.get(store, k, r=r)
+
+        def take(outcome: tuple[bytes, GetResult]) -> None:
+            k, result = outcome
+            if not result.siblings:
+                report.skipped += 1
+                return
+            out.write(json.dumps(record_json(k, result)) + "\n")
+            report.keys += 1
+            bar.update(1)
+
+        try:
+            await _each_batch(client, store, keys, lambda batch: _bounded(
+                [one(k) for k in batch], concurrency, take
+            ))
+        finally:
+            bar.close()
+    out.flush()
+    return report
+
+
+def export(nodes: str | Sequence[str], store: str, out: IO[str], **kw: Any) -> ExportReport:
+    """Blocking form of `export_async`."""
+    return asyncio.run(export_async(nodes, store, out, **kw))
+
+
+@dataclass
+class KeyProblem:
+    """A key `check` reports: its siblings, or the replicas that disagreed, or the
+    error reading it."""
+
+    key: bytes
+    siblings: int = 0
+    stale_replicas: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        """As a JSON object."""
+        out: dict[str, Any] = encode_bytes(self.key, "key")
+        out["siblings"] = self.siblings
+        out["stale_replicas"] = self.stale_replicas
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class CheckReport:
+    """What `check` found: keys read, and the keys with siblings, disagreeing replicas
+    or read errors."""
+
+    keys: int = 0
+    problems: list[KeyProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every key had one value and all replicas agreed."""
+        return not self.problems
+
+    def json(self) -> dict[str, Any]:
+        """As a JSON object."""
+        return {
+            "keys": self.keys,
+            "with_siblings": sum(1 for p in self.problems if p.siblings > 1),
+            "with_stale_replicas": sum(1 for p in self.problems if p.stale_replicas),
+            "errors": sum(1 for p in self.problems if p.error),
+            "problems": [p.json() for p in self.problems],
+        }
+
+
+async def check_async(
+    nodes: str | Sequence[str],
+    store: str,
+    *,
+    keys: Iterable[bytes] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> CheckReport:
+    """Reads each of `keys` (default: every key of the store) with R = N, client-driven,
+    and reports the keys with more than one sibling, the keys whose replicas disagreed
+    (those the read then repaired) and the keys that could not be read at R = N."""
+    report = CheckReport()
+    bar = _progress("check", "key")
+    async with AsyncClient(nodes, coordination="client") as client:
+        stores = {s["name"]: s for s in (await client.status()).get("stores", [])}
+        if store not in stores:
+            raise UnknownStoreError(
+                f"unknown store {store!r}; the cluster has: {', '.join(sorted(stores))}"
+            )
+        n = int(stores[store]["n"])
+
+        async def one(k: bytes) -> KeyProblem | None:
+            try:
+                result = await client.get(store, k, r=n)
+            except DynamoError as e:
+                return KeyProblem(k, error=f"{type(e).__name__}: {e.message}")
+            if len(result.siblings) > 1 or result.stale_replicas:
+                return KeyProblem(k, len(result.siblings), sorted(result.stale_replicas))
+            return None
+
+        def take(outcome: KeyProblem | None) -> None:
+            report.keys += 1
+            bar.update(1)
+            if outcome is not None:
+                report.problems.append(outcome)
+
+        try:
+            await _each_batch(client, store, keys, lambda batch: _bounded(
+                [one(k) for k in batch], concurrency, take
+            ))
+        finally:
+            bar.close()
+    report.problems.sort(key=lambda p: p.key)
+    return report
+
+
+def check(nodes: str | Sequence[str], store: str, **kw: Any) -> CheckReport:
+    """Blocking form of `check_async`."""
+    return asyncio.run(check_async(nodes, store, **kw))
+
+
+def read_keys(stream: IO[str]) -> Iterator[bytes]:
+    """Keys from a file: one per line, or JSON Lines records with "key"/"key_base64"
+    (as `export` writes them)."""
+    for number, line in enumerate(stream, 1):
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        if text.lstrip().startswith("{"):
+            yield parse_record_key(text, f"line {number}")
+        else:
+            yield text.encode("utf-8")
+
+
+def parse_record_key(line: str, where: str) -> bytes:
+    """The key of a JSON Lines record."""
+    try:
+        obj = json.loads(line)
+    except ValueError as e:
+        raise ValueError(f"{where}: not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object with \"key\"")
+    key = decode_bytes(obj, "key", where)
+    if not key:
+        raise ValueError(f"{where}: no \"key\" (or \"key_base64\")")
+    return key
+
+
+def text_lines(stream: IO[bytes] | IO[str]) -> Iterator[str]:
+    """Lines of a text or binary stream, as `str`."""
+    if isinstance(stream, io.TextIOBase):
+        yield from stream
+    else:
+        for raw in stream:
+            yield raw.decode("utf-8") if isinstance(raw, bytes) else raw
