@@ -52,9 +52,9 @@
 #include <stdint.h>
 
 // The version of the C API this header describes. It grows by one with every change
-// to a signature, struct or code; compare it with `dynamo_api_version()` to check that
+// to the API (a function added, a signature, struct or code changed); compare it with `dynamo_api_version()` to check that
 // the library a program loaded matches the header it was built with.
-#define DYNAMO_API_VERSION 1
+#define DYNAMO_API_VERSION 2
 
 // Client-driven coordination (the paper's section 6.4, the default): the client holds
 // the ring, reads a key's replicas itself and sends writes straight to a node in the
@@ -667,7 +667,8 @@ dynamo_status dynamo_future_free(struct dynamo_future *future);
 // Lists one page of the keys of `store`: up to `limit` keys (at most 10,000; 0 means
 // 1,000), from the start when `cursor` is NULL, else from the `next` cursor of the
 // previous page. Each partition's keys are the union of what its N owners hold
-// (owners that fail are skipped; if none answers the call fails), in (partition, key)
+// (owners that fail are skipped and named by `dynamo_key_page_unanswered`; if none
+// answers the call fails), in (partition, key)
 // order, so the order is not the keys' byte order. Keys written while a listing runs
 // may or may not appear. Blocks. On `DYNAMO_OK` writes a new page to `*page` (free it
 // with `dynamo_key_page_free`); a page may be empty only when it is the last.
@@ -705,6 +706,15 @@ dynamo_status dynamo_key_page_key(const struct dynamo_key_page *page,
 // belongs to the page and stays valid until the page is freed.
 // Borrows `page`. Thread-safe.
 dynamo_status dynamo_key_page_next(const struct dynamo_key_page *page, const char **cursor);
+
+// The owners that failed to answer for the partitions `page` covers (keys only they
+// hold are missing from it): writes their number to `*count` and their member names,
+// each followed by a newline, to `*names` (a NUL-terminated string that belongs to the
+// page; empty when every owner answered).
+// Borrows `page`. Thread-safe.
+dynamo_status dynamo_key_page_unanswered(const struct dynamo_key_page *page,
+                                         const char **names,
+                                         size_t *count);
 
 // Frees `page` (and every pointer read from it). A second free returns
 // `DYNAMO_ERR_BAD_REQUEST`.

@@ -38,7 +38,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{DynamoError, ErrorKind};
-use crate::quorum::{stale_replicas, QuorumRead, ReadFn, Target};
+use crate::quorum::{lacking_replicas, stale_replicas, QuorumRead, ReadFn, Target};
 use crate::ring::Ring;
 use crate::rpc::{self, internode, Connection};
 use crate::version::{ConflictPolicy, Siblings, Version};
@@ -179,6 +179,9 @@ pub struct KeyPage {
     pub keys: Vec<Vec<u8>>,
     /// The cursor of the next page; `None` when the listing is complete.
     pub next: Option<String>,
+    /// Owners (member names) of partitions this page covers that failed to answer: keys
+    /// only they hold are missing from it. Empty when every owner answered.
+    pub unanswered: Vec<String>,
 }
 
 /// The cursor token `partition:hex(after)` a key page hands to the next call.
@@ -335,6 +338,8 @@ struct State {
     connecting: tokio::sync::Mutex<()>,
     /// Serialises the first ring fetch, so a burst of first requests fetches it once.
     fetching: tokio::sync::Mutex<()>,
+    /// Read repairs in progress (finished ones are reaped as new ones start).
+    repairs: RefCell<tokio::task::JoinSet<()>>,
 }
 
 impl Layout {
@@ -415,6 +420,7 @@ impl Client {
             next: Cell::new(0),
             connecting: tokio::sync::Mutex::new(()),
             fetching: tokio::sync::Mutex::new(()),
+            repairs: RefCell::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -425,11 +431,19 @@ impl Client {
             .spawn(move || {
                 let local = tokio::task::LocalSet::new();
                 let state = Rc::new(make_state());
+                let st = state.clone();
                 local.block_on(&rt, async move {
                     while let Some(job) = rx.recv().await {
-                        tokio::task::spawn_local(job(state.clone()));
+                        tokio::task::spawn_local(job(st.clone()));
                     }
+                    // Every handle is gone: let the read repairs still running finish
+                    // (each of their calls is timed), so closing a client right after
+                    // a read does not drop its repair.
+                    let mut repairs = st.repairs.take();
+                    let drain = async { while repairs.join_next().await.is_some() {} };
+                    let _ = tokio::time::timeout(st.options.timeout * 2, drain).await;
                 });
+                drop(state);
             })
             .map_err(|e| DynamoError::new(ErrorKind::Internal, format!("client thread: {e}")))?;
         Ok(Client { jobs: tx })
@@ -563,7 +577,8 @@ impl Client {
     /// One page of the keys of `store`, in (partition, key) order: up to `limit` keys
     /// (at most 10,000), from the start when `cursor` is `None`, else from the page's
     /// `next` cursor. Each partition's keys are the union of what its N owners hold
-    /// (owners that fail are skipped; if none answers, the call fails). Keys written
+    /// (owners that fail are skipped and named in `unanswered`; if none answers, the
+    /// call fails). Keys written
     /// while the listing runs may or may not appear; a key held only by a stand-in (its
     /// hint not yet handed off) appears once the hint is delivered.
     pub async fn list_keys(
@@ -966,10 +981,13 @@ impl State {
             None => (0, Vec::new()),
         };
         let limit = limit.clamp(1, crate::node::MAX_KEYS_PER_PAGE);
+        let mut unanswered: Vec<String> = Vec::new();
         while partition < q {
+            // The walk goes on past the top N to the stand-ins: only owners are asked.
             let owners: Vec<String> = ring
                 .walk(partition, usize::from(summary.n))
                 .iter()
+                .take(usize::from(summary.n))
                 .map(|m| m.name.clone())
                 .collect();
             let asks = owners.iter().map(|name| {
@@ -990,14 +1008,19 @@ impl State {
             let mut more = false;
             let mut errors = Vec::new();
             let mut answered = 0;
-            for a in answers {
+            for (name, a) in owners.iter().zip(answers) {
                 match a {
                     Ok((keys, m)) => {
                         answered += 1;
                         more |= m;
                         merged.extend(keys);
                     }
-                    Err(e) => errors.push(e),
+                    Err(e) => {
+                        if !unanswered.contains(name) {
+                            unanswered.push(name.clone());
+                        }
+                        errors.push(e);
+                    }
                 }
             }
             if answered == 0 {
@@ -1025,7 +1048,11 @@ impl State {
                 None
             };
             if !keys.is_empty() || next.is_none() {
-                return Ok(KeyPage { keys, next });
+                return Ok(KeyPage {
+                    keys,
+                    next,
+                    unanswered,
+                });
             }
             // An empty partition: go on to the next one within this call.
             partition += 1;
@@ -1034,6 +1061,7 @@ impl State {
         Ok(KeyPage {
             keys: Vec::new(),
             next: None,
+            unanswered,
         })
     }
 
@@ -1257,13 +1285,12 @@ impl State {
             .context()
             .to_token(crate::ring::key_fingerprint(&store.name, key));
         let mut answer = GetResponse::from_siblings(&q.merged, context, "client".to_owned());
-        answer.stale_replicas = stale_replicas(&q.merged, q.replies.clone(), policy)
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
+        answer.stale_replicas = lacking_replicas(&q.merged, &q.replies);
         // Read repair after the answer, late replies included.
         let (st, layout, store_name) = (self.clone(), layout.clone(), store.name.clone());
-        tokio::task::spawn_local(async move {
+        let mut repairs = self.repairs.borrow_mut();
+        while repairs.try_join_next().is_some() {}
+        repairs.spawn_local(async move {
             let (merged, replies) = q.finish().await;
             let stale = stale_replicas(&merged, replies, policy);
             if stale.is_empty() {

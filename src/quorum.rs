@@ -198,6 +198,21 @@ impl QuorumRead {
     }
 }
 
+/// The replicas among `replies` that lack a version of `newest` (no version with its
+/// dot), by name: what a read reports as stale. It only compares dots, so it copies no
+/// value (unlike [`stale_replicas`], which the repair uses to decide what to write).
+pub fn lacking_replicas(newest: &Siblings, replies: &[(Target, Vec<Version>)]) -> Vec<String> {
+    replies
+        .iter()
+        .filter(|(_, had)| {
+            newest
+                .versions()
+                .iter()
+                .any(|v| !had.iter().any(|h| h.dot == v.dot))
+        })
+        .map(|(t, _)| t.name.clone())
+        .collect()
+}
 /// The version sets to send in read repair: for each reply that lacks something of
 /// `newest`, the member (and whom it stands in for) that should get `newest`.
 pub fn stale_replicas(

@@ -102,6 +102,15 @@ class BuildWithLibrary(build_py):
         strip = shutil.which("strip")
         if strip and not os.environ.get("DYNAMO_KEEP_DEBUG"):
             subprocess.run([strip, "--strip-debug", str(target)], check=True)
+        # The bindings dlopen() the library: make sure this one can be (a library built
+        # with initial-exec TLS cannot, once the process has started).
+        loaded = subprocess.run(
+            [sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])", str(target)],
+            capture_output=True,
+            text=True,
+        )
+        if loaded.returncode != 0:
+            _fail(f"the built libdynamo.so cannot be loaded with dlopen: {loaded.stderr.strip()}")
 
 
 class PlatformWheel(bdist_wheel):

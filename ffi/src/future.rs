@@ -249,9 +249,7 @@ pub extern "C" fn dynamo_future_get_result(
             }
             Outcome::Get(Err(e)) => Err(e.clone().into()),
             Outcome::Failed(e) => Err(FfiError::new(e.status, e.message.clone())),
-            Outcome::Put(_) | Outcome::Json(_) | Outcome::Keys(_) => Err(FfiError::bad_request(
-                "this future is not a get: use the result function of its call",
-            )),
+            other => Err(wrong_kind(other, "a get")),
         }
     })
 }
@@ -277,9 +275,7 @@ pub extern "C" fn dynamo_future_put_result(
             }
             Outcome::Put(Err(e)) => Err(e.clone().into()),
             Outcome::Failed(e) => Err(FfiError::new(e.status, e.message.clone())),
-            Outcome::Get(_) | Outcome::Json(_) | Outcome::Keys(_) => Err(FfiError::bad_request(
-                "this future is not a put or delete: use the result function of its call",
-            )),
+            other => Err(wrong_kind(other, "a put or delete")),
         }
     })
 }
@@ -304,9 +300,7 @@ pub extern "C" fn dynamo_future_json_result(
             Outcome::Json(Err(e)) | Outcome::Failed(e) => {
                 Err(FfiError::new(e.status, e.message.clone()))
             }
-            Outcome::Get(_) | Outcome::Put(_) | Outcome::Keys(_) => Err(FfiError::bad_request(
-                "this future is not a status: use the result function of its call",
-            )),
+            other => Err(wrong_kind(other, "a status")),
         }
     })
 }
@@ -331,11 +325,24 @@ pub extern "C" fn dynamo_future_key_page_result(
             }
             Outcome::Keys(Err(e)) => Err(e.clone().into()),
             Outcome::Failed(e) => Err(FfiError::new(e.status, e.message.clone())),
-            Outcome::Get(_) | Outcome::Put(_) | Outcome::Json(_) => Err(FfiError::bad_request(
-                "this future is not a key listing: use the result function of its call",
-            )),
+            other => Err(wrong_kind(other, "a key listing")),
         }
     })
+}
+
+/// The error for reading a future's outcome with the wrong function: what the future
+/// is and which function reads it.
+fn wrong_kind(outcome: &Outcome, wanted: &str) -> FfiError {
+    let (is, reader) = match outcome {
+        Outcome::Get(_) => ("a get", "dynamo_future_get_result"),
+        Outcome::Put(_) => ("a put or delete", "dynamo_future_put_result"),
+        Outcome::Json(_) => ("a status", "dynamo_future_json_result"),
+        Outcome::Keys(_) => ("a key listing", "dynamo_future_key_page_result"),
+        Outcome::Failed(_) => ("failed", "any result function"),
+    };
+    FfiError::bad_request(format!(
+        "this future is {is}, not {wanted}: read it with {reader}"
+    ))
 }
 
 fn ready_outcome(future: *mut dynamo_future) -> Result<Arc<Outcome>, FfiError> {

@@ -21,15 +21,21 @@ pub struct dynamo_key_page {
 pub(crate) struct KeyPageData {
     keys: Vec<Vec<u8>>,
     next: Option<CString>,
+    unanswered: CString,
+    unanswered_count: usize,
 }
 
 static KEY_PAGES: Registry<KeyPageData> = Registry::new("dynamo_key_page");
 
 pub(crate) fn new_key_page(page: KeyPage) -> *mut dynamo_key_page {
+    let names: String = page.unanswered.iter().map(|n| format!("{n}\n")).collect();
     KEY_PAGES.insert(KeyPageData {
         keys: page.keys,
         // A cursor is `partition:hex`, never with a NUL in it.
         next: page.next.and_then(|c| CString::new(c).ok()),
+        // Member names are validated ASCII, never with a NUL in them.
+        unanswered: CString::new(names).unwrap_or_default(),
+        unanswered_count: page.unanswered.len(),
     })
 }
 
@@ -51,7 +57,8 @@ unsafe fn list_args(store: *const c_char, cursor: *const c_char) -> Result<ListA
 /// Lists one page of the keys of `store`: up to `limit` keys (at most 10,000; 0 means
 /// 1,000), from the start when `cursor` is NULL, else from the `next` cursor of the
 /// previous page. Each partition's keys are the union of what its N owners hold
-/// (owners that fail are skipped; if none answers the call fails), in (partition, key)
+/// (owners that fail are skipped and named by `dynamo_key_page_unanswered`; if none
+/// answers the call fails), in (partition, key)
 /// order, so the order is not the keys' byte order. Keys written while a listing runs
 /// may or may not appear. Blocks. On `DYNAMO_OK` writes a new page to `*page` (free it
 /// with `dynamo_key_page_free`); a page may be empty only when it is the last.
@@ -176,6 +183,30 @@ pub extern "C" fn dynamo_key_page_next(
         let c = p.next.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
         // SAFETY: checked non-null above; the string lives until the page is freed.
         unsafe { args::write(cursor, c) };
+        Ok(())
+    })
+}
+
+/// The owners that failed to answer for the partitions `page` covers (keys only they
+/// hold are missing from it): writes their number to `*count` and their member names,
+/// each followed by a newline, to `*names` (a NUL-terminated string that belongs to the
+/// page; empty when every owner answered).
+/// Borrows `page`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dynamo_key_page_unanswered(
+    page: *const dynamo_key_page,
+    names: *mut *const c_char,
+    count: *mut usize,
+) -> dynamo_status {
+    boundary("dynamo_key_page_unanswered", || {
+        args::out(names, "names")?;
+        args::out(count, "count")?;
+        let p = KEY_PAGES.get(page)?;
+        // SAFETY: both checked non-null above; the string lives until the page is freed.
+        unsafe {
+            args::write(names, p.unanswered.as_ptr());
+            args::write(count, p.unanswered_count);
+        }
         Ok(())
     })
 }

@@ -43,9 +43,9 @@ pub use node::*;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The version of the C API this header describes. It grows by one with every change
-/// to a signature, struct or code; compare it with `dynamo_api_version()` to check that
+/// to the API (a function added, a signature, struct or code changed); compare it with `dynamo_api_version()` to check that
 /// the library a program loaded matches the header it was built with.
-pub const DYNAMO_API_VERSION: u32 = 1;
+pub const DYNAMO_API_VERSION: u32 = 2;
 
 /// The library's version, e.g. "0.1.0": a static NUL-terminated string, never freed.
 /// Thread-safe.

@@ -267,21 +267,25 @@ static void list_keys(dynamo_client *c, const char *tag) {
     }
     const uint8_t *k = NULL;
     size_t len = 0;
-    FAILS(dynamo_key_page_key(page, n, &k, &len), DYNAMO_ERR_BAD_REQUEST, "index past the page");
+    FAILS(dynamo_key_page_key(page, n, &k, &len), DYNAMO_ERR_BAD_REQUEST, "out of range");
+    const char *unanswered = NULL;
+    size_t missing = 99;
+    OK(dynamo_key_page_unanswered(page, &unanswered, &missing));
+    CHECK(missing == 0 && unanswered && unanswered[0] == '\0', "every owner answered");
     const char *next = NULL;
     OK(dynamo_key_page_next(page, &next));
     free(cursor);
     cursor = next ? strdup(next) : NULL;
     OK(dynamo_key_page_free(page));
-    FAILS(dynamo_key_page_free(page), DYNAMO_ERR_BAD_REQUEST, "second free");
+    FAILS(dynamo_key_page_free(page), DYNAMO_ERR_BAD_REQUEST, "not live");
     if (!cursor) break;
   }
   for (int i = 0; i < 40; i++) CHECK(seen[i] == 1, "key %d listed %d times", i, seen[i]);
   dynamo_key_page *bad = NULL;
   FAILS(dynamo_client_list_keys(c, "default", "99999:zz", 10, &bad), DYNAMO_ERR_BAD_REQUEST,
-        "a malformed cursor");
+        "cursor");
   FAILS(dynamo_client_list_keys(c, "nope", NULL, 10, &bad), DYNAMO_ERR_UNKNOWN_STORE,
-        "an unknown store");
+        "unknown store");
 
   /* Replicas that agree: none is stale. */
   dynamo_get_result *g = NULL;

@@ -40,13 +40,14 @@ int main(int argc, char **argv) {
   FAILS(dynamo_client_list_keys_async(c, "default", NULL, 10, NULL), DYNAMO_ERR_BAD_REQUEST,
         "future");
   size_t kn = 0;
-  FAILS(dynamo_key_page_count(NULL, &kn), DYNAMO_ERR_BAD_REQUEST, "page is NULL");
-  FAILS(dynamo_key_page_next(NULL, NULL), DYNAMO_ERR_BAD_REQUEST, "page is NULL");
+  FAILS(dynamo_key_page_count(NULL, &kn), DYNAMO_ERR_BAD_REQUEST, "handle is NULL");
+  FAILS(dynamo_key_page_next(NULL, NULL), DYNAMO_ERR_BAD_REQUEST, "is NULL");
   FAILS(dynamo_key_page_key((dynamo_key_page *)g, 0, NULL, NULL), DYNAMO_ERR_BAD_REQUEST,
-        "outputs are NULL");
-  FAILS(dynamo_key_page_free((dynamo_key_page *)&kn), DYNAMO_ERR_BAD_REQUEST, "not a page");
+        "is NULL");
+  FAILS(dynamo_key_page_free((dynamo_key_page *)&kn), DYNAMO_ERR_BAD_REQUEST, "not live");
   FAILS(dynamo_get_result_stale_replicas(NULL, NULL, NULL), DYNAMO_ERR_BAD_REQUEST, "NULL");
-  FAILS(dynamo_future_key_page_result(NULL, &kp), DYNAMO_ERR_BAD_REQUEST, "future is NULL");
+  FAILS(dynamo_key_page_unanswered(NULL, NULL, NULL), DYNAMO_ERR_BAD_REQUEST, "NULL");
+  FAILS(dynamo_future_key_page_result(NULL, &kp), DYNAMO_ERR_BAD_REQUEST, "handle is NULL");
   CHECK(kp == NULL, "outputs untouched on failure");
   /* Empty keys are refused; an empty value is a value. */
   FAILS(dynamo_client_put(c, "default", NULL, 0, KEY("v"), NULL, 0, NULL),

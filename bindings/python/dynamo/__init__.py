@@ -14,7 +14,7 @@ from __future__ import annotations
 from ._native import ffi as _ffi
 from ._native import lib as _lib
 from .aio import AsyncClient
-from .client import Client, GetResult, Sibling
+from .client import Client, GetResult, KeyPage, Sibling
 from .engine import Batch, Engine
 from .errors import (
     BadContextError,
@@ -46,6 +46,7 @@ __all__ = [
     "Engine",
     "GetResult",
     "InternalError",
+    "KeyPage",
     "Node",
     "QuorumError",
     "Sibling",

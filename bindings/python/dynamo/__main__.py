@@ -19,6 +19,10 @@ def _nodes(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default="default", help="the store (default: %(default)s)")
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -30,6 +34,7 @@ def _wait_for_signal() -> None:
 def cmd_node(args: argparse.Namespace) -> int:
     from .node import Node
 
+    signal.signal(signal.SIGTERM, _interrupt)
     node = Node(Path(args.config))
     print(f"listening on {node.address}", flush=True)
     try:
@@ -46,6 +51,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         stopped = stop_manifest(args.dir)
         print(f"stopped {len(stopped)} node(s): {', '.join(stopped) or 'none was running'}")
         return 0
+    # A SIGTERM while the nodes start interrupts the start, which stops those started.
+    signal.signal(signal.SIGTERM, _interrupt)
     cluster = LocalCluster(
         args.nodes,
         args.dir,
@@ -101,28 +108,37 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from . import tools
 
-    keys = None
-    if args.keys:
-        with open(args.keys, encoding="utf-8") as f:
-            keys = list(tools.read_keys(f))
+    keys_file = open(args.keys, encoding="utf-8") if args.keys else None
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
+        keys = tools.read_keys(keys_file) if keys_file else None
         report = tools.export(args.nodes, args.store, out, keys=keys, concurrency=args.concurrency)
     finally:
         if out is not sys.stdout:
             out.close()
+        if keys_file:
+            keys_file.close()
     print(f"exported {report.keys} key(s) ({report.skipped} deleted skipped)", file=sys.stderr)
+    if report.unanswered:
+        print(
+            f"warning: {', '.join(report.unanswered)} did not answer the key listing: keys "
+            "only they hold are missing",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from . import tools
 
-    keys = None
-    if args.keys:
-        with _open_in(args.keys) as f:  # type: ignore[attr-defined]
-            keys = list(tools.read_keys(f))
-    report = tools.check(args.nodes, args.store, keys=keys, concurrency=args.concurrency)
+    keys_file = _open_in(args.keys) if args.keys else None
+    try:
+        keys = tools.read_keys(keys_file) if keys_file else None  # type: ignore[arg-type]
+        report = tools.check(args.nodes, args.store, keys=keys, concurrency=args.concurrency)
+    finally:
+        if keys_file is not None and keys_file is not sys.stdin:
+            keys_file.close()  # type: ignore[attr-defined]
     if args.json:
         print(json.dumps(report.json()))
     else:
@@ -138,6 +154,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 parts.append(f"replicas disagreed (repaired): {', '.join(p.stale_replicas)}")
             print(f"{key}: {'; '.join(parts)}")
         summary = report.json()
+        if report.unanswered:
+            print(f"not checked: keys only {', '.join(report.unanswered)} hold (they did not answer the listing)")
         print(
             f"checked {report.keys} key(s): {summary['with_siblings']} with siblings, "
             f"{summary['with_stale_replicas']} with replicas that disagreed, "

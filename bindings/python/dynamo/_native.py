@@ -21,6 +21,7 @@ NATIVE_DIR = Path(__file__).resolve().parent / "_native"
 HEADER = NATIVE_DIR / "dynamo.h"
 
 _INT_DEFINE = re.compile(r"^#define\s+(\w+)\s+(-?\d+)\s*$")
+_FUNCTION = re.compile(r"^\w[\w\s*]*?\b(dynamo_\w+)\(", re.M)
 
 
 def cdef_source(header_text: str) -> str:
@@ -63,6 +64,17 @@ def _load() -> tuple[FFI, Any]:
             f"cannot load libdynamo from {path}: {e}; reinstall libdynamo with "
             "`pip install ./bindings/python` from a checkout"
         ) from e
+    missing = []
+    for name in sorted(set(_FUNCTION.findall(text))):
+        try:
+            getattr(lib, name)
+        except AttributeError:
+            missing.append(name)
+    if missing:
+        raise ImportError(
+            f"{path} lacks functions the bindings' header declares ({', '.join(missing)}): "
+            "it is older than the bindings; reinstall libdynamo"
+        )
     expected = lib.DYNAMO_API_VERSION
     found = lib.dynamo_api_version()
     if found != expected:

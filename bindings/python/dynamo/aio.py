@@ -3,6 +3,10 @@ API's futures. Each call starts a C future and registers one shared completion
 callback; when the library's thread completes it, the callback hands the future to the
 event loop (`call_soon_threadsafe`), which reads the outcome and resolves the awaiting
 coroutine. No thread is started per request.
+
+Cancelling an awaiting task does not stop the operation: a put or delete already sent
+may still be applied (as after a timeout). Close the client inside the loop that used
+it: calls still completing when their loop has closed are dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from ._convert import Bytes, context_arg, quorum, to_bytes, to_text
 from ._native import ffi, lib
 from .client import (
     GetResult,
+    KeyPage,
     open_client,
     page_limit,
     read_get_result,
@@ -70,7 +75,10 @@ def _on_ready(c_future: Any, user: Any) -> None:
         pending: _Pending = ffi.from_handle(user)
         pending.loop.call_soon_threadsafe(_finish, pending, c_future)
     except Exception:
-        # The loop is closed: nobody awaits the result any more; just free it.
+        # The loop is closed: nobody awaits the result any more. Forget the call and
+        # free the future (its outcome is released with it).
+        with _PENDING_LOCK:
+            _PENDING.discard(pending)
         lib.dynamo_future_free(c_future)
 
 
@@ -99,7 +107,7 @@ def _read_json(f: Any) -> dict[str, Any]:
     return parsed
 
 
-def _read_keys(f: Any) -> tuple[list[bytes], str | None]:
+def _read_keys(f: Any) -> KeyPage:
     out = ffi.new("dynamo_key_page **")
     status = lib.dynamo_future_key_page_result(f, out)
     if status != lib.DYNAMO_OK:
@@ -218,12 +226,12 @@ class AsyncClient:
 
     async def keys_page(
         self, store: str, cursor: str | None = None, *, page_size: int = 1000
-    ) -> tuple[list[bytes], str | None]:
+    ) -> KeyPage:
         """As `Client.keys_page`."""
         s, n = to_text(store, "store"), page_limit(page_size)
         c = to_text(cursor, "cursor") if cursor is not None else ffi.NULL
         h = self._h()
-        page: tuple[list[bytes], str | None] = await self._start(
+        page: KeyPage = await self._start(
             lambda out: lib.dynamo_client_list_keys_async(h, s, c, n, out), _read_keys
         )
         return page
@@ -232,11 +240,12 @@ class AsyncClient:
         """As `Client.keys`, as an async iterator."""
         cursor: str | None = None
         while True:
-            keys, cursor = await self.keys_page(store, cursor, page_size=page_size)
-            for k in keys:
+            page = await self.keys_page(store, cursor, page_size=page_size)
+            for k in page.keys:
                 yield k
-            if cursor is None:
+            if page.next is None:
                 return
+            cursor = page.next
 
     async def close(self) -> None:
         """Closes the client; calls in flight still complete (the loop keeps running

@@ -144,8 +144,19 @@ def read_put_result(result: Any) -> str:
         lib.dynamo_put_result_free(result)
 
 
-def read_key_page(page: Any) -> tuple[list[bytes], str | None]:
-    """The keys and next cursor of a `dynamo_key_page`, which it frees."""
+@dataclass(frozen=True)
+class KeyPage:
+    """One page of a store's keys: the keys, the cursor of the next page (None on the
+    last), and the owners that failed to answer for the partitions it covers (keys only
+    they hold are missing; empty when all answered)."""
+
+    keys: list[bytes]
+    next: str | None
+    unanswered: list[str] = field(default_factory=list)
+
+
+def read_key_page(page: Any) -> KeyPage:
+    """A `dynamo_key_page` as a `KeyPage`; frees it."""
     try:
         count = ffi.new("size_t *")
         check(lib.dynamo_key_page_count(page, count))
@@ -157,7 +168,11 @@ def read_key_page(page: Any) -> tuple[list[bytes], str | None]:
             keys.append(bytes(ffi.buffer(key[0], length[0])))
         cursor = ffi.new("const char **")
         check(lib.dynamo_key_page_next(page, cursor))
-        return keys, (ffi.string(cursor[0]).decode() if cursor[0] != ffi.NULL else None)
+        names = ffi.new("const char **")
+        check(lib.dynamo_key_page_unanswered(page, names, count))
+        unanswered = [n for n in ffi.string(names[0]).decode().split("\n") if n]
+        nxt = ffi.string(cursor[0]).decode() if cursor[0] != ffi.NULL else None
+        return KeyPage(keys, nxt, unanswered)
     finally:
         lib.dynamo_key_page_free(page)
 
@@ -271,9 +286,10 @@ class Client:
 
     def keys_page(
         self, store: str, cursor: str | None = None, *, page_size: int = 1000
-    ) -> tuple[list[bytes], str | None]:
-        """One page of the keys of `store` and the cursor of the next page (None at the
-        end). Each partition's keys are gathered from all its owners."""
+    ) -> KeyPage:
+        """One page of the keys of `store` (from the start, or from a previous page's
+        `next`). Each partition's keys are gathered from all its N owners; owners that
+        failed are named in `unanswered`."""
         s, n = to_text(store, "store"), page_limit(page_size)
         c = to_text(cursor, "cursor") if cursor is not None else ffi.NULL
         out = ffi.new("dynamo_key_page **")
@@ -285,10 +301,11 @@ class Client:
         written meanwhile may or may not appear."""
         cursor: str | None = None
         while True:
-            keys, cursor = self.keys_page(store, cursor, page_size=page_size)
-            yield from keys
-            if cursor is None:
+            page = self.keys_page(store, cursor, page_size=page_size)
+            yield from page.keys
+            if page.next is None:
                 return
+            cursor = page.next
 
     def close(self) -> None:
         """Closes the client: calls in progress finish first. Closing twice is a no-op."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Union
 
 from ._convert import Bytes, to_bytes, to_text
 from ._native import ffi, lib
@@ -206,15 +206,16 @@ class Engine:
         reverse: bool = False,
         start_inclusive: bool = True,
         end_inclusive: bool = False,
-    ) -> Iterator[tuple[bytes, bytes]]:
+    ) -> ScanIterator:
         """The (key, value) pairs from `start` to `end` in key order (descending when
         `reverse`), as an iterator. It reads in chunks, so it is not a snapshot: writes
-        made while it runs may or may not be seen."""
+        made while it runs may or may not be seen. It keeps the engine open until it is
+        exhausted or closed (``with engine.scan(...) as pairs:``)."""
         ks = to_text(keyspace, "keyspace")
-        r, keep = _range(start, end, start_inclusive, end_inclusive)
+        r, _keep = _range(start, end, start_inclusive, end_inclusive)
         out = ffi.new("dynamo_iter **")
         check(lib.dynamo_engine_scan(self._h(), ks, r, bool(reverse), out))
-        return _pairs(out[0], keep)
+        return ScanIterator(out[0])
 
     def sync(self) -> None:
         """Makes every write that returned before it durable (fsync)."""
@@ -250,21 +251,53 @@ class Engine:
         return f"<dynamo.Engine {self.spec} at {self.path}{' closed' if self.closed else ''}>"
 
 
-def _pairs(iterator: Any, keep: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
-    """Yields an iterator's pairs, freeing it when done or abandoned."""
-    has = ffi.new("bool *")
-    key = ffi.new("const uint8_t **")
-    key_len = ffi.new("size_t *")
-    value = ffi.new("const uint8_t **")
-    value_len = ffi.new("size_t *")
-    try:
-        while True:
-            check(lib.dynamo_iter_next(iterator, has, key, key_len, value, value_len))
-            if not has[0]:
-                return
-            k = bytes(ffi.buffer(key[0], key_len[0])) if key_len[0] else b""
-            v = bytes(ffi.buffer(value[0], value_len[0])) if value_len[0] else b""
-            yield k, v
-    finally:
-        lib.dynamo_iter_free(iterator)
-        del keep
+class ScanIterator:
+    """The (key, value) pairs of a scan, as a Python iterator. It holds a library
+    iterator (which keeps the engine open) until it is exhausted, `close()`d or
+    garbage-collected, whichever comes first; use it in a `with` block to free it at a
+    known point."""
+
+    def __init__(self, iterator: Any) -> None:
+        self._it = iterator
+        self._has = ffi.new("bool *")
+        self._key = ffi.new("const uint8_t **")
+        self._key_len = ffi.new("size_t *")
+        self._value = ffi.new("const uint8_t **")
+        self._value_len = ffi.new("size_t *")
+
+    def __iter__(self) -> ScanIterator:
+        return self
+
+    def __next__(self) -> tuple[bytes, bytes]:
+        if self._it is None:
+            raise StopIteration
+        try:
+            check(
+                lib.dynamo_iter_next(
+                    self._it, self._has, self._key, self._key_len, self._value, self._value_len
+                )
+            )
+        except BaseException:
+            self.close()
+            raise
+        if not self._has[0]:
+            self.close()
+            raise StopIteration
+        k = bytes(ffi.buffer(self._key[0], self._key_len[0])) if self._key_len[0] else b""
+        v = bytes(ffi.buffer(self._value[0], self._value_len[0])) if self._value_len[0] else b""
+        return k, v
+
+    def close(self) -> None:
+        """Frees the library iterator (letting the engine close). Twice is a no-op."""
+        it, self._it = self._it, None
+        if it is not None:
+            lib.dynamo_iter_free(it)
+
+    def __enter__(self) -> ScanIterator:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -103,7 +103,10 @@ def parse_record(line: str, where: str) -> Record:
         for i, s in enumerate(sibs):
             if not isinstance(s, dict):
                 raise ValueError(f"{where}: sibling {i} must be an object")
-            if s.get("deleted"):
+            deleted = s.get("deleted", False)
+            if not isinstance(deleted, bool):
+                raise ValueError(f"{where}: sibling {i}: \"deleted\" must be true or false")
+            if deleted:
                 values.append(None)
                 continue
             v = decode_bytes(s, "value", f"{where}, sibling {i}")
@@ -199,15 +202,28 @@ async def load_async(
         report.writes += outcome
         bar.update(1)
 
+    # Lines for the same key are written one after another, in file order (asyncio's
+    # locks are fair), so the last line's value supersedes the earlier ones.
+    locks: dict[bytes, tuple[asyncio.Lock, int]] = {}
+
     async def job(number: int, rec: Record) -> int:
+        lock, users = locks.get(rec.key, (asyncio.Lock(), 0))
+        locks[rec.key] = (lock, users + 1)
         try:
-            return await _load_one(client, store, rec, blind)
+            async with lock:
+                return await _load_one(client, store, rec, blind)
         except DynamoError as e:
             message = f"line {number}: {type(e).__name__}: {e.message}"
             if stop_on_error:
                 raise type(e)(message, e.status) from e
             report.errors.append(message)
             return 0
+        finally:
+            lock, users = locks[rec.key]
+            if users == 1:
+                del locks[rec.key]
+            else:
+                locks[rec.key] = (lock, users - 1)
 
     def jobs() -> Iterator[Any]:
         for number, line in enumerate(lines, 1):
@@ -233,33 +249,51 @@ async def _each_batch(
     store: str,
     keys: Iterable[bytes] | None,
     run: Callable[[list[bytes]], Awaitable[None]],
+    unanswered: set[str],
     size: int = 1000,
 ) -> None:
     """Calls `run` on batches of `keys`, or of every key of `store` listed page by page
-    when `keys` is None: memory stays bounded by one batch."""
-    batch: list[bytes] = []
+    when `keys` is None (adding the owners that failed to answer the listing to
+    `unanswered`): memory stays bounded by one batch."""
     if keys is None:
-        async for k in client.keys(store, page_size=size):
-            batch.append(k)
-            if len(batch) >= size:
-                await run(batch)
-                batch = []
-    else:
-        for k in keys:
-            batch.append(k)
-            if len(batch) >= size:
-                await run(batch)
-                batch = []
+        cursor: str | None = None
+        while True:
+            page = await client.keys_page(store, cursor, page_size=size)
+            unanswered.update(page.unanswered)
+            if page.keys:
+                await run(page.keys)
+            if page.next is None:
+                return
+            cursor = page.next
+    batch: list[bytes] = []
+    for k in keys:
+        batch.append(k)
+        if len(batch) >= size:
+            await run(batch)
+            batch = []
     if batch:
         await run(batch)
 
 
+async def _store_n(client: AsyncClient, store: str) -> int:
+    """The N of `store`, from the cluster's status (UnknownStoreError if absent)."""
+    stores = {s["name"]: s for s in (await client.status()).get("stores", [])}
+    if store not in stores:
+        raise UnknownStoreError(
+            f"unknown store {store!r}; the cluster has: {', '.join(sorted(stores))}"
+        )
+    return int(stores[store]["n"])
+
+
 @dataclass
 class ExportReport:
-    """What `export` did."""
+    """What `export` did: keys written, keys skipped because they hold no value
+    (deleted), and the owners that failed to answer the key listing (keys only they
+    hold are missing from the export)."""
 
     keys: int = 0
     skipped: int = 0
+    unanswered: list[str] = field(default_factory=list)
 
 
 async def export_async(
@@ -269,17 +303,23 @@ async def export_async(
     *,
     keys: Iterable[bytes] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
-    r: int | None = None,
 ) -> ExportReport:
     """Writes every key of `store` (or only `keys`) with its siblings and context to
     `out` as JSON Lines, streaming: pages of keys are listed and read concurrently.
-    Keys with no value (deleted) are skipped."""
+    Each key is read at the store's R; one that reads empty is read again at R = N
+    before it is skipped as deleted, so a slow replica cannot hide a value. A key that
+    cannot be read raises (nothing is skipped silently)."""
     report = ExportReport()
+    unanswered: set[str] = set()
     bar = _progress("export", "key")
     async with AsyncClient(nodes) as client:
+        n = await _store_n(client, store)
 
         async def one(k: bytes) -> tuple[bytes, GetResult]:
-            return k, await client.get(store, k, r=r)
+            result = await client.get(store, k)
+            if not result.siblings:
+                result = await client.get(store, k, r=n)
+            return k, result
 
         def take(outcome: tuple[bytes, GetResult]) -> None:
             k, result = outcome
@@ -291,12 +331,17 @@ async def export_async(
             bar.update(1)
 
         try:
-            await _each_batch(client, store, keys, lambda batch: _bounded(
-                [one(k) for k in batch], concurrency, take
-            ))
+            await _each_batch(
+                client,
+                store,
+                keys,
+                lambda batch: _bounded([one(k) for k in batch], concurrency, take),
+                unanswered,
+            )
         finally:
             bar.close()
     out.flush()
+    report.unanswered = sorted(unanswered)
     return report
 
 
@@ -332,11 +377,14 @@ class CheckReport:
 
     keys: int = 0
     problems: list[KeyProblem] = field(default_factory=list)
+    unanswered: list[str] = field(default_factory=list)
+    """Owners that failed to answer the key listing: keys only they hold went unchecked."""
 
     @property
     def ok(self) -> bool:
-        """Whether every key had one value and all replicas agreed."""
-        return not self.problems
+        """Whether every key had one value, all replicas agreed, and every owner answered
+        the listing."""
+        return not self.problems and not self.unanswered
 
     def json(self) -> dict[str, Any]:
         """As a JSON object."""
@@ -345,6 +393,7 @@ class CheckReport:
             "with_siblings": sum(1 for p in self.problems if p.siblings > 1),
             "with_stale_replicas": sum(1 for p in self.problems if p.stale_replicas),
             "errors": sum(1 for p in self.problems if p.error),
+            "unanswered": self.unanswered,
             "problems": [p.json() for p in self.problems],
         }
 
@@ -358,16 +407,13 @@ async def check_async(
 ) -> CheckReport:
     """Reads each of `keys` (default: every key of the store) with R = N, client-driven,
     and reports the keys with more than one sibling, the keys whose replicas disagreed
-    (those the read then repaired) and the keys that could not be read at R = N."""
+    (the read repairs them; the client finishes those repairs before it closes), the
+    keys that could not be read at R = N, and owners that did not answer the listing."""
     report = CheckReport()
     bar = _progress("check", "key")
+    unanswered: set[str] = set()
     async with AsyncClient(nodes, coordination="client") as client:
-        stores = {s["name"]: s for s in (await client.status()).get("stores", [])}
-        if store not in stores:
-            raise UnknownStoreError(
-                f"unknown store {store!r}; the cluster has: {', '.join(sorted(stores))}"
-            )
-        n = int(stores[store]["n"])
+        n = await _store_n(client, store)
 
         async def one(k: bytes) -> KeyProblem | None:
             try:
@@ -385,11 +431,16 @@ async def check_async(
                 report.problems.append(outcome)
 
         try:
-            await _each_batch(client, store, keys, lambda batch: _bounded(
-                [one(k) for k in batch], concurrency, take
-            ))
+            await _each_batch(
+                client,
+                store,
+                keys,
+                lambda batch: _bounded([one(k) for k in batch], concurrency, take),
+                unanswered,
+            )
         finally:
             bar.close()
+    report.unanswered = sorted(unanswered)
     report.problems.sort(key=lambda p: p.key)
     return report
 
@@ -403,7 +454,7 @@ def read_keys(stream: IO[str]) -> Iterator[bytes]:
     """Keys from a file: one per line, or JSON Lines records with "key"/"key_base64"
     (as `export` writes them)."""
     for number, line in enumerate(stream, 1):
-        text = line.rstrip("\n")
+        text = line.rstrip("\r\n")
         if not text.strip():
             continue
         if text.lstrip().startswith("{"):

@@ -107,8 +107,8 @@ def test_keys_lists_every_key_in_pages(local_cluster: LocalCluster, tmp_path) ->
             written = {f"key-{i}".encode() for i in range(250)}
             for k in written:
                 c.put("default", k, b"v")
-            keys, cursor = c.keys_page("default", page_size=7)
-            assert 0 < len(keys) <= 7 and cursor is not None
+            page = c.keys_page("default", page_size=7)
+            assert 0 < len(page.keys) <= 7 and page.next is not None and page.unanswered == []
             listed = list(c.keys("default", page_size=10))
             assert len(listed) == len(set(listed)) == 250
             assert set(listed) == written
@@ -131,3 +131,26 @@ def test_options_are_checked() -> None:
     c.close()
     c.close()  # twice is fine
     assert c.closed
+
+
+def test_keys_with_more_members_than_n_and_a_dead_owner(tmp_path) -> None:
+    # Four members, N=3: each partition's keys come from its three owners only, and an
+    # owner that is down is named while the others still list every key.
+    with LocalCluster(4, tmp_path / "c", engine="memory", partitions=16, n=3, w=3) as cluster:
+        with cluster.client(timeout=10) as c:
+            written = {f"key-{i}".encode() for i in range(120)}
+            for k in written:
+                c.put("default", k, b"v")
+            assert set(c.keys("default", page_size=9)) == written
+            cluster.kill(3)
+            pages = []
+            cursor = None
+            while True:
+                page = c.keys_page("default", cursor, page_size=50)
+                pages.append(page)
+                if page.next is None:
+                    break
+                cursor = page.next
+            listed = [k for p in pages for k in p.keys]
+            assert len(listed) == len(set(listed)) and set(listed) == written
+            assert {n for p in pages for n in p.unanswered} == {"node-4"}

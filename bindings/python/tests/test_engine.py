@@ -111,3 +111,18 @@ def test_sync_size_close_and_reopen(tmp_path: Path) -> None:
         dynamo.Engine.open("no-such-engine", tmp_path / "x")
     with pytest.raises(TypeError):
         dynamo.Engine.open("memory", 5)  # type: ignore[arg-type]
+
+
+def test_an_abandoned_scan_frees_its_iterator(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    e = dynamo.Engine.open("rocksdb", path)
+    e.ensure_keyspace("ks")
+    e.put("ks", "a", "1")
+    pairs = e.scan("ks")  # never iterated
+    with e.scan("ks") as other:
+        assert next(other) == (b"a", b"1")
+    del pairs
+    e.close()
+    # RocksDB locks its directory: reopening works only if no iterator kept it open.
+    with dynamo.Engine.open("rocksdb", path) as again:
+        assert again.get("ks", "a") == b"1"

@@ -68,7 +68,7 @@ def test_timeout_when_a_node_never_answers(silent_server: str) -> None:
 
 def test_quorum_error_names_the_missing_replica(tmp_path) -> None:
     with LocalCluster(3, tmp_path / "c", engine="memory", partitions=8) as cluster:
-        with cluster.client(timeout=1) as c:
+        with cluster.client(timeout=10) as c:
             c.put("default", "k", "v", w=3)
             cluster.kill(2)
             with pytest.raises(dynamo.QuorumError) as e:
@@ -177,12 +177,16 @@ def test_closed_client_raises_and_changes_nothing(solo: dynamo.Node) -> None:
 
 def test_sigstopped_owner_gives_a_clear_error_not_a_hang(tmp_path) -> None:
     with LocalCluster(3, tmp_path / "c", engine="memory", partitions=8) as cluster:
-        with cluster.client(timeout=0.5) as c:
-            c.put("default", "k", "v", w=3)
-            cluster.kill(0, signal.SIGSTOP)
-            try:
+        with cluster.client(timeout=10) as setup:
+            setup.put("default", "k", "v", w=3)
+            assert setup.get("default", "k", r=3).values == [b"v"]
+        cluster.kill(0, signal.SIGSTOP)
+        try:
+            # A short timeout only for the call that must fail.
+            with cluster.client(timeout=0.5) as c:
                 with pytest.raises((dynamo.QuorumError, dynamo.TimeoutError)):
                     c.get("default", "k", r=3)
+            with cluster.client(timeout=10) as c:
                 assert c.get("default", "k").values == [b"v"]
-            finally:
-                cluster.kill(0, signal.SIGCONT)
+        finally:
+            cluster.kill(0, signal.SIGCONT)

@@ -33,6 +33,7 @@ RECORDS = [
     {"key": "sibs", "siblings": [{"value": "x"}, {"value_base64": "/wA="}]},
     {"key_base64": "AP8=", "value": "binary key"},
     {"key": "tomb", "siblings": [{"value": "alive"}, {"deleted": True}]},
+    {"key": "dup", "value": "first"},
     {"key": "unicode-ключ", "value": "значение"},
 ]
 
@@ -69,12 +70,12 @@ def test_fixture_gives_a_running_three_node_cluster(local_cluster: LocalCluster)
 def test_load_export_roundtrip(tmp_path: Path) -> None:
     with LocalCluster(3, tmp_path / "c", engine="memory", partitions=16) as cluster:
         report = tools.load(cluster.addresses, "default", io.StringIO(jsonl(RECORDS)))
-        assert (report.keys, report.writes, report.errors) == (5, 7, [])
+        assert (report.keys, report.writes, report.errors) == (6, 8, [])
         out = io.StringIO()
         ex = tools.export(cluster.addresses, "default", out)
-        assert ex.keys == 5
+        assert ex.keys == 6 and ex.unanswered == []
         got = by_key(out.getvalue())
-        assert set(got) == {b"plain", b"sibs", b"\x00\xff", b"tomb", "unicode-ключ".encode()}
+        assert set(got) == {b"plain", b"sibs", b"\x00\xff", b"tomb", "unicode-ключ".encode(), b"dup"}
         assert got[b"plain"]["siblings"] == [{"value": "one"}]
         assert "key_base64" in got[b"\x00\xff"] and "key" not in got[b"\x00\xff"]
         assert sibling_values(got[b"sibs"]) == [b"x", b"\xff\x00"]
@@ -83,10 +84,16 @@ def test_load_export_roundtrip(tmp_path: Path) -> None:
         assert got["unicode-ключ".encode()]["siblings"] == [{"value": "значение"}]
         assert all(isinstance(r["context"], str) and r["context"] for r in got.values())
 
-        # Loading again supersedes what is there instead of adding siblings.
-        tools.load(cluster.addresses, "default", io.StringIO(jsonl([{"key": "plain", "value": "two"}])))
+        # Loading again supersedes what is there instead of adding siblings, and lines
+        # for the same key apply in file order: the last one wins.
+        again_lines = [{"key": "plain", "value": "two"}] + [{"key": "dup", "value": f"v{i}"} for i in range(20)]
+        tools.load(cluster.addresses, "default", io.StringIO(jsonl(again_lines)))
         with cluster.client() as c:
             assert c.get("default", "plain").values == [b"two"]
+            assert c.get("default", "dup").values == [b"v19"]
+        out = io.StringIO()
+        tools.export(cluster.addresses, "default", out)
+        got = by_key(out.getvalue())
 
         # The export loads into another cluster as the same data.
         with LocalCluster(3, tmp_path / "d", engine="memory", partitions=8) as other:
@@ -107,6 +114,7 @@ def test_load_refuses_malformed_lines_and_writes_nothing_of_them(tmp_path: Path)
             json.dumps({"key": "k", "siblings": "x"}),
             json.dumps({"key": "k"}),
             json.dumps(["a list"]),
+            json.dumps({"key": "k", "siblings": [{"value": "v", "deleted": "false"}]}),
         ]
         for line in bad:
             with pytest.raises(ValueError, match="line 1"):
@@ -152,10 +160,10 @@ def test_check_reports_siblings_and_replicas_that_disagree(tmp_path: Path) -> No
         assert set(problems) == {b"twins", b"missed"}
         assert problems[b"twins"].siblings == 2
         assert problems[b"missed"].stale_replicas == ["node-3"]
-        # The check's R=N read repaired the stale replica, so a second check finds only
-        # the siblings; a listed-keys check reads just those.
+        # The check's R=N read repaired the stale replica (the client finishes its
+        # repairs before it closes), so a listed-keys check of it is clean.
         second = tools.check(cluster.addresses, "default", keys=[b"missed", b"fine-1"])
-        assert second.keys == 2 and second.ok
+        assert second.keys == 2 and second.ok, second.problems
 
 
 def test_cli_cluster_load_export_check(tmp_path: Path) -> None:
@@ -171,16 +179,16 @@ def test_cli_cluster_load_export_check(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         exported = cli("export", "--nodes", nodes)
         assert exported.returncode == 0, exported.stderr
-        assert len(by_key(exported.stdout)) == 5
+        assert len(by_key(exported.stdout)) == 6
         out = tmp_path / "out.jsonl"
         assert cli("export", "--nodes", nodes, "-o", str(out)).returncode == 0
         assert by_key(out.read_text()).keys() == by_key(exported.stdout).keys()
         checked = cli("check", "--nodes", nodes, "--json")
         assert checked.returncode == 1  # "sibs" and "tomb" have siblings
         report = json.loads(checked.stdout)
-        assert report["keys"] == 5 and report["with_siblings"] == 2
+        assert report["keys"] == 6 and report["with_siblings"] == 2 and report["unanswered"] == []
         keys_file = tmp_path / "keys.txt"
-        keys_file.write_text("plain\n")
+        keys_file.write_bytes(b"plain\r\n")  # CRLF line ends are fine
         clean = cli("check", "--nodes", nodes, "--keys", str(keys_file))
         assert clean.returncode == 0 and "checked 1 key(s): 0 with siblings" in clean.stdout
         bad = cli("check", "--nodes", nodes, "--store", "nope")
