@@ -144,6 +144,8 @@ class Engine:
         names = ffi.new("char **")
         count = ffi.new("size_t *")
         check(lib.dynamo_engine_keyspaces(self._h(), names, count))
+        if names[0] == ffi.NULL:
+            return []
         return sorted(n for n in take_string(names[0]).split("\n") if n)
 
     def get(self, keyspace: str, key: Bytes) -> bytes | None:

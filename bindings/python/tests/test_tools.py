@@ -229,3 +229,13 @@ def test_cluster_sizes_are_checked(tmp_path: Path) -> None:
         LocalCluster(3, tmp_path, base_port=65534)
     done = cli("cluster", "down", "--dir", str(tmp_path / "none"))
     assert done.returncode == 2 and "cluster.json" in done.stderr
+
+
+def test_cli_plot_writes_a_chart(tmp_path: Path) -> None:
+    data = Path(__file__).parent / "data"
+    out = tmp_path / "bench.png"
+    done = cli("plot", str(data / "bench.json"), str(data / "bench_engines.json"), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes().startswith(b"\x89PNG")
+    bad = cli("plot", str(data / "bench.json"), "-o", str(tmp_path / "x.gif"))
+    assert bad.returncode == 2 and ".png" in bad.stderr
