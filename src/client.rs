@@ -302,6 +302,32 @@ type Job = Box<dyn FnOnce(Rc<State>) -> Pin<Box<dyn Future<Output = ()>>> + Send
 #[derive(Clone)]
 pub struct Client {
     jobs: mpsc::UnboundedSender<Job>,
+    exited: ClientExit,
+}
+
+/// Tells when a client's connection thread has ended: every clone of the client was
+/// dropped, and the calls and read repairs still running then have finished (or run
+/// out of time) and its connections are closed.
+#[derive(Clone, Debug, Default)]
+pub struct ClientExit(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl ClientExit {
+    fn set(&self) {
+        let (done, cv) = &*self.0;
+        *done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    /// Blocks the calling thread until the connection thread has ended, for at most
+    /// `limit`; returns whether it has. Never call it from an async task.
+    pub fn wait(&self, limit: Duration) -> bool {
+        let (done, cv) = &*self.0;
+        let guard = done.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = cv
+            .wait_timeout_while(guard, limit, |d| !*d)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -426,6 +452,8 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| DynamoError::new(ErrorKind::Internal, format!("client runtime: {e}")))?;
+        let thread_exit = ClientExit::default();
+        let exit = thread_exit.clone();
         std::thread::Builder::new()
             .name("dynamo-client".into())
             .spawn(move || {
@@ -433,20 +461,32 @@ impl Client {
                 let state = Rc::new(make_state());
                 let st = state.clone();
                 local.block_on(&rt, async move {
+                    let mut running = tokio::task::JoinSet::new();
                     while let Some(job) = rx.recv().await {
-                        tokio::task::spawn_local(job(st.clone()));
+                        while running.try_join_next().is_some() {}
+                        running.spawn_local(job(st.clone()));
                     }
-                    // Every handle is gone: let the read repairs still running finish
-                    // (each of their calls is timed), so closing a client right after
-                    // a read does not drop its repair.
-                    let mut repairs = st.repairs.take();
-                    let drain = async { while repairs.join_next().await.is_some() {} };
-                    let _ = tokio::time::timeout(st.options.timeout * 2, drain).await;
+                    // Every handle is gone: let the calls and read repairs still running
+                    // finish (each of their calls is timed, so this is bounded), so that
+                    // closing a client right after a read does not drop its repair.
+                    let rounds = st.options.retries.saturating_add(2).saturating_mul(2);
+                    let limit = st.options.timeout.saturating_mul(rounds);
+                    let drain = async {
+                        while running.join_next().await.is_some() {}
+                        let mut repairs = st.repairs.take();
+                        while repairs.join_next().await.is_some() {}
+                    };
+                    let _ = tokio::time::timeout(limit, drain).await;
                 });
                 drop(state);
+                drop(local);
+                exit.set();
             })
             .map_err(|e| DynamoError::new(ErrorKind::Internal, format!("client thread: {e}")))?;
-        Ok(Client { jobs: tx })
+        Ok(Client {
+            jobs: tx,
+            exited: thread_exit,
+        })
     }
 
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, DynamoError>
@@ -590,6 +630,13 @@ impl Client {
         let (store, cursor) = (store.to_owned(), cursor.map(str::to_owned));
         self.run(move |st| async move { st.list_keys(&store, cursor.as_deref(), limit).await })
             .await
+    }
+
+    /// The signal of this client's connection thread ending (see [`ClientExit`]): a
+    /// program that drops its last clone can wait on it so that the read repairs its
+    /// last reads started are not cut off when the process exits.
+    pub fn exit_signal(&self) -> ClientExit {
+        self.exited.clone()
     }
 
     /// A blocking facade for programs without an async runtime.

@@ -230,3 +230,70 @@ pub fn stale_replicas(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Context;
+    use crate::dot::{Actor, Dot};
+
+    fn version(actor: u64, counter: u64, past: &Context, value: Option<&str>) -> Version {
+        Version {
+            dot: Dot::new(Actor::new(actor, 1), counter),
+            past: past.clone(),
+            timestamp_ms: counter * 10 + actor,
+            value: value.map(|v| v.as_bytes().to_vec()),
+            request_id: None,
+        }
+    }
+
+    /// What a read reports (`lacking_replicas`, by dots) and what it repairs
+    /// (`stale_replicas`, by merging) name the same replicas, for both policies, with
+    /// tombstones, obsolete versions and empty replicas among the replies.
+    #[test]
+    fn reported_and_repaired_replicas_agree() {
+        let a = version(1, 1, &Context::new(), Some("a"));
+        let b = version(2, 1, &Context::new(), Some("b"));
+        let c = version(1, 2, &a.history(), Some("c"));
+        let t = version(3, 1, &Context::new(), None);
+        let sets: Vec<Vec<Version>> = vec![
+            vec![],
+            vec![a.clone()],
+            vec![b.clone()],
+            vec![a.clone(), b.clone()],
+            vec![c.clone()],
+            vec![c.clone(), b.clone()],
+            vec![t.clone()],
+            vec![c.clone(), b.clone(), t.clone()],
+        ];
+        for policy in [ConflictPolicy::Siblings, ConflictPolicy::Lww] {
+            for x in &sets {
+                for y in &sets {
+                    for z in &sets {
+                        let replies: Vec<(Target, Vec<Version>)> = [("x", x), ("y", y), ("z", z)]
+                            .into_iter()
+                            .map(|(n, vs)| {
+                                (
+                                    Target::owner(n),
+                                    Siblings::from_versions(vs.clone(), policy)
+                                        .versions()
+                                        .to_vec(),
+                                )
+                            })
+                            .collect();
+                        let mut newest = Siblings::new();
+                        for (_, vs) in &replies {
+                            newest.merge(vs.iter().cloned(), policy);
+                        }
+                        let reported = lacking_replicas(&newest, &replies);
+                        let repaired: Vec<String> = stale_replicas(&newest, replies, policy)
+                            .into_iter()
+                            .map(|t| t.name)
+                            .collect();
+                        assert_eq!(reported, repaired, "{policy:?}: {x:?} / {y:?} / {z:?}");
+                    }
+                }
+            }
+        }
+    }
+}

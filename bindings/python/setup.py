@@ -102,8 +102,19 @@ class BuildWithLibrary(build_py):
         strip = shutil.which("strip")
         if strip and not os.environ.get("DYNAMO_KEEP_DEBUG"):
             subprocess.run([strip, "--strip-debug", str(target)], check=True)
-        # The bindings dlopen() the library: make sure this one can be (a library built
-        # with initial-exec TLS cannot, once the process has started).
+        # The bindings dlopen() the library into a running Python: a library built with
+        # initial-exec TLS (flag STATIC_TLS) fails there once the process's spare
+        # static TLS is used up, even if it loads into a fresh one.
+        readelf = shutil.which("readelf")
+        if readelf:
+            dynamic = subprocess.run(
+                [readelf, "-d", str(target)], capture_output=True, text=True, check=True
+            ).stdout
+            if "STATIC_TLS" in dynamic:
+                _fail(
+                    f"{target} uses initial-exec TLS (STATIC_TLS): it cannot be reliably "
+                    "loaded with dlopen; build libdynamo with local-dynamic TLS"
+                )
         loaded = subprocess.run(
             [sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])", str(target)],
             capture_output=True,

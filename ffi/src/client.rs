@@ -57,6 +57,8 @@ pub struct dynamo_client_options {
 struct ClientHandle {
     client: Client,
     blocking: BlockingClient,
+    /// How long `dynamo_client_close` waits for the connection thread at most.
+    close_wait: Duration,
 }
 
 static CLIENTS: Registry<ClientHandle> = Registry::new("dynamo_client");
@@ -170,11 +172,17 @@ pub extern "C" fn dynamo_client_open(
             opts.retries = o.retries;
             opts.ring_refresh = Duration::from_millis(o.ring_refresh_ms.max(1).into());
         }
+        // Calls in flight, then the connection thread's own bounded drain.
+        let close_wait = opts
+            .timeout
+            .saturating_mul(opts.retries.saturating_add(2).saturating_mul(4))
+            .saturating_add(Duration::from_secs(1));
         let c = Client::connect(&addresses, opts)?;
         let blocking = c.blocking();
         let h = CLIENTS.insert(ClientHandle {
             client: c,
             blocking,
+            close_wait,
         });
         // SAFETY: checked non-null above.
         unsafe { args::write(client, h) };
@@ -183,13 +191,29 @@ pub extern "C" fn dynamo_client_open(
 }
 
 /// Closes `client`: no new call may use it (they return `DYNAMO_ERR_BAD_REQUEST`), calls
-/// in progress and futures not yet ready finish first, then its connections close.
-/// Closing twice returns `DYNAMO_ERR_BAD_REQUEST`.
+/// in progress and futures not yet ready finish first, then the read repairs its reads
+/// started, then its connections close. It blocks until then (each step is bounded by
+/// the client's timeouts), except inside a completion callback, where it returns at
+/// once and the rest happens in the background. Closing twice returns
+/// `DYNAMO_ERR_BAD_REQUEST`.
 /// Ends the caller's ownership of `client`. Thread-safe: other threads' calls in
 /// progress finish first.
 #[no_mangle]
 pub extern "C" fn dynamo_client_close(client: *mut dynamo_client) -> dynamo_status {
-    boundary("dynamo_client_close", || CLIENTS.remove(client).map(drop))
+    boundary("dynamo_client_close", || {
+        let handle = CLIENTS.remove(client)?;
+        let exit = handle.client.exit_signal();
+        let limit = handle.close_wait;
+        drop(handle);
+        // The connection thread ends once calls in progress and futures not yet ready
+        // let go of the client, after finishing the read repairs they started. Wait for
+        // it (bounded: every call is timed), except in a completion callback, whose
+        // thread those futures may need.
+        if !future::in_callback() {
+            exit.wait(limit);
+        }
+        Ok(())
+    })
 }
 
 /// The Rust client behind a live `dynamo_client` handle.

@@ -71,10 +71,15 @@ thread_local! {
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Whether the calling thread is running a completion callback.
+pub(crate) fn in_callback() -> bool {
+    IN_CALLBACK.try_with(|c| c.get()).unwrap_or(false)
+}
+
 /// Refuses `what` inside a completion callback: blocking there can stall the threads
 /// that complete futures, and with them every future.
 pub(crate) fn refuse_in_callback(what: &str) -> Result<(), FfiError> {
-    if IN_CALLBACK.try_with(|c| c.get()).unwrap_or(false) {
+    if in_callback() {
         return Err(FfiError::bad_request(format!(
             "{what} cannot be called from a completion callback: it would block a thread \
              that completes futures (start another request with a callback instead)"

@@ -60,18 +60,21 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         base_port=args.base_port,
         partitions=args.partitions,
     )
-    cluster.start()
-    for n in cluster.nodes:
-        print(f"{n.name}  {n.address}  log {n.log_path}")
-    print(f"nodes: {','.join(cluster.addresses)}")
-    if args.detach:
-        print(f"detached; stop with: python -m dynamo cluster down --dir {cluster.directory}")
-        return 0
-    print("Ctrl-C stops the cluster", flush=True)
+    detached = False
     try:
+        cluster.start()
+        for n in cluster.nodes:
+            print(f"{n.name}  {n.address}  log {n.log_path}")
+        print(f"nodes: {','.join(cluster.addresses)}")
+        if args.detach:
+            print(f"detached; stop with: python -m dynamo cluster down --dir {cluster.directory}")
+            detached = True
+            return 0
+        print("Ctrl-C stops the cluster", flush=True)
         _wait_for_signal()
     finally:
-        cluster.stop()
+        if not detached:
+            cluster.stop()
     return 0
 
 
@@ -105,9 +108,20 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def _validate_keys_file(path: str) -> None:
+    """Reads a keys file through once, so a malformed line fails before any work."""
+    from . import tools
+
+    with open(path, encoding="utf-8") as f:
+        for _ in tools.read_keys(f):
+            pass
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from . import tools
 
+    if args.keys:
+        _validate_keys_file(args.keys)
     keys_file = open(args.keys, encoding="utf-8") if args.keys else None
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
@@ -125,13 +139,21 @@ def cmd_export(args: argparse.Namespace) -> int:
             "only they hold are missing",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    if report.unconfirmed:
+        shown = ", ".join(k.decode("utf-8", "backslashreplace") for k in report.unconfirmed[:10])
+        print(
+            f"warning: {len(report.unconfirmed)} key(s) read empty and could not be read at "
+            f"R=N (a replica is down or slow), not exported: {shown}",
+            file=sys.stderr,
+        )
+    return 0 if report.complete else 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from . import tools
 
+    if args.keys and args.keys != "-":
+        _validate_keys_file(args.keys)
     keys_file = _open_in(args.keys) if args.keys else None
     try:
         keys = tools.read_keys(keys_file) if keys_file else None  # type: ignore[arg-type]

@@ -71,14 +71,16 @@ def _finish(pending: _Pending, c_future: Any) -> None:
 @ffi.callback("void(struct dynamo_future *, void *)")
 def _on_ready(c_future: Any, user: Any) -> None:
     # A library thread: hand over to the loop and return at once. Never raise here.
+    pending: _Pending | None = None
     try:
-        pending: _Pending = ffi.from_handle(user)
+        pending = ffi.from_handle(user)
         pending.loop.call_soon_threadsafe(_finish, pending, c_future)
     except Exception:
         # The loop is closed: nobody awaits the result any more. Forget the call and
         # free the future (its outcome is released with it).
-        with _PENDING_LOCK:
-            _PENDING.discard(pending)
+        if pending is not None:
+            with _PENDING_LOCK:
+                _PENDING.discard(pending)
         lib.dynamo_future_free(c_future)
 
 

@@ -11,7 +11,7 @@ from typing import Any, Union
 from ._convert import Bytes, to_bytes, to_text
 from ._native import ffi, lib
 from .client import take_string
-from .errors import check, closed_error
+from .errors import check, closed_error, last_error
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -260,6 +260,9 @@ class ScanIterator:
     known point."""
 
     def __init__(self, iterator: Any) -> None:
+        # One thread at a time per library iterator, and the bytes of a pair are copied
+        # before another call may replace or free them.
+        self._lock = threading.Lock()
         self._it = iterator
         self._has = ffi.new("bool *")
         self._key = ffi.new("const uint8_t **")
@@ -271,29 +274,32 @@ class ScanIterator:
         return self
 
     def __next__(self) -> tuple[bytes, bytes]:
-        if self._it is None:
-            raise StopIteration
-        try:
-            check(
-                lib.dynamo_iter_next(
-                    self._it, self._has, self._key, self._key_len, self._value, self._value_len
-                )
+        with self._lock:
+            if self._it is None:
+                raise StopIteration
+            status = lib.dynamo_iter_next(
+                self._it, self._has, self._key, self._key_len, self._value, self._value_len
             )
-        except BaseException:
-            self.close()
-            raise
-        if not self._has[0]:
-            self.close()
-            raise StopIteration
-        k = bytes(ffi.buffer(self._key[0], self._key_len[0])) if self._key_len[0] else b""
-        v = bytes(ffi.buffer(self._value[0], self._value_len[0])) if self._value_len[0] else b""
-        return k, v
+            if status != lib.DYNAMO_OK:
+                error = last_error(status)
+                self._free()
+                raise error
+            if not self._has[0]:
+                self._free()
+                raise StopIteration
+            k = bytes(ffi.buffer(self._key[0], self._key_len[0])) if self._key_len[0] else b""
+            v = bytes(ffi.buffer(self._value[0], self._value_len[0])) if self._value_len[0] else b""
+            return k, v
+
+    def _free(self) -> None:
+        it, self._it = self._it, None
+        if it is not None and lib is not None:
+            lib.dynamo_iter_free(it)
 
     def close(self) -> None:
         """Frees the library iterator (letting the engine close). Twice is a no-op."""
-        it, self._it = self._it, None
-        if it is not None:
-            lib.dynamo_iter_free(it)
+        with self._lock:
+            self._free()
 
     def __enter__(self) -> ScanIterator:
         return self

@@ -24,7 +24,7 @@ from typing import IO, Any, Awaitable, Callable, Iterable, Iterator, Sequence
 
 from .aio import AsyncClient
 from .client import GetResult
-from .errors import DynamoError, UnknownStoreError
+from .errors import DynamoError, QuorumError, TimeoutError, UnavailableError, UnknownStoreError
 
 DEFAULT_CONCURRENCY = 64
 
@@ -294,6 +294,14 @@ class ExportReport:
     keys: int = 0
     skipped: int = 0
     unanswered: list[str] = field(default_factory=list)
+    unconfirmed: list[bytes] = field(default_factory=list)
+    """Keys that read empty at the store's R and could not be read at R = N (a replica
+    was down or slow): not exported, as they may hold a value that replica has."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every listed key was read for sure and every owner answered."""
+        return not self.unanswered and not self.unconfirmed
 
 
 async def export_async(
@@ -315,14 +323,20 @@ async def export_async(
     async with AsyncClient(nodes) as client:
         n = await _store_n(client, store)
 
-        async def one(k: bytes) -> tuple[bytes, GetResult]:
+        async def one(k: bytes) -> tuple[bytes, GetResult | None]:
             result = await client.get(store, k)
             if not result.siblings:
-                result = await client.get(store, k, r=n)
+                try:
+                    result = await client.get(store, k, r=n)
+                except (QuorumError, TimeoutError, UnavailableError):
+                    return k, None  # empty at R, not confirmed at R = N
             return k, result
 
-        def take(outcome: tuple[bytes, GetResult]) -> None:
+        def take(outcome: tuple[bytes, GetResult | None]) -> None:
             k, result = outcome
+            if result is None:
+                report.unconfirmed.append(k)
+                return
             if not result.siblings:
                 report.skipped += 1
                 return
@@ -342,6 +356,7 @@ async def export_async(
             bar.close()
     out.flush()
     report.unanswered = sorted(unanswered)
+    report.unconfirmed.sort()
     return report
 
 
