@@ -334,8 +334,11 @@ dynamo_status dynamo_client_open(const char *const *nodes,
                                  struct dynamo_client **client);
 
 // Closes `client`: no new call may use it (they return `DYNAMO_ERR_BAD_REQUEST`), calls
-// in progress and futures not yet ready finish first, then its connections close.
-// Closing twice returns `DYNAMO_ERR_BAD_REQUEST`.
+// in progress and futures not yet ready finish first, then the read repairs its reads
+// started, then its connections close. It blocks until then (each step is bounded by
+// the client's timeouts), except inside a completion callback, where it returns at
+// once and the rest happens in the background. Closing twice returns
+// `DYNAMO_ERR_BAD_REQUEST`.
 // Ends the caller's ownership of `client`. Thread-safe: other threads' calls in
 // progress finish first.
 dynamo_status dynamo_client_close(struct dynamo_client *client);
