@@ -162,6 +162,23 @@ pub struct Replay {
     pub skipped: Vec<(ChangeId, String)>,
 }
 
+/// Applies a change other than `Create` to `ring`, returning the ownership moves it
+/// caused. The one definition of what each change does, for replay and for plans.
+/// A `Create` on an existing ring is refused.
+pub fn apply(kind: &ChangeKind, ring: &mut Ring) -> Result<Vec<Transfer>, RingError> {
+    match kind {
+        ChangeKind::Create { .. } => {
+            Err(RingError::Invalid("the cluster was already created".into()))
+        }
+        ChangeKind::Join { member } => ring.join(member.clone()),
+        // A removed node leaves the ring as a leaving one does; what differs is where
+        // its partitions' data comes from (the surviving replicas, not the node).
+        ChangeKind::Leave { name } | ChangeKind::Remove { name } => ring.leave(name),
+        ChangeKind::Replace { old, new } => ring.replace(old, new.clone()),
+        ChangeKind::SetZone { name, zone } => ring.set_zone(name, zone.clone()).map(|_| Vec::new()),
+    }
+}
+
 /// The membership history: a grow-only set of changes (see the module doc).
 /// Invariant: at most one change per id, kept in replay order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -361,19 +378,7 @@ impl History {
                     Err("the cluster was already created".into())
                 }
                 (_, None) => Err("no cluster has been created before it".into()),
-                (ChangeKind::Join { member }, Some(r)) => {
-                    r.join(member.clone()).map_err(|e| e.to_string())
-                }
-                (ChangeKind::Leave { name } | ChangeKind::Remove { name }, Some(r)) => {
-                    r.leave(name).map_err(|e| e.to_string())
-                }
-                (ChangeKind::Replace { old, new }, Some(r)) => {
-                    r.replace(old, new.clone()).map_err(|e| e.to_string())
-                }
-                (ChangeKind::SetZone { name, zone }, Some(r)) => r
-                    .set_zone(name, zone.clone())
-                    .map(|_| Vec::new())
-                    .map_err(|e| e.to_string()),
+                (kind, Some(r)) => apply(kind, r).map_err(|e| e.to_string()),
             };
             match step {
                 Ok(moves) => applied.push((c.id.clone(), moves)),

@@ -1,9 +1,12 @@
 //! Cluster membership (paper section 4.8): a history of administrator changes that every
-//! node replays to the same ring ([`history`]), kept on disk by [`store`]. Gossip, admin
+//! node replays to the same ring ([`history`]), kept on disk by [`store`]; [`plan`] dry-runs a change
+//! and refuses one that cannot be made. Gossip, admin
 //! actions and ownership transfer build on it.
 
 pub mod history;
+pub mod plan;
 pub mod store;
 
 pub use history::{Change, ChangeId, ChangeKind, History, HistoryError, HistoryOrder, Replay};
+pub use plan::{plan, Plan, PlanError, ReplicaMove};
 pub use store::{HistoryFile, HistoryFileError};
