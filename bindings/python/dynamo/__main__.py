@@ -48,6 +48,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from .cluster import LocalCluster, stop_manifest
 
     if args.action == "down":
+        if not args.dir:
+            raise ValueError("cluster down needs --dir: the directory of the cluster to stop")
         stopped = stop_manifest(args.dir)
         print(f"stopped {len(stopped)} node(s): {', '.join(stopped) or 'none was running'}")
         return 0
@@ -63,6 +65,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     detached = False
     try:
         cluster.start()
+        print(f"directory: {cluster.directory}")
         for n in cluster.nodes:
             print(f"{n.name}  {n.address}  log {n.log_path}")
         print(f"nodes: {','.join(cluster.addresses)}")
@@ -74,7 +77,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         _wait_for_signal()
     finally:
         if not detached:
-            cluster.stop()
+            # A cluster in a directory of its own making is scratch: removed with it.
+            cluster.stop(remove=args.dir is None)
     return 0
 
 
@@ -204,8 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_node)
 
     p = sub.add_parser("cluster", help="start (up) or stop (down) a local cluster of node processes")
-    p.add_argument("action", choices=["up", "down"])
-    p.add_argument("--dir", required=True, help="directory for configs, data and logs")
+    p.add_argument("action", nargs="?", default="up", choices=["up", "down"],
+                   help="up (default): start the nodes; down: stop a detached cluster")
+    p.add_argument("--dir", help="directory for configs, data and logs (up: default a new "
+                   "temporary directory; down: required)")
     p.add_argument("--nodes", type=int, default=3, help="number of nodes (default: %(default)s)")
     p.add_argument("--engine", default="rocksdb", help="engine of the store 'default' (default: %(default)s)")
     p.add_argument("--base-port", type=int, help="first port (default: ports the OS picks)")

@@ -169,7 +169,7 @@ class AsyncClient:
             raise error
         return pending.future
 
-    async def get(self, store: str, key: Bytes, *, r: int | None = None) -> GetResult:
+    async def get(self, store: str, key: Bytes, r: int | None = None) -> GetResult:
         """As `Client.get`."""
         s, k, rr = to_text(store, "store"), to_bytes(key, "key"), quorum(r, "r")
         h = self._h()
@@ -184,7 +184,6 @@ class AsyncClient:
         key: Bytes,
         value: Bytes,
         context: str | None = None,
-        *,
         w: int | None = None,
     ) -> str:
         """As `Client.put`: returns the new context."""
@@ -204,7 +203,6 @@ class AsyncClient:
         store: str,
         key: Bytes,
         context: str | None = None,
-        *,
         w: int | None = None,
     ) -> str:
         """As `Client.delete`: returns the new context."""

@@ -234,7 +234,7 @@ class Client:
         """Whether `close()` was called."""
         return self._handle is None
 
-    def get(self, store: str, key: Bytes, *, r: int | None = None) -> GetResult:
+    def get(self, store: str, key: Bytes, r: int | None = None) -> GetResult:
         """Reads `key` from `store` with the store's R, or `r` replicas."""
         s, k, rr = to_text(store, "store"), to_bytes(key, "key"), quorum(r, "r")
         out = ffi.new("dynamo_get_result **")
@@ -247,7 +247,6 @@ class Client:
         key: Bytes,
         value: Bytes,
         context: str | None = None,
-        *,
         w: int | None = None,
     ) -> str:
         """Writes `value` under `key`, superseding what `context` (from an earlier get
@@ -264,7 +263,6 @@ class Client:
         store: str,
         key: Bytes,
         context: str | None = None,
-        *,
         w: int | None = None,
     ) -> str:
         """Deletes `key`: a tombstone superseding what `context` covers (without one it

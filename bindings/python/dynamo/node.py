@@ -18,9 +18,16 @@ Config = Union[str, Mapping[str, Any], "os.PathLike[str]"]
 with the same sections (`node`, `cluster`, `stores`, ...)."""
 
 
+def _names_a_file(text: str) -> bool:
+    """Whether a `str` config is a path to an existing file rather than TOML text (TOML
+    for a node has a line break or a `=`; a path to a config has neither)."""
+    return "\n" not in text and "=" not in text and os.path.isfile(text)
+
+
 class Node:
     """Starts a node in this process from `config` (the format of `dynamo node
-    --config`: TOML text, a `pathlib.Path` to a file, or a dict). It opens its data and
+    --config`: TOML text, a path to a file (`pathlib.Path`, or a `str` naming an existing
+    file), or a dict). It opens its data and
     binds its address before returning, so startup errors (bad config: `BadRequestError`;
     port taken, unreadable data: `UnavailableError`) raise here. `listen` with port 0
     takes a free port; `address` tells which. Stop it with `stop()` or use it as a
@@ -35,6 +42,8 @@ class Node:
         if isinstance(config, os.PathLike):
             path = os.fsencode(Path(config))
             check(lib.dynamo_node_start_file(path, out))
+        elif isinstance(config, str) and _names_a_file(config):
+            check(lib.dynamo_node_start_file(os.fsencode(config), out))
         elif isinstance(config, str):
             check(lib.dynamo_node_start(config.encode("utf-8"), out))
         elif isinstance(config, Mapping):

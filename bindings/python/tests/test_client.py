@@ -66,7 +66,9 @@ def test_delete_with_context_removes_and_without_makes_a_tombstone_sibling(
 
 
 def test_r_and_w_overrides(client: dynamo.Client, key: str) -> None:
-    client.put("default", key, "v", w=3)
+    client.put("default", key, "v", None, 3)  # positional, as put(store, key, value, context, w)
+    assert client.get("default", key, 3).values == [b"v"]
+    client.put("default", key, "v", client.get("default", key).context, w=3)
     assert client.get("default", key, r=3).values == [b"v"]
     assert client.get("default", key, r=1).values == [b"v"]
     client.delete("default", key, client.get("default", key).context, w=1)

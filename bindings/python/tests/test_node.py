@@ -33,8 +33,8 @@ def test_start_from_dict_text_and_file(tmp_path: Path) -> None:
     path.write_text(_toml.dumps(single_node_config(tmp_path / "c", engine="rocksdb")))
     with dynamo.Node(path) as node, node.client() as c:
         c.put("s", "k", "durable")
-    # Restarted on the same data, the value is still there.
-    with dynamo.Node(path) as node, node.client() as c:
+    # Restarted on the same data (the path given as a str), the value is still there.
+    with dynamo.Node(str(path)) as node, node.client() as c:
         assert c.get("s", "k").values == [b"durable"]
 
 

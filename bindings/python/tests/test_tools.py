@@ -199,18 +199,23 @@ def test_cli_cluster_load_export_check(tmp_path: Path) -> None:
     assert not any(pid_alive(pid) for pid in pids)
 
 
-def test_cli_cluster_up_in_the_foreground_stops_on_sigterm(tmp_path: Path) -> None:
+def test_cli_cluster_in_the_foreground_stops_on_sigterm(tmp_path: Path) -> None:
+    # `cluster` alone means `cluster up`; without --dir it uses a scratch directory.
     p = subprocess.Popen(
-        [sys.executable, "-m", "dynamo", "cluster", "up", "--dir", str(tmp_path / "fg"), "--nodes", "2", "--engine", "memory"],
+        [sys.executable, "-m", "dynamo", "cluster", "--nodes", "2", "--engine", "memory"],
         stdout=subprocess.PIPE,
         text=True,
     )
+    directory = None
     try:
         assert p.stdout is not None
         for line in p.stdout:
+            if line.startswith("directory: "):
+                directory = Path(line.split(": ", 1)[1].strip())
             if line.startswith("Ctrl-C"):
                 break
-        manifest = json.loads((tmp_path / "fg" / "cluster.json").read_text())
+        assert directory is not None
+        manifest = json.loads((directory / "cluster.json").read_text())
         with dynamo.Client([n["address"] for n in manifest["nodes"]]) as c:
             c.put("default", "k", "v")
         p.send_signal(signal.SIGTERM)
@@ -220,6 +225,7 @@ def test_cli_cluster_up_in_the_foreground_stops_on_sigterm(tmp_path: Path) -> No
             p.kill()
             p.wait()
     assert not any(pid_alive(n["pid"]) for n in manifest["nodes"])
+    assert not directory.exists()  # the scratch directory went with the cluster
 
 
 def test_cluster_sizes_are_checked(tmp_path: Path) -> None:
@@ -229,6 +235,8 @@ def test_cluster_sizes_are_checked(tmp_path: Path) -> None:
         LocalCluster(3, tmp_path, base_port=65534)
     done = cli("cluster", "down", "--dir", str(tmp_path / "none"))
     assert done.returncode == 2 and "cluster.json" in done.stderr
+    done = cli("cluster", "down")
+    assert done.returncode == 2 and "--dir" in done.stderr
 
 
 def test_cli_plot_writes_a_chart(tmp_path: Path) -> None:
