@@ -5,7 +5,8 @@ The declarations are `include/dynamo.h` itself (its preprocessor lines dropped, 
 whose signature changed in the header changes here too, and the API version of the
 loaded library is checked against the header's `DYNAMO_API_VERSION` at import.
 `DYNAMO_LIBRARY` (a path to libdynamo.so) overrides the packaged library, for
-development.
+development; imported from the source tree of a checkout, the package uses the
+repository's header and the library cargo built there.
 """
 
 from __future__ import annotations
@@ -18,7 +19,37 @@ from typing import Any
 from cffi import FFI
 
 NATIVE_DIR = Path(__file__).resolve().parent / "_native"
-HEADER = NATIVE_DIR / "dynamo.h"
+
+
+def _locate() -> tuple[Path, str]:
+    """The header and the library to load: the ones packed in the wheel; or, when this
+    is the source tree of a checkout (`bindings/python/dynamo`, nothing packed), the
+    repository's header with the newest `libdynamo.so` cargo built (`DYNAMO_LIBRARY`
+    overrides the library either way)."""
+    override = os.environ.get("DYNAMO_LIBRARY")
+    packed = NATIVE_DIR / "dynamo.h"
+    if packed.is_file():
+        return packed, override or str(NATIVE_DIR / "libdynamo.so")
+    repo = Path(__file__).resolve().parents[3]
+    header = repo / "include" / "dynamo.h"
+    if header.is_file():
+        if override:
+            return header, override
+        targets = [repo / "target"]
+        if os.environ.get("CARGO_TARGET_DIR"):
+            targets.insert(0, Path(os.environ["CARGO_TARGET_DIR"]))
+        built = [t / profile / "libdynamo.so" for t in targets for profile in ("release", "debug")]
+        built = [b for b in built if b.is_file()]
+        if built:
+            return header, str(max(built, key=lambda b: b.stat().st_mtime))
+    raise ImportError(
+        f"libdynamo is not built into this package ({NATIVE_DIR} is missing): install it "
+        "with `pip install ./bindings/python` from a checkout (or, in a checkout, build it "
+        "with `cargo build -p dynamo-ffi`, or set DYNAMO_LIBRARY to a libdynamo.so)"
+    )
+
+
+HEADER, LIBRARY = _locate()
 
 _INT_DEFINE = re.compile(r"^#define\s+(\w+)\s+(-?\d+)\s*$")
 _FUNCTION = re.compile(r"^\w[\w\s*]*?\b(dynamo_\w+)\(", re.M)
@@ -48,15 +79,10 @@ def cdef_source(header_text: str) -> str:
 
 
 def _load() -> tuple[FFI, Any]:
-    if not HEADER.is_file():
-        raise ImportError(
-            f"libdynamo's header is missing from the package ({HEADER}): reinstall "
-            "libdynamo with `pip install ./bindings/python` from a checkout"
-        )
     text = HEADER.read_text(encoding="utf-8")
     ffi = FFI()
     ffi.cdef(cdef_source(text))
-    path = os.environ.get("DYNAMO_LIBRARY") or str(NATIVE_DIR / "libdynamo.so")
+    path = LIBRARY
     try:
         lib = ffi.dlopen(path)
     except OSError as e:
