@@ -12,15 +12,7 @@ cd "$(dirname "$0")/.."
 concurrency=${1:-64}
 seconds=${2:-10}
 rounds=${3:-3}
-cargo build --release -p dynamo -p dynamo-ffi >&2
-release=${CARGO_TARGET_DIR:-$PWD/target}/release
-work=$(mktemp -d)
-cluster_pid=
-cleanup() {
-  [ -n "$cluster_pid" ] && kill -INT "$cluster_pid" 2>/dev/null && wait "$cluster_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/common.sh
 
 python3 -m venv "$work/venv"
 DYNAMO_LIBRARY="$release/libdynamo.so" "$work/venv/bin/pip" install --quiet \
@@ -29,15 +21,7 @@ py="$work/venv/bin/python"
 cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -I include benches/c_get_loop.c -o "$work/c_get_loop" \
   -L "$release" -ldynamo -Wl,-rpath,"$release"
 
-base=$((20000 + RANDOM % 20000))
-"$release/dynamo" cluster up --nodes 3 --dir "$work/cluster" --base-port "$base" >"$work/cluster.log" 2>&1 &
-cluster_pid=$!
-nodes="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
-for _ in $(seq 100); do
-  "$release/dynamo" status --nodes "127.0.0.1:$base" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-"$release/dynamo" bench --nodes "$nodes" --duration 1 --warmup 0 --concurrency "$concurrency" >/dev/null
+start_cluster "$concurrency"
 rust=()
 python=()
 for i in $(seq "$rounds"); do
@@ -49,8 +33,7 @@ for i in $(seq "$rounds"); do
   rust+=("$r")
   python+=("$x")
 done
-kill -INT "$cluster_pid" && wait "$cluster_pid" 2>/dev/null || true
-cluster_pid=
+stop_cluster
 py_call=$("$py" bindings/python/bench/call_overhead.py)
 c_call=$("$work/c_get_loop")
 python3 - "${rust[*]}" "${python[*]}" "$concurrency" "$py_call" "$c_call" <<'PY'

@@ -16,7 +16,7 @@ import json
 import threading
 from typing import Any, AsyncIterator, Callable, Sequence
 
-from ._convert import Bytes, context_arg, quorum, to_bytes, to_text
+from ._convert import Bytes, quorum, to_bytes, to_text
 from ._native import ffi, lib
 from .client import (
     GetResult,
@@ -27,6 +27,7 @@ from .client import (
     read_key_page,
     read_put_result,
     take_string,
+    write_args,
 )
 from .errors import DynamoError, check, closed_error, last_error
 
@@ -187,13 +188,12 @@ class AsyncClient:
         w: int | None = None,
     ) -> str:
         """As `Client.put`: returns the new context."""
-        s, k = to_text(store, "store"), to_bytes(key, "key")
-        v, c, ww = to_bytes(value, "value"), context_arg(context), quorum(w, "w")
+        if value is None:
+            raise TypeError("value must be bytes or str, not NoneType (use delete to remove)")
+        s, k, v, c, ww = write_args(store, key, value, context, w)
         h = self._h()
         context_out: str = await self._start(
-            lambda out: lib.dynamo_client_put_async(
-                h, s, k, len(k), v, len(v), c or ffi.NULL, ww, out
-            ),
+            lambda out: lib.dynamo_client_put_async(h, s, k, len(k), v, len(v), c, ww, out),
             _read_put,
         )
         return context_out
@@ -206,11 +206,10 @@ class AsyncClient:
         w: int | None = None,
     ) -> str:
         """As `Client.delete`: returns the new context."""
-        s, k = to_text(store, "store"), to_bytes(key, "key")
-        c, ww = context_arg(context), quorum(w, "w")
+        s, k, _, c, ww = write_args(store, key, None, context, w)
         h = self._h()
         context_out: str = await self._start(
-            lambda out: lib.dynamo_client_delete_async(h, s, k, len(k), c or ffi.NULL, ww, out),
+            lambda out: lib.dynamo_client_delete_async(h, s, k, len(k), c, ww, out),
             _read_put,
         )
         return context_out

@@ -177,6 +177,22 @@ def read_key_page(page: Any) -> KeyPage:
         lib.dynamo_key_page_free(page)
 
 
+def write_args(
+    store: object, key: object, value: object, context: object, w: object
+) -> tuple[bytes, bytes, Any, Any, int]:
+    """The C arguments of a put (`value` given) or delete (`value` None): store, key,
+    value (or NULL), context (or NULL) and W (0: the store's), each checked."""
+    v = ffi.NULL if value is None else to_bytes(value, "value")
+    c = context_arg(context)
+    return (
+        to_text(store, "store"),
+        to_bytes(key, "key"),
+        v,
+        ffi.NULL if c is None else c,
+        quorum(w, "w"),
+    )
+
+
 def take_string(raw: Any) -> str:
     """A library-allocated C string as `str`, freed with `dynamo_free`."""
     try:
@@ -252,10 +268,11 @@ class Client:
         """Writes `value` under `key`, superseding what `context` (from an earlier get
         or put) covers; without a context the write becomes a sibling of what is there.
         Waits for the store's W, or `w`, replicas. Returns the new context."""
-        s, k = to_text(store, "store"), to_bytes(key, "key")
-        v, c, ww = to_bytes(value, "value"), context_arg(context), quorum(w, "w")
+        if value is None:
+            raise TypeError("value must be bytes or str, not NoneType (use delete to remove)")
+        s, k, v, c, ww = write_args(store, key, value, context, w)
         out = ffi.new("dynamo_put_result **")
-        check(lib.dynamo_client_put(self._h(), s, k, len(k), v, len(v), c or ffi.NULL, ww, out))
+        check(lib.dynamo_client_put(self._h(), s, k, len(k), v, len(v), c, ww, out))
         return read_put_result(out[0])
 
     def delete(
@@ -267,10 +284,9 @@ class Client:
     ) -> str:
         """Deletes `key`: a tombstone superseding what `context` covers (without one it
         becomes a sibling of what is there). Returns the new context."""
-        s, k = to_text(store, "store"), to_bytes(key, "key")
-        c, ww = context_arg(context), quorum(w, "w")
+        s, k, _, c, ww = write_args(store, key, None, context, w)
         out = ffi.new("dynamo_put_result **")
-        check(lib.dynamo_client_delete(self._h(), s, k, len(k), c or ffi.NULL, ww, out))
+        check(lib.dynamo_client_delete(self._h(), s, k, len(k), c, ww, out))
         return read_put_result(out[0])
 
     def status(self, address: str | None = None) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import sys
 from dataclasses import dataclass, field
@@ -84,17 +83,23 @@ class Record:
     values: list[bytes | None]
 
 
-def parse_record(line: str, where: str) -> Record:
-    """A JSON Lines record (see the module doc), checked; `where` names the line."""
+def _keyed_object(line: str, where: str) -> tuple[dict[str, Any], bytes]:
+    """A JSON Lines record as an object with its non-empty key, checked."""
     try:
         obj = json.loads(line)
     except ValueError as e:
         raise ValueError(f"{where}: not valid JSON: {e}") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object with \"key\" and \"siblings\" or \"value\"")
+        raise ValueError(f"{where}: expected a JSON object with \"key\"")
     key = decode_bytes(obj, "key", where)
     if not key:
         raise ValueError(f"{where}: no \"key\" (or \"key_base64\"), or it is empty")
+    return obj, key
+
+
+def parse_record(line: str, where: str) -> Record:
+    """A JSON Lines record (see the module doc), checked; `where` names the line."""
+    obj, key = _keyed_object(line, where)
     if "siblings" in obj:
         sibs = obj["siblings"]
         if not isinstance(sibs, list):
@@ -127,6 +132,15 @@ class LoadReport:
     keys: int = 0
     writes: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+def _check_concurrency(concurrency: object) -> int:
+    """A number of requests in flight: an int of at least 1."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+        raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency={concurrency}: at least 1 request must be in flight")
+    return concurrency
 
 
 async def _bounded(jobs: Iterable[Any], concurrency: int, take: Callable[[Any], None]) -> None:
@@ -194,6 +208,7 @@ async def load_async(
     become siblings of it); `blind` skips that read (for a store known to be empty).
     Malformed lines raise `ValueError` before anything of that line is written; with
     `stop_on_error` a failed write stops the load (it raises), else it is reported."""
+    _check_concurrency(concurrency)
     report = LoadReport()
     bar = _progress("load", "key")
 
@@ -317,6 +332,7 @@ async def export_async(
     Each key is read at the store's R; one that reads empty is read again at R = N
     before it is skipped as deleted, so a slow replica cannot hide a value. A key that
     cannot be read raises (nothing is skipped silently)."""
+    _check_concurrency(concurrency)
     report = ExportReport()
     unanswered: set[str] = set()
     bar = _progress("export", "key")
@@ -424,6 +440,7 @@ async def check_async(
     and reports the keys with more than one sibling, the keys whose replicas disagreed
     (the read repairs them; the client finishes those repairs before it closes), the
     keys that could not be read at R = N, and owners that did not answer the listing."""
+    _check_concurrency(concurrency)
     report = CheckReport()
     bar = _progress("check", "key")
     unanswered: set[str] = set()
@@ -480,22 +497,4 @@ def read_keys(stream: IO[str]) -> Iterator[bytes]:
 
 def parse_record_key(line: str, where: str) -> bytes:
     """The key of a JSON Lines record."""
-    try:
-        obj = json.loads(line)
-    except ValueError as e:
-        raise ValueError(f"{where}: not valid JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object with \"key\"")
-    key = decode_bytes(obj, "key", where)
-    if not key:
-        raise ValueError(f"{where}: no \"key\" (or \"key_base64\")")
-    return key
-
-
-def text_lines(stream: IO[bytes] | IO[str]) -> Iterator[str]:
-    """Lines of a text or binary stream, as `str`."""
-    if isinstance(stream, io.TextIOBase):
-        yield from stream
-    else:
-        for raw in stream:
-            yield raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    return _keyed_object(line, where)[1]

@@ -247,3 +247,18 @@ def test_cli_plot_writes_a_chart(tmp_path: Path) -> None:
     assert out.read_bytes().startswith(b"\x89PNG")
     bad = cli("plot", str(data / "bench.json"), "-o", str(tmp_path / "x.gif"))
     assert bad.returncode == 2 and ".png" in bad.stderr
+
+
+def test_concurrency_below_one_is_refused_before_anything_runs(dead_address: str) -> None:
+    # Refused before connecting: a concurrency of 0 must not "finish" having done nothing.
+    for call in (
+        lambda: tools.load(dead_address, "default", ['{"key": "k", "value": "v"}'], concurrency=0),
+        lambda: tools.export(dead_address, "default", io.StringIO(), concurrency=0),
+        lambda: tools.check(dead_address, "default", concurrency=-1),
+    ):
+        with pytest.raises(ValueError, match="at least 1"):
+            call()
+    with pytest.raises(TypeError):
+        tools.check(dead_address, "default", concurrency="8")
+    done = cli("export", "--nodes", dead_address, "--concurrency", "0")
+    assert done.returncode == 2 and "at least 1" in done.stderr
