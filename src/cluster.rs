@@ -7,7 +7,7 @@
 //! Invariant: every process a [`LocalCluster`] started is stopped when it is dropped.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::{MemberConfig, NodeConfig};
+use crate::local_ports::{self, PortLease};
 use crate::store::StoreConfig;
 
 /// Most nodes a local cluster may have (they all share one machine).
@@ -27,7 +28,8 @@ pub struct ClusterSpec {
     pub nodes: usize,
     /// Directory for configs, data and logs.
     pub dir: PathBuf,
-    /// First port (node i listens on `base_port + i - 1`); `None` lets the OS choose.
+    /// First port (node i listens on `base_port + i - 1`); `None` takes free ports
+    /// from below the OS's ephemeral range ([`crate::local_ports`]).
     pub base_port: Option<u16>,
     /// The stores every node hosts.
     pub stores: Vec<StoreConfig>,
@@ -92,10 +94,9 @@ pub struct LocalCluster {
     pub nodes: Vec<ClusterNode>,
     dir: PathBuf,
     exe: PathBuf,
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    /// The ports reserved for the nodes (when the spec named no base port): held for
+    /// the cluster's life so that a node restarting finds its port still free.
+    _ports: Vec<PortLease>,
 }
 
 impl LocalCluster {
@@ -108,6 +109,10 @@ impl LocalCluster {
             spec.nodes
         );
         fs::create_dir_all(&spec.dir)?;
+        let leases = match spec.base_port {
+            Some(_) => Vec::new(),
+            None => local_ports::lease(spec.nodes)?,
+        };
         let mut members = Vec::new();
         for i in 1..=spec.nodes {
             let port = match spec.base_port {
@@ -120,7 +125,7 @@ impl LocalCluster {
                             spec.nodes
                         )
                     })?,
-                None => free_port()?,
+                None => leases[i - 1].port(),
             };
             members.push(MemberConfig {
                 name: format!("node-{i}"),
@@ -158,6 +163,7 @@ impl LocalCluster {
             nodes,
             dir,
             exe: exe.to_owned(),
+            _ports: leases,
         };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i)?;
@@ -193,9 +199,7 @@ impl LocalCluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr: SocketAddr = self.nodes[i].address.parse()?;
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
+            let accepts = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
             let node = &mut self.nodes[i];
             if let Some(child) = node.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -206,6 +210,11 @@ impl LocalCluster {
                         node.name
                     );
                 }
+            }
+            // Checked after the exit: a node that could not bind must not pass for
+            // ready because something else accepts at its address.
+            if accepts {
+                return Ok(());
             }
             anyhow::ensure!(
                 Instant::now() < deadline,

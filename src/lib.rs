@@ -28,6 +28,7 @@ pub mod config;
 pub mod context;
 pub mod dot;
 pub mod error;
+pub mod local_ports;
 pub mod membership;
 pub mod node;
 pub mod quorum;

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
@@ -91,17 +90,6 @@ fn run(program: &Path, args: &[String]) -> String {
     stdout
 }
 
-/// Ports the OS says are free now.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address").port())
-        .collect()
-}
-
 /// Starts a three-node cluster of node processes (RocksDB); dropping it stops them.
 fn start_cluster(dir: &Path) -> LocalCluster {
     let mut spec = ClusterSpec::new(3, dir);
@@ -160,7 +148,9 @@ fn three_embedded_nodes_serve_a_c_client() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("embedded_test");
     compile(&["tests/c/embedded_test.c"], &exe, false);
-    let mut args: Vec<String> = free_ports(3).iter().map(u16::to_string).collect();
+    // Held until the program ends: nobody else takes these ports meanwhile.
+    let ports = dynamo_core::local_ports::lease(3).expect("three free ports");
+    let mut args: Vec<String> = ports.iter().map(|p| p.port().to_string()).collect();
     args.push(dir.path().display().to_string());
     let out = run(&exe, &args);
     assert!(out.contains("embedded_test: ok"), "{out}");
@@ -184,7 +174,10 @@ fn an_engine_written_in_c_passes_conformance_and_serves_a_store() {
         &exe,
         false,
     );
-    let port = free_ports(1)[0].to_string();
-    let out = run(&exe, &[port, dir.path().display().to_string()]);
+    let port = dynamo_core::local_ports::lease(1).expect("a free port");
+    let out = run(
+        &exe,
+        &[port[0].port().to_string(), dir.path().display().to_string()],
+    );
     assert!(out.contains("cengine_test: ok"), "{out}");
 }

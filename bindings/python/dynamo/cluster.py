@@ -28,12 +28,78 @@ MAX_NODES = 100
 """The most nodes a local cluster may have."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that the OS just handed out (and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+_LOWEST_PORT = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+class PortLease:
+    """A port reserved for one node: free to bind when taken, and held by an advisory
+    lock on `<tmp>/libdynamo-ports/<port>.lock` (shared with the Rust `LocalCluster`)
+    until `release()`. Ports come from below the OS's ephemeral range: a port the OS
+    hands out for `bind(0)` may go to another socket while its node restarts."""
+
+    def __init__(self, port: int, lock: Any) -> None:
+        self.port = port
+        self._lock = lock
+
+    def release(self) -> None:
+        """Lets other clusters take the port."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def lease_ports(count: int) -> list[PortLease]:
+    """Reserves `count` distinct ports on 127.0.0.1 that nothing listens on (see
+    `PortLease`). Falls back to ports the OS picks when the range below the ephemeral
+    ports is too small."""
+    import fcntl
+    import random
+
+    high = _ephemeral_low()
+    if high < _LOWEST_PORT + 1000:
+        held = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+        try:
+            for s in held:
+                s.bind(("127.0.0.1", 0))
+            return [PortLease(s.getsockname()[1], None) for s in held]
+        finally:
+            for s in held:
+                s.close()
+    lock_dir = Path(tempfile.gettempdir()) / "libdynamo-ports"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    span = high - _LOWEST_PORT
+    start = random.randrange(span)
+    leases: list[PortLease] = []
+    for step in range(span):
+        if len(leases) == count:
+            break
+        port = _LOWEST_PORT + (start + step) % span
+        lock = open(lock_dir / f"{port}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            lock.close()
+            continue
+        leases.append(PortLease(port, lock))
+    if len(leases) < count:
+        for lease in leases:
+            lease.release()
+        raise OSError(f"only {len(leases)} of {count} free ports between {_LOWEST_PORT} and {high} on 127.0.0.1")
+    return leases
 
 
 def _accepts(address: str) -> bool:
@@ -69,8 +135,8 @@ class NodeProcess:
 
 
 class LocalCluster:
-    """`nodes` node processes on 127.0.0.1 (ports from the OS unless `base_port` is
-    given), with one store `store` (engine `engine`, N = min(3, nodes), R and W a
+    """`nodes` node processes on 127.0.0.1 (free ports from below the OS's ephemeral
+    range, held until `stop()`, unless `base_port` is given), with one store `store` (engine `engine`, N = min(3, nodes), R and W a
     majority of N, unless given) and data under `directory` (a new temporary
     directory when None, removed by `stop(remove=True)`). `start()` returns once every
     node accepts connections. Use it as a context manager to always stop the nodes.
@@ -108,6 +174,7 @@ class LocalCluster:
         self.base_port = base_port
         self.python = python or sys.executable
         self.nodes: list[NodeProcess] = []
+        self._ports: list[PortLease] = []
 
     @property
     def addresses(self) -> list[str]:
@@ -117,8 +184,11 @@ class LocalCluster:
     def _configs(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         members = []
+        self._release_ports()
+        if not self.base_port:
+            self._ports = lease_ports(self.size)
         for i in range(1, self.size + 1):
-            port = self.base_port + i - 1 if self.base_port else free_port()
+            port = self.base_port + i - 1 if self.base_port else self._ports[i - 1].port
             members.append({"name": f"node-{i}", "address": f"127.0.0.1:{port}"})
         self.nodes = []
         for m in members:
@@ -253,10 +323,16 @@ class LocalCluster:
                 p.wait()
         if self.nodes and self.directory.exists():
             self.write_manifest()
+        self._release_ports()
         if remove and self._temporary:
             import shutil
 
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _release_ports(self) -> None:
+        for lease in self._ports:
+            lease.release()
+        self._ports = []
 
     def __enter__(self) -> LocalCluster:
         if not self.nodes:
