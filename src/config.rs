@@ -14,14 +14,16 @@
 //! data_dir = "/var/lib/dynamo/node-a"
 //! zone = "rack-1"                 # optional
 //! request_timeout_ms = 500
-//! ping_interval_ms = 1000         # how often each peer is probed
+//! ping_interval_ms = 1000         # how often a peer marked down is probed
+//! gossip_interval_ms = 1000       # how often membership is gossiped with a peer
 //!
 //! [cluster]
 //! partitions = 256                # Q, a power of two, fixed at cluster creation
-//! members = [
+//! members = [                     # the members that create the cluster, or
 //!   { name = "node-a", address = "127.0.0.1:7400", zone = "rack-1" },
 //!   { name = "node-b", address = "127.0.0.1:7401" },
 //! ]
+//! # seeds = ["10.0.0.1:7400"]     # instead: nodes to learn the membership from
 //!
 //! [[stores]]
 //! name = "carts"
@@ -133,8 +135,12 @@ pub struct NodeSection {
     pub zone: Option<String>,
     /// Timeout of every call to another node, in milliseconds.
     pub request_timeout_ms: u64,
-    /// How often each peer is pinged (local failure detection), in milliseconds.
+    /// How often a peer marked down is probed (local failure detection), in
+    /// milliseconds.
     pub ping_interval_ms: u64,
+    /// How often this node gossips its membership history with one peer, in
+    /// milliseconds.
+    pub gossip_interval_ms: u64,
 }
 
 impl Default for NodeSection {
@@ -146,18 +152,26 @@ impl Default for NodeSection {
             zone: None,
             request_timeout_ms: 500,
             ping_interval_ms: 1000,
+            gossip_interval_ms: 1000,
         }
     }
 }
 
-/// `[cluster]`: static membership and the ring's size.
+/// `[cluster]`: how this node finds its cluster, and the ring's size.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
     /// Q, a power of two, fixed when the cluster is created.
     pub partitions: u32,
-    /// Every member, this node included. Empty means a cluster of this node alone.
+    /// The members that create the cluster, this node included (every node listing
+    /// the same members, Q and N starts from the same history). Empty with no seeds
+    /// means a cluster of this node alone. A list changed later is applied at this
+    /// node as joins and leaves.
     pub members: Vec<MemberConfig>,
+    /// Addresses of nodes to learn the membership from (`host:port`). A node with
+    /// seeds and no members joins the seeds' cluster on its first start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<String>,
 }
 
 impl Default for ClusterSection {
@@ -165,6 +179,7 @@ impl Default for ClusterSection {
         Self {
             partitions: DEFAULT_PARTITIONS,
             members: Vec::new(),
+            seeds: Vec::new(),
         }
     }
 }
@@ -210,22 +225,42 @@ impl NodeConfig {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
     }
 
-    /// The members, this node included (the node alone when none are listed).
-    pub fn members(&self) -> Vec<(Member, String)> {
-        if self.cluster.members.is_empty() {
-            let mut m = Member::new(&self.node.name);
-            m.zone = self.node.zone.clone();
-            return vec![(m, self.node.listen.clone())];
-        }
-        self.cluster
+    /// This node as a ring member: its name, zone and the address it listens on (as
+    /// `cluster.members` lists it, if it does).
+    pub fn this_member(&self) -> Member {
+        let listed = self
+            .cluster
             .members
             .iter()
-            .map(|m| {
-                let mut member = Member::new(&m.name);
-                member.zone = m.zone.clone();
-                (member, m.address.clone())
-            })
-            .collect()
+            .find(|m| m.name == self.node.name);
+        let mut m = Member::new(&self.node.name)
+            .at(listed.map_or_else(|| self.node.listen.clone(), |m| m.address.clone()));
+        m.zone = listed.map_or_else(|| self.node.zone.clone(), |m| m.zone.clone());
+        m
+    }
+
+    /// The members the config creates the cluster with, addresses included: the
+    /// listed ones, or this node alone when neither members nor seeds are given.
+    /// `None` for a node that learns its cluster from seeds.
+    pub fn members(&self) -> Option<Vec<Member>> {
+        if self.cluster.members.is_empty() {
+            return self
+                .cluster
+                .seeds
+                .is_empty()
+                .then(|| vec![self.this_member()]);
+        }
+        Some(
+            self.cluster
+                .members
+                .iter()
+                .map(|m| {
+                    let mut member = Member::new(&m.name).at(&m.address);
+                    member.zone = m.zone.clone();
+                    member
+                })
+                .collect(),
+        )
     }
 
     /// Checks every field; the error names the first bad one.
@@ -259,6 +294,15 @@ impl NodeConfig {
                 "node.ping_interval_ms".into(),
                 "must be at least 1".into(),
             ));
+        }
+        if self.node.gossip_interval_ms == 0 {
+            return Err(bad(
+                "node.gossip_interval_ms".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        for (i, seed) in self.cluster.seeds.iter().enumerate() {
+            check_host_port(seed).map_err(|r| bad(format!("cluster.seeds[{i}]"), r))?;
         }
         validate_partition_count(self.cluster.partitions)
             .map_err(|r| bad("cluster.partitions".into(), r))?;
@@ -306,6 +350,16 @@ impl NodeConfig {
     }
 }
 
+/// `host:port` with a port from 1 to 65535 (the host is resolved when it is used).
+fn check_host_port(s: &str) -> Result<(), String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!("{s:?} is not an address of the form host:port")),
+    }
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
         .map_err(|e| format!("{s:?} is not an address of the form ip:port ({e})"))
@@ -329,7 +383,7 @@ mod tests {
         assert_eq!(c.cluster.partitions, 256);
         assert_eq!(c.stores.len(), 1);
         assert_eq!(c.stores[0], StoreConfig::default());
-        assert_eq!(c.members().len(), 1);
+        assert_eq!(c.members().unwrap().len(), 1);
         let again = NodeConfig::parse(&c.to_toml(), "round-trip").unwrap();
         assert_eq!(again, c);
     }
@@ -350,7 +404,7 @@ mod tests {
                 &format!("engine = {:?}", crate::store::default_engine()),
             );
         let c = NodeConfig::parse(&example, "example").unwrap();
-        assert_eq!(c.members().len(), 2);
+        assert_eq!(c.members().unwrap().len(), 2);
         assert_eq!(c.stores[0].name, "carts");
         assert_eq!(c.node.zone.as_deref(), Some("rack-1"));
     }

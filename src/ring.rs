@@ -114,6 +114,11 @@ pub struct Member {
     /// Failure zone; members without one count as a zone each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Its RPC address (`host:port`), as the membership history recorded it. Never
+    /// used by the claim (names alone decide placement); carried so that every holder
+    /// of the ring can reach its members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl Member {
@@ -122,6 +127,7 @@ impl Member {
         Self {
             name: name.into(),
             zone: None,
+            address: None,
         }
     }
 
@@ -130,7 +136,14 @@ impl Member {
         Self {
             name: name.into(),
             zone: Some(zone.into()),
+            address: None,
         }
+    }
+
+    /// The same member reachable at `address`.
+    pub fn at(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
     }
 
     fn zone_key(&self) -> (&str, bool) {
@@ -554,6 +567,20 @@ impl Ring {
         }
         self.members[idx as usize].zone = zone;
         self.resort();
+        self.version += 1;
+        Ok(())
+    }
+
+    /// Records that member `name` is reached at `address`. Placement does not change;
+    /// the version is bumped.
+    pub fn set_address(&mut self, name: &str, address: String) -> Result<(), RingError> {
+        let Some(idx) = self.index_of(name) else {
+            return Err(RingError::UnknownMember(
+                name.to_owned(),
+                self.member_list(),
+            ));
+        };
+        self.members[idx as usize].address = Some(address);
         self.version += 1;
         Ok(())
     }

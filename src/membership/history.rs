@@ -95,6 +95,14 @@ pub enum ChangeKind {
         /// The zone.
         zone: Option<String>,
     },
+    /// A member is now reached at another address (it restarted listening elsewhere).
+    /// Placement does not change.
+    SetAddress {
+        /// The member.
+        name: String,
+        /// Its new `host:port`.
+        address: String,
+    },
 }
 
 /// One change of the membership history.
@@ -176,6 +184,9 @@ pub fn apply(kind: &ChangeKind, ring: &mut Ring) -> Result<Vec<Transfer>, RingEr
         ChangeKind::Leave { name } | ChangeKind::Remove { name } => ring.leave(name),
         ChangeKind::Replace { old, new } => ring.replace(old, new.clone()),
         ChangeKind::SetZone { name, zone } => ring.set_zone(name, zone.clone()).map(|_| Vec::new()),
+        ChangeKind::SetAddress { name, address } => {
+            ring.set_address(name, address.clone()).map(|_| Vec::new())
+        }
     }
 }
 

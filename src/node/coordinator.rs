@@ -20,6 +20,7 @@ use crate::store::{printable_key, VersionedStore};
 use crate::version::{Siblings, Version};
 
 use super::local::LocalNode;
+use super::NodeCore;
 use crate::quorum::{stale_replicas, QuorumRead, ReadFn, Target};
 
 /// The replicas of one request and the owners left out.
@@ -42,28 +43,34 @@ pub struct GetOutcome {
 impl LocalNode {
     /// Is this node one of the first N members of `key`'s preference list?
     pub fn in_top_n(&self, store: &VersionedStore, key: &[u8]) -> bool {
-        let n = store.config().n;
-        self.core
-            .walk(store, key)
-            .iter()
-            .take(n)
-            .any(|m| *m == self.name())
+        self.top_n(store, key).iter().any(|m| m == self.name())
     }
 
-    /// The top-N owners of `key`.
+    /// The top-N owners of `key` (none while this node knows no cluster).
     pub fn top_n(&self, store: &VersionedStore, key: &[u8]) -> Vec<String> {
         let n = store.config().n;
-        self.core
-            .walk(store, key)
-            .into_iter()
-            .take(n)
-            .map(str::to_owned)
-            .collect()
+        let mut walk = self.walk(store, key).unwrap_or_default();
+        walk.truncate(n);
+        walk
     }
 
-    fn plan(&self, store: &VersionedStore, key: &[u8]) -> Plan {
+    /// The walk of `key` in the current view, owned: the view may change while a
+    /// request that took it runs.
+    pub(crate) fn walk(
+        &self,
+        store: &VersionedStore,
+        key: &[u8],
+    ) -> Result<Vec<String>, DynamoError> {
+        let t = self.core.topology()?;
+        Ok(NodeCore::walk(&t, store, key)
+            .into_iter()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn plan(&self, store: &VersionedStore, key: &[u8]) -> Result<Plan, DynamoError> {
         let n = store.config().n;
-        let walk = self.core.walk(store, key);
+        let walk = self.walk(store, key)?;
         let mut targets = Vec::with_capacity(n);
         let mut down = Vec::new();
         for m in walk.iter().take(n) {
@@ -96,20 +103,25 @@ impl LocalNode {
                 hint_for: owed.pop(),
             });
         }
-        Plan {
+        Ok(Plan {
             targets,
             down,
             uncovered: owed.len(),
-        }
+        })
     }
 
     /// A plan with at least `need` targets if possible: when owners believed down
     /// leave it short, they are pinged first (one may be back before the ping loop
     /// noticed), so a quorum is never refused on stale health alone.
-    async fn plan_probing(&self, store: &VersionedStore, key: &[u8], need: usize) -> Plan {
-        let plan = self.plan(store, key);
+    async fn plan_probing(
+        &self,
+        store: &VersionedStore,
+        key: &[u8],
+        need: usize,
+    ) -> Result<Plan, DynamoError> {
+        let plan = self.plan(store, key)?;
         if plan.targets.len() >= need || plan.down.is_empty() {
-            return plan;
+            return Ok(plan);
         }
         let probes = plan.down.iter().map(|(m, _)| self.ping(m));
         futures::future::join_all(probes).await;
@@ -135,7 +147,7 @@ impl LocalNode {
                 plan.uncovered
             ));
         }
-        let members = self.core.ring.members().len();
+        let members = self.core.view().map_or(0, |t| t.ring().members().len());
         if members < need.1 {
             why.push(format!(
                 "the cluster has only {members} member(s): lower the store's {} (or pass a smaller --{} for this request) or add members",
@@ -183,7 +195,7 @@ impl LocalNode {
             }
             _ => None,
         };
-        let plan = self.plan_probing(store, &key, w).await;
+        let plan = self.plan_probing(store, &key, w).await?;
         if plan.targets.len() < w {
             return Err(self.unreachable_quorum(op, store, &key, ("W", w), &plan));
         }
@@ -260,12 +272,11 @@ impl LocalNode {
     /// past the top N that the request has not used yet.
     fn stand_in(&self, store: &VersionedStore, key: &[u8], used: &[String]) -> Option<String> {
         let n = store.config().n;
-        self.core
-            .walk(store, key)
+        self.walk(store, key)
+            .ok()?
             .into_iter()
             .skip(n)
             .find(|m| !used.iter().any(|u| u == m) && self.is_healthy(m))
-            .map(str::to_owned)
     }
 
     /// Coordinates a get: R replies, merged; stale replicas repaired afterwards.
@@ -284,7 +295,7 @@ impl LocalNode {
         let r = check_quorum(store, "r", r, cfg.r)?;
         // Bad input is refused before any fan-out.
         store.check_key(&key)?;
-        let plan = self.plan_probing(store, &key, r).await;
+        let plan = self.plan_probing(store, &key, r).await?;
         if plan.targets.len() < r {
             return Err(self.unreachable_quorum("get", store, &key, ("R", r), &plan));
         }

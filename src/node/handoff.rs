@@ -72,9 +72,12 @@ pub async fn handoff_loop(node: LocalNode) {
 /// The (store, owner) pairs with hints whose owner is up and a member.
 fn deliverable(node: &LocalNode) -> Vec<(Arc<VersionedStore>, String)> {
     let mut out = Vec::new();
+    let Some(view) = node.core.view() else {
+        return out;
+    };
     for store in node.core.stores.values() {
         for owner in node.core.hints.backlog(store.name()).into_keys() {
-            if node.core.health.is_up(&owner) && node.core.ring.member(&owner).is_some() {
+            if node.core.health.is_up(&owner) && view.is_member(&owner) {
                 out.push((store.clone(), owner));
             }
         }
@@ -112,7 +115,8 @@ async fn handoff_owner(
         .await?;
     let members: Vec<String> = node
         .core
-        .ring
+        .topology()?
+        .ring()
         .members()
         .iter()
         .map(|m| m.name.clone())

@@ -1,5 +1,6 @@
 //! What a node keeps in its data directory besides the engines: its identity
-//! (`identity.json`) and its view of the ring (`ring.json`).
+//! (`identity.json`), and how it starts its membership history (`membership.json`,
+//! see [`crate::membership::store`]) from its config (`config-members.json`).
 //!
 //! The identity's `node_id` is created with the data directory, so a node whose data
 //! was wiped comes back as a new incarnation (the stores keep their own per-incarnation
@@ -11,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ring::{Member, Ring};
+use crate::config::NodeConfig;
+use crate::membership::{ChangeKind, History, HistoryFile};
+use crate::ring::Member;
 
 const IDENTITY_FORMAT: u32 = 1;
 
@@ -123,58 +126,85 @@ impl Identity {
     }
 }
 
-/// Loads the ring from `data_dir/ring.json`, or creates it from the configured members.
-/// A persisted ring whose members differ from the config is brought in line by leaves
-/// and joins (in name order, so every node computes the same ring), then saved.
-pub fn load_or_create_ring(
-    data_dir: &Path,
-    partitions: u32,
+/// The file recording the member list of the config this node last started with.
+const CONFIG_MEMBERS: &str = "config-members.json";
+
+/// The membership history a node starts with, saved before it is returned:
+/// - the one saved in its data directory (`membership.json`), or, when there is none,
+///   the cluster's creation from the config's member list (the same for every node
+///   configured alike; empty for a node started from seeds alone, which learns it);
+/// - with the edits of the config's member list since the last start (recorded in
+///   `config-members.json`) applied as joins and leaves issued by this node;
+/// - and with this node's address, when it listens somewhere else than the history
+///   says, recorded as a `SetAddress` change.
+pub fn startup_history(
+    config: &NodeConfig,
+    identity: &Identity,
+    file: &HistoryFile,
     target_n: usize,
-    members: &[Member],
-) -> Result<Ring, IdentityError> {
-    let path = data_dir.join("ring.json");
-    let invalid = |reason: String| IdentityError::Invalid {
-        path: path.clone(),
+) -> Result<History, IdentityError> {
+    let data_dir = &config.node.data_dir;
+    let invalid = |path: &Path, reason: String| IdentityError::Invalid {
+        path: path.to_owned(),
         reason,
     };
-    let ring = match fs::read_to_string(&path) {
-        Ok(text) => {
-            let mut ring = Ring::from_json(&text).map_err(|e| invalid(e.to_string()))?;
-            if ring.partition_count() != partitions {
-                return Err(invalid(format!(
-                    "the ring has {} partitions but cluster.partitions is {partitions}; \
-                     Q is fixed when a cluster is created",
-                    ring.partition_count()
-                )));
+    let mut history = file
+        .load()
+        .map_err(|e| invalid(file.path(), e.to_string()))?
+        .unwrap_or_default();
+    let origin = identity.node_id.as_str();
+    if let Some(members) = config.members() {
+        let applied_path = data_dir.join(CONFIG_MEMBERS);
+        let previous: Option<Vec<Member>> = match fs::read_to_string(&applied_path) {
+            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                invalid(
+                    &applied_path,
+                    format!("not a member list ({e}); delete it to re-record the config's"),
+                )
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&applied_path)(e)),
+        };
+        if history.is_empty() {
+            history = History::created(config.cluster.partitions, target_n, members.clone());
+        } else if let Some(previous) = previous {
+            let named = |list: &[Member], name: &str| list.iter().any(|m| m.name == name);
+            for m in members.iter().filter(|m| !named(&previous, &m.name)) {
+                history.issue(origin, ChangeKind::Join { member: m.clone() });
             }
-            let mut gone: Vec<String> = ring
-                .members()
-                .iter()
-                .filter(|m| !members.iter().any(|c| c.name == m.name))
-                .map(|m| m.name.clone())
-                .collect();
-            gone.sort();
-            let mut new: Vec<Member> = members
-                .iter()
-                .filter(|c| ring.member(&c.name).is_none())
-                .cloned()
-                .collect();
-            new.sort_by(|a, b| a.name.cmp(&b.name));
-            for m in new {
-                ring.join(m).map_err(|e| invalid(e.to_string()))?;
+            for m in previous.iter().filter(|m| !named(&members, &m.name)) {
+                history.issue(
+                    origin,
+                    ChangeKind::Leave {
+                        name: m.name.clone(),
+                    },
+                );
             }
-            for name in gone {
-                ring.leave(&name).map_err(|e| invalid(e.to_string()))?;
-            }
-            ring
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ring::new(partitions, target_n, members.to_vec()).map_err(|e| invalid(e.to_string()))?
+        let text = serde_json::to_string_pretty(&members)
+            .map_err(|e| invalid(&applied_path, e.to_string()))?;
+        write_atomic(&applied_path, &text)?;
+    }
+    if let Ok(replay) = history.replay() {
+        let me = config.this_member();
+        if let (Some(held), Some(now)) = (replay.ring.member(&me.name), me.address) {
+            if held.address.as_deref() != Some(now.as_str()) {
+                history.issue(
+                    origin,
+                    ChangeKind::SetAddress {
+                        name: me.name.clone(),
+                        address: now,
+                    },
+                );
+            }
         }
-        Err(e) => return Err(io(&path)(e)),
-    };
-    write_atomic(&path, &ring.to_json())?;
-    Ok(ring)
+    }
+    if !history.is_empty() {
+        history = file
+            .save(&history)
+            .map_err(|e| invalid(file.path(), e.to_string()))?;
+    }
+    Ok(history)
 }
 
 #[cfg(test)]
@@ -202,19 +232,93 @@ mod tests {
         );
     }
 
+    fn config(dir: &Path, members: &[(&str, &str)]) -> NodeConfig {
+        let mut c = NodeConfig::default();
+        c.node.name = members[0].0.into();
+        c.node.listen = members[0].1.into();
+        c.node.data_dir = dir.to_owned();
+        c.cluster.partitions = 64;
+        c.cluster.members = members
+            .iter()
+            .map(|(n, a)| crate::config::MemberConfig {
+                name: (*n).into(),
+                address: (*a).into(),
+                zone: None,
+            })
+            .collect();
+        c
+    }
+
+    fn start(c: &NodeConfig) -> History {
+        let (id, _) = Identity::load_or_create(&c.node.data_dir, &c.node.name).unwrap();
+        startup_history(c, &id, &HistoryFile::in_dir(&c.node.data_dir), 3).unwrap()
+    }
+
     #[test]
-    fn ring_is_persisted_and_follows_the_member_list() {
+    fn nodes_configured_alike_start_from_the_same_history_and_ring() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ms = [
+            ("a", "127.0.0.1:1"),
+            ("b", "127.0.0.1:2"),
+            ("c", "127.0.0.1:3"),
+        ];
+        let mut other = ms;
+        other.swap(0, 1);
+        let h1 = start(&config(d1.path(), &ms));
+        let h2 = start(&config(d2.path(), &other));
+        assert_eq!(h1, h2);
+        let ring = h1.replay().unwrap().ring;
+        assert_eq!(
+            ring.member("b").unwrap().address.as_deref(),
+            Some("127.0.0.1:2")
+        );
+        // A restart changes nothing.
+        assert_eq!(start(&config(d1.path(), &ms)), h1);
+    }
+
+    #[test]
+    fn an_edited_member_list_becomes_joins_and_leaves_issued_here() {
         let dir = tempfile::tempdir().unwrap();
-        let ms: Vec<Member> = ["a", "b", "c"].iter().map(|n| Member::new(*n)).collect();
-        let r1 = load_or_create_ring(dir.path(), 64, 3, &ms).unwrap();
-        let r2 = load_or_create_ring(dir.path(), 64, 3, &ms).unwrap();
-        assert_eq!(r1.to_json(), r2.to_json());
-        let mut more = ms.clone();
-        more.push(Member::new("d"));
-        let r3 = load_or_create_ring(dir.path(), 64, 3, &more).unwrap();
-        assert_eq!(r3.members().len(), 4);
-        assert!(r3.version() > r1.version());
-        let err = load_or_create_ring(dir.path(), 128, 3, &more).unwrap_err();
-        assert!(err.to_string().contains("Q is fixed"), "{err}");
+        let ms = [
+            ("a", "127.0.0.1:1"),
+            ("b", "127.0.0.1:2"),
+            ("c", "127.0.0.1:3"),
+        ];
+        let first = start(&config(dir.path(), &ms));
+        let grown = [ms[0], ms[1], ms[2], ("d", "127.0.0.1:4")];
+        let h = start(&config(dir.path(), &grown));
+        assert_eq!(h.len(), first.len() + 1);
+        assert!(h.replay().unwrap().ring.member("d").is_some());
+        let shrunk = [ms[0], ms[1], ("d", "127.0.0.1:4")];
+        let h = start(&config(dir.path(), &shrunk));
+        let ring = h.replay().unwrap().ring;
+        assert!(ring.member("c").is_none());
+        assert_eq!(ring.members().len(), 3);
+        // The same list again: nothing new.
+        assert_eq!(start(&config(dir.path(), &shrunk)), h);
+    }
+
+    #[test]
+    fn a_node_listening_elsewhere_records_its_new_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let ms = [("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")];
+        start(&config(dir.path(), &ms));
+        let moved = [("a", "127.0.0.1:9"), ("b", "127.0.0.1:2")];
+        let h = start(&config(dir.path(), &moved));
+        let ring = h.replay().unwrap().ring;
+        assert_eq!(
+            ring.member("a").unwrap().address.as_deref(),
+            Some("127.0.0.1:9")
+        );
+    }
+
+    #[test]
+    fn a_node_started_from_seeds_alone_has_no_history_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), &[("d", "127.0.0.1:4")]);
+        c.cluster.members.clear();
+        c.cluster.seeds = vec!["127.0.0.1:1".into()];
+        assert!(start(&c).is_empty());
+        assert!(!dir.path().join("membership.json").exists());
     }
 }

@@ -132,7 +132,7 @@ impl LocalNode {
         if let Some(c) = self.live_peer(name) {
             return Ok(c);
         }
-        let address = self.core.address(name)?.to_owned();
+        let address = self.core.address(name)?;
         let conn =
             rpc::connect(&address, self.core.request_timeout(), self.core.max_message).await?;
         let internode = conn.dynamo.internode_request().send().pipeline.get_node();
@@ -339,14 +339,15 @@ impl LocalNode {
         .await
     }
 
-    /// The members other than this node.
+    /// The members other than this node, in the current view.
     pub fn peers(&self) -> Vec<String> {
-        self.core
-            .ring
-            .members()
-            .iter()
-            .filter(|m| m.name != self.name())
-            .map(|m| m.name.clone())
-            .collect()
+        self.core.view().map_or_else(Vec::new, |t| {
+            t.ring()
+                .members()
+                .iter()
+                .filter(|m| m.name != self.name())
+                .map(|m| m.name.clone())
+                .collect()
+        })
     }
 }

@@ -14,18 +14,19 @@ pub mod hints;
 pub mod identity;
 mod local;
 mod server;
+pub mod topology;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use dynamo_engines::{open_engine, EngineError, EngineOptions, EngineSpec};
 
 use crate::config::NodeConfig;
 use crate::error::{DynamoError, ErrorKind};
-use crate::ring::{Member, Ring};
+use crate::membership::{Change, ChangeKind, History, HistoryFile};
 use crate::store::{StoreConfig, StoreError, VersionedStore};
 
 pub use local::LocalNode;
@@ -34,6 +35,7 @@ pub use server::MAX_KEYS_PER_PAGE;
 use health::HealthTable;
 use hints::HintLog;
 use identity::{Identity, IdentityError};
+pub use topology::Topology;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,17 +61,26 @@ pub enum NodeError {
     Io(String),
 }
 
-/// Everything a node knows, shareable across threads. Invariant: `ring`,
-/// `addresses` and `stores` are fixed for the life of the process (static membership).
+/// Everything a node knows, shareable across threads. Invariant: `stores` are fixed
+/// for the life of the process; the membership view changes only by
+/// [`NodeCore::adopt`] and [`NodeCore::issue`], which save the history durably before
+/// the new view is served.
 pub struct NodeCore {
     /// The config the node started with.
     pub config: NodeConfig,
     /// The data directory's identity.
     pub identity: Identity,
-    /// The ring (partition owners).
-    pub ring: Ring,
-    /// Member name → RPC address.
-    pub addresses: HashMap<String, String>,
+    /// The current membership view; `None` until a node started from seeds alone has
+    /// learned its cluster.
+    view: RwLock<Option<Arc<Topology>>>,
+    /// Serialises changes of the view (merge, save, replay, swap).
+    changing: Mutex<()>,
+    /// Where the history is kept.
+    history_file: HistoryFile,
+    /// Q, as the config gives it: the stores are laid out for it.
+    partitions: u32,
+    /// The replication factors of this node's stores (walks are cached for each).
+    ns: Vec<usize>,
     /// The stores this node hosts, by name.
     pub stores: BTreeMap<String, Arc<VersionedStore>>,
     /// Local opinion of peer health.
@@ -87,12 +98,10 @@ pub struct NodeCore {
     storage_fault: Mutex<Option<String>>,
     /// Largest Cap'n Proto message this node accepts (from the stores' limits).
     pub max_message: usize,
-    /// Per replication factor N: per partition, the walk order as member indices.
-    walks: HashMap<usize, Vec<Vec<usize>>>,
 }
 
 impl NodeCore {
-    /// Opens the data directory, the ring and every store of `config`.
+    /// Opens the data directory, the membership history and every store of `config`.
     pub fn open(config: NodeConfig) -> Result<Self, NodeError> {
         let data_dir = config.node.data_dir.clone();
         let (identity, created) = Identity::load_or_create(&data_dir, &config.node.name)?;
@@ -104,30 +113,29 @@ impl NodeCore {
                 identity.node_id
             );
         }
-        let members_cfg = config.members();
-        let members: Vec<Member> = members_cfg.iter().map(|(m, _)| m.clone()).collect();
-        if !members.iter().any(|m| m.name == config.node.name) {
-            return Err(NodeError::Config(format!(
-                "node.name {:?} is not in cluster.members ({})",
-                config.node.name,
-                members
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
         let target_n = config.stores.iter().map(|s| s.n).max().unwrap_or(3);
-        let ring = identity::load_or_create_ring(
-            &data_dir,
-            config.cluster.partitions,
-            target_n,
-            &members,
-        )?;
-        let addresses = members_cfg
-            .iter()
-            .map(|(m, a)| (m.name.clone(), a.clone()))
-            .collect();
+        let mut ns: Vec<usize> = config.stores.iter().map(|s| s.n).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        let history_file = HistoryFile::in_dir(&data_dir);
+        let history = identity::startup_history(&config, &identity, &history_file, target_n)?;
+        let view = match history.is_empty() {
+            true => None,
+            false => {
+                let t = Topology::replay(history, &ns)
+                    .map_err(|e| NodeError::Config(format!("membership history: {e}")))?;
+                if t.ring().partition_count() != config.cluster.partitions {
+                    return Err(NodeError::Config(format!(
+                        "the cluster has {} partitions but cluster.partitions is {}; Q is \
+                         fixed when a cluster is created",
+                        t.ring().partition_count(),
+                        config.cluster.partitions
+                    )));
+                }
+                Some(Arc::new(t))
+            }
+        };
+        let partitions = config.cluster.partitions;
         let mut stores = BTreeMap::new();
         let hints = HintLog::default();
         for sc in &config.stores {
@@ -144,35 +152,20 @@ impl NodeCore {
             // The store reports the engine it really runs on (`auto` resolved).
             let mut resolved = sc.clone();
             resolved.engine = spec.to_string();
-            let store = VersionedStore::open(engine, resolved, ring.partition_count())
+            let store = VersionedStore::open(engine, resolved, partitions)
                 .map_err(|e| fail(e.to_string()))?;
             hints.prepare(&store).map_err(|e| fail(e.to_string()))?;
             stores.insert(sc.name.clone(), Arc::new(store));
-        }
-        let mut walks = HashMap::new();
-        for sc in &config.stores {
-            walks.entry(sc.n).or_insert_with(|| {
-                (0..ring.partition_count())
-                    .map(|p| {
-                        ring.walk(p, sc.n)
-                            .iter()
-                            .map(|m| {
-                                ring.members()
-                                    .iter()
-                                    .position(|x| x.name == m.name)
-                                    .unwrap_or(0)
-                            })
-                            .collect()
-                    })
-                    .collect()
-            });
         }
         let max_message = max_message(&config.stores);
         Ok(Self {
             config,
             identity,
-            ring,
-            addresses,
+            view: RwLock::new(view),
+            changing: Mutex::new(()),
+            history_file,
+            partitions,
+            ns,
             stores,
             health: HealthTable::default(),
             hints,
@@ -181,8 +174,95 @@ impl NodeCore {
             call_timeouts: AtomicU64::new(0),
             storage_fault: Mutex::new(None),
             max_message,
-            walks,
         })
+    }
+
+    /// The membership view this node serves with, or an error when it has not learned
+    /// its cluster yet (started from seeds that have not answered).
+    pub fn topology(&self) -> Result<Arc<Topology>, DynamoError> {
+        self.view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                DynamoError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "node {} has not learned its cluster yet: it asks its seeds ({}) for \
+                         the membership",
+                        self.name(),
+                        self.config.cluster.seeds.join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// The membership view, if there is one yet.
+    pub fn view(&self) -> Option<Arc<Topology>> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Merges `incoming` into this node's history. When it brings changes this node
+    /// lacked, the merged history is saved (durably) and then served as the new view,
+    /// which is returned. Blocking (file I/O): call it off the event loop.
+    pub fn adopt(&self, incoming: &History) -> Result<Option<Arc<Topology>>, DynamoError> {
+        let _one = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut merged = self.view().map(|t| t.history().clone()).unwrap_or_default();
+        let (added, conflicts) = merged.merge(incoming);
+        if let Some(c) = conflicts.first() {
+            return Err(DynamoError::new(
+                ErrorKind::BadRequest,
+                format!("membership from a peer refused: {c}"),
+            ));
+        }
+        if added == 0 {
+            return Ok(None);
+        }
+        self.install(merged).map(Some)
+    }
+
+    /// Makes a membership change at this node (an administrator's action): it is added
+    /// to the history with this node's id, saved, and served; gossip spreads it.
+    /// Blocking (file I/O): call it off the event loop.
+    pub fn issue(&self, kind: ChangeKind) -> Result<(Change, Arc<Topology>), DynamoError> {
+        let _one = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = self.view().map(|t| t.history().clone()).unwrap_or_default();
+        let change = history.issue(&self.identity.node_id, kind);
+        let topology = self.install(history)?;
+        Ok((change, topology))
+    }
+
+    /// Saves `history`, replays it and swaps the view. Caller holds `changing`.
+    fn install(&self, history: History) -> Result<Arc<Topology>, DynamoError> {
+        let topology = Topology::replay(history.clone(), &self.ns).map_err(|e| {
+            DynamoError::new(ErrorKind::BadRequest, format!("membership refused: {e}"))
+        })?;
+        if topology.ring().partition_count() != self.partitions {
+            return Err(DynamoError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "membership refused: that cluster has {} partitions but node {} is \
+                     configured with cluster.partitions = {}",
+                    topology.ring().partition_count(),
+                    self.name(),
+                    self.partitions
+                ),
+            ));
+        }
+        let saved = self.history_file.save(&history).map_err(|e| {
+            DynamoError::new(ErrorKind::Internal, format!("saving the membership: {e}"))
+        })?;
+        // The file may hold more than we gave it (it only grows); serve what it holds.
+        let topology = if saved.digest() == topology.digest() {
+            topology
+        } else {
+            Topology::replay(saved, &self.ns).map_err(|e| {
+                DynamoError::new(ErrorKind::Internal, format!("membership on disk: {e}"))
+            })?
+        };
+        let topology = Arc::new(topology);
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Some(topology.clone());
+        Ok(topology)
     }
 
     /// Why this node's storage is not trusted, once an engine call panicked.
@@ -222,33 +302,25 @@ impl NodeCore {
     }
 
     /// Every member in the order a request for `key` in `store` tries them: its
-    /// preference list (the first `store.n`), then the stand-ins.
-    pub fn walk(&self, store: &VersionedStore, key: &[u8]) -> Vec<&str> {
-        let n = store.config().n;
-        let p = self.ring.partition_for_key(store.name(), key);
-        let members = self.ring.members();
-        match self.walks.get(&n) {
-            Some(w) => w[p as usize]
-                .iter()
-                .map(|&i| members[i].name.as_str())
-                .collect(),
-            None => self
-                .ring
-                .walk(p, n)
-                .iter()
-                .map(|m| m.name.as_str())
-                .collect(),
-        }
+    /// preference list (the first `store.n`), then the stand-ins, in view `t`.
+    pub fn walk<'t>(t: &'t Topology, store: &VersionedStore, key: &[u8]) -> Vec<&'t str> {
+        let p = t.ring().partition_for_key(store.name(), key);
+        t.walk(p, store.config().n)
     }
 
-    /// The address of member `name`.
-    pub fn address(&self, name: &str) -> Result<&str, DynamoError> {
-        self.addresses.get(name).map(String::as_str).ok_or_else(|| {
-            DynamoError::new(
-                ErrorKind::Internal,
-                format!("member {name:?} has no address in cluster.members"),
-            )
-        })
+    /// The address of member `name` (this node's own is the one it listens on).
+    pub fn address(&self, name: &str) -> Result<String, DynamoError> {
+        if name == self.name() {
+            return Ok(self.config.node.listen.clone());
+        }
+        self.view()
+            .and_then(|t| t.address(name).map(str::to_owned))
+            .ok_or_else(|| {
+                DynamoError::new(
+                    ErrorKind::Internal,
+                    format!("member {name:?} has no known address"),
+                )
+            })
     }
 
     /// Flushes every store (shutdown).

@@ -64,7 +64,10 @@ pub(crate) fn store_summaries(core: &NodeCore) -> Vec<StoreSummary> {
 
 fn member_statuses(node: &LocalNode) -> Vec<MemberStatus> {
     let core = &node.core;
-    core.ring
+    let Some(view) = core.view() else {
+        return Vec::new();
+    };
+    view.ring()
         .members()
         .iter()
         .map(|m| {
@@ -72,10 +75,10 @@ fn member_statuses(node: &LocalNode) -> Vec<MemberStatus> {
             let me = m.name == node.name();
             MemberStatus {
                 name: m.name.clone(),
-                address: core.addresses.get(&m.name).cloned().unwrap_or_default(),
+                address: core.address(&m.name).unwrap_or_default(),
                 zone: m.zone.clone(),
                 up: me || h.up,
-                partitions: core.ring.partitions_of(&m.name).len() as u32,
+                partitions: view.ring().partitions_of(&m.name).len() as u32,
                 last_error: if me || h.up { None } else { h.last_error },
             }
         })
@@ -213,9 +216,10 @@ impl DynamoServer {
         let core = &self.node.core;
         let mut hints: BTreeMap<String, u64> = BTreeMap::new();
         let mut hints_for_non_members: BTreeMap<String, u64> = BTreeMap::new();
+        let view = core.view();
         for s in core.stores.keys() {
             for (owner, n) in core.hints.backlog(s) {
-                let to = if core.ring.member(&owner).is_some() {
+                let to = if view.as_ref().is_some_and(|v| v.is_member(&owner)) {
                     &mut hints
                 } else {
                     &mut hints_for_non_members
@@ -322,8 +326,12 @@ impl dynamo::Server for DynamoServer {
         mut results: dynamo::RingResults,
     ) -> Result<(), capnp::Error> {
         let core = &self.node.core;
+        let view = match core.topology() {
+            Ok(v) => v,
+            Err(e) => return Err(capnp::Error::failed(e.message)),
+        };
         let mut b = results.get().init_reply();
-        b.set_ring_json(core.ring.to_json().as_str());
+        b.set_ring_json(view.ring().to_json().as_str());
         let members = member_statuses(&self.node);
         let mut ms = b.reborrow().init_members(members.len() as u32);
         for (i, m) in members.iter().enumerate() {
@@ -598,13 +606,21 @@ pub async fn serve_until(
     let ping = tokio::task::spawn_local(handoff::ping_loop(node.clone()));
     let handoff_task = tokio::task::spawn_local(handoff::handoff_loop(node.clone()));
     tokio::pin!(stop);
-    eprintln!(
-        "{}: listening on {listen} ({} members, {} partitions, stores: {})",
-        core.name(),
-        core.ring.members().len(),
-        core.ring.partition_count(),
-        core.stores.keys().cloned().collect::<Vec<_>>().join(", ")
-    );
+    match core.view() {
+        Some(v) => eprintln!(
+            "{}: listening on {listen} ({} members, {} partitions, ring version {}, stores: {})",
+            core.name(),
+            v.ring().members().len(),
+            v.ring().partition_count(),
+            v.version(),
+            core.stores.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        None => eprintln!(
+            "{}: listening on {listen}; learning the cluster from seeds {}",
+            core.name(),
+            core.config.cluster.seeds.join(", ")
+        ),
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
