@@ -296,6 +296,16 @@ fn render_status(s: &NodeStatus) -> String {
         s.uptime_ms as f64 / 1000.0,
         s.in_flight
     );
+    out.push_str(&match s.ring_version {
+        0 => "membership: not learned yet (asking the seeds)\n".to_string(),
+        v => format!(
+            "membership: ring version {v}, {} change(s), digest {}\n",
+            s.membership_changes,
+            s.membership_digest
+                .get(..12)
+                .unwrap_or(&s.membership_digest)
+        ),
+    });
     out.push_str(&format!(
         "{:<16} {:<22} {:<5} {:>10} {:>6}  {}\n",
         "member", "address", "state", "partitions", "hints", "last error"

@@ -282,6 +282,15 @@ pub struct NodeStatus {
     pub unhealthy: Option<String>,
     /// Calls to peers that timed out since the node started.
     pub call_timeouts: u64,
+    /// The version of the ring it serves with (derived from its membership history;
+    /// 0 while it has not learned its cluster).
+    pub ring_version: u64,
+    /// Changes in its membership history.
+    pub membership_changes: u32,
+    /// Hex MD5 of its membership history: nodes with equal digests serve equal rings.
+    pub membership_digest: String,
+    /// Hex MD5 of its ring's JSON, to compare rings byte for byte.
+    pub ring_digest: String,
 }
 
 /// The cluster's layout as a node reports it.

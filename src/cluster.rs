@@ -277,6 +277,47 @@ impl LocalCluster {
         Ok(status)
     }
 
+    /// Adds a node (`node-K+1`, on a free port, with the stores and settings of
+    /// `node-1`) whose config names only `seeds`: it learns the cluster from them and
+    /// joins it. Starts it and waits until it accepts connections; returns its index.
+    pub fn add_node(&mut self, seeds: &[String]) -> anyhow::Result<usize> {
+        anyhow::ensure!(
+            self.nodes.len() < MAX_LOCAL_NODES,
+            "a local cluster has at most {MAX_LOCAL_NODES} nodes"
+        );
+        let template = NodeConfig::load(&self.nodes[0].config_path)?;
+        let lease = local_ports::lease(1)?.remove(0);
+        let name = format!("node-{}", self.nodes.len() + 1);
+        let node_dir = self.dir.join(&name);
+        fs::create_dir_all(&node_dir)?;
+        let mut cfg = template;
+        cfg.node.name = name.clone();
+        cfg.node.listen = format!("127.0.0.1:{}", lease.port());
+        cfg.node.data_dir = node_dir.join("data");
+        cfg.node.zone = None;
+        cfg.cluster.members.clear();
+        cfg.cluster.seeds = seeds.to_vec();
+        cfg.faults = Default::default();
+        cfg.validate(&name)
+            .map_err(|e| anyhow::anyhow!("generated config is invalid: {e}"))?;
+        let config_path = node_dir.join("node.toml");
+        fs::write(&config_path, cfg.to_toml())?;
+        self.nodes.push(ClusterNode {
+            name,
+            address: cfg.node.listen.clone(),
+            config_path,
+            log_path: node_dir.join("node.log"),
+            last_exit: None,
+            child: None,
+        });
+        self._ports.push(lease);
+        let i = self.nodes.len() - 1;
+        self.spawn(i)?;
+        self.wait_ready(i)?;
+        self.write_cluster_file()?;
+        Ok(i)
+    }
+
     /// Starts node `i` again (on its existing data directory) and waits until ready.
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         anyhow::ensure!(

@@ -1,5 +1,5 @@
-//! Background loops: local failure detection (each peer pinged on its own schedule)
-//! and hinted handoff (deliver hints to owners that answer again, remove them once
+//! Background loops: local failure detection (peers believed down are probed) and
+//! hinted handoff (deliver hints to owners that answer again, remove them once
 //! the owner has made them durable).
 
 use std::cell::RefCell;
@@ -21,25 +21,29 @@ pub const TICK: Duration = Duration::from_millis(1000);
 /// background work).
 const HANDOFF_BATCH: usize = 512;
 
-/// Pings every peer, forever: one loop per peer, so a peer that does not answer never
-/// delays the probes of the others. A peer that fails is marked down, one that answers
-/// is marked up.
-pub async fn ping_loop(node: LocalNode) {
+/// Probes the peers this node believes down, forever: each on a task of its own, so a
+/// peer that does not answer never delays the probes of the others; one that answers
+/// is marked up. Peers that are up are not pinged: a failed call (a request, a
+/// handoff, gossip) is what marks a peer down, and gossip carries membership, not
+/// liveness.
+pub async fn probe_loop(node: LocalNode) {
     let every = Duration::from_millis(node.core.config.node.ping_interval_ms);
-    let loops = node.peers().into_iter().map(|peer| {
-        let node = node.clone();
-        async move {
-            // The first round waits: peers started with this node may not listen yet.
-            let start = tokio::time::Instant::now() + every;
-            let mut tick = tokio::time::interval_at(start, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let _ = node.ping(&peer).await;
+    let probing: Rc<RefCell<HashSet<String>>> = Rc::default();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for peer in node.peers() {
+            if node.core.health.is_up(&peer) || !probing.borrow_mut().insert(peer.clone()) {
+                continue;
             }
+            let (node, probing) = (node.clone(), probing.clone());
+            tokio::task::spawn_local(async move {
+                let _ = node.ping(&peer).await;
+                probing.borrow_mut().remove(&peer);
+            });
         }
-    });
-    futures::future::join_all(loops).await;
+    }
 }
 
 /// Hands off hints to owners that are up, once per tick, forever. Each (store, owner)

@@ -130,9 +130,11 @@ impl Identity {
 const CONFIG_MEMBERS: &str = "config-members.json";
 
 /// The membership history a node starts with, saved before it is returned:
-/// - the one saved in its data directory (`membership.json`), or, when there is none,
-///   the cluster's creation from the config's member list (the same for every node
-///   configured alike; empty for a node started from seeds alone, which learns it);
+/// - the one saved in its data directory (`membership.json`); when there is none, the
+///   one `learned` from the other members and seeds on this first start; and when
+///   nobody had one, the cluster's creation from the config's member list (the same
+///   for every node configured alike; empty for a node started from seeds alone,
+///   which learns it later);
 /// - with the edits of the config's member list since the last start (recorded in
 ///   `config-members.json`) applied as joins and leaves issued by this node;
 /// - and with this node's address, when it listens somewhere else than the history
@@ -142,6 +144,7 @@ pub fn startup_history(
     identity: &Identity,
     file: &HistoryFile,
     target_n: usize,
+    learned: Option<History>,
 ) -> Result<History, IdentityError> {
     let data_dir = &config.node.data_dir;
     let invalid = |path: &Path, reason: String| IdentityError::Invalid {
@@ -152,6 +155,10 @@ pub fn startup_history(
         .load()
         .map_err(|e| invalid(file.path(), e.to_string()))?
         .unwrap_or_default();
+    let first_start = history.is_empty();
+    if let (true, Some(learned)) = (first_start, learned) {
+        history = learned;
+    }
     let origin = identity.node_id.as_str();
     if let Some(members) = config.members() {
         let applied_path = data_dir.join(CONFIG_MEMBERS);
@@ -167,7 +174,7 @@ pub fn startup_history(
         };
         if history.is_empty() {
             history = History::created(config.cluster.partitions, target_n, members.clone());
-        } else if let Some(previous) = previous {
+        } else if let (false, Some(previous)) = (first_start, previous) {
             let named = |list: &[Member], name: &str| list.iter().any(|m| m.name == name);
             for m in members.iter().filter(|m| !named(&previous, &m.name)) {
                 history.issue(origin, ChangeKind::Join { member: m.clone() });
@@ -251,7 +258,7 @@ mod tests {
 
     fn start(c: &NodeConfig) -> History {
         let (id, _) = Identity::load_or_create(&c.node.data_dir, &c.node.name).unwrap();
-        startup_history(c, &id, &HistoryFile::in_dir(&c.node.data_dir), 3).unwrap()
+        startup_history(c, &id, &HistoryFile::in_dir(&c.node.data_dir), 3, None).unwrap()
     }
 
     #[test]

@@ -100,6 +100,17 @@ impl LocalNode {
         self.engine(what, b"", f).await
     }
 
+    /// Merges a history learned from a peer, off the event loop (it saves the file);
+    /// returns the new view when it brought changes.
+    pub async fn adopt(
+        &self,
+        history: crate::membership::History,
+    ) -> Result<Option<Arc<super::Topology>>, DynamoError> {
+        let core = self.core.clone();
+        self.engine_any("membership", move || core.adopt(&history))
+            .await
+    }
+
     /// This node's name.
     pub fn name(&self) -> &str {
         self.core.name()
@@ -210,7 +221,8 @@ impl LocalNode {
                     *n += 1;
                     *n
                 };
-                if what == "ping" || streak >= TIMEOUTS_BEFORE_DOWN {
+                // Background calls (probes, gossip) mark the peer down at once.
+                if what == "ping" || what == "gossip" || streak >= TIMEOUTS_BEFORE_DOWN {
                     self.timeouts.borrow_mut().remove(name);
                     self.give_up(name, &e.message);
                 }

@@ -8,6 +8,7 @@
 
 mod coordinator;
 mod engine_threads;
+mod gossip;
 mod handoff;
 pub mod health;
 pub mod hints;
@@ -118,7 +119,9 @@ impl NodeCore {
         ns.sort_unstable();
         ns.dedup();
         let history_file = HistoryFile::in_dir(&data_dir);
-        let history = identity::startup_history(&config, &identity, &history_file, target_n)?;
+        let learned = gossip::first_start_history_blocking(&config);
+        let history =
+            identity::startup_history(&config, &identity, &history_file, target_n, learned)?;
         let view = match history.is_empty() {
             true => None,
             false => {

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use md5::Digest as _;
 use tokio::net::TcpListener;
 
 use crate::client::{GetResponse, MemberStatus, NodeStatus, PutResponse, StoreSummary};
@@ -15,8 +16,8 @@ use crate::error::{DynamoError, ErrorKind};
 use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
 
-use super::handoff;
 use super::local::LocalNode;
+use super::{gossip, handoff};
 use super::{NodeCore, NodeError};
 
 /// How long shutdown waits for in-flight requests.
@@ -60,6 +61,10 @@ pub(crate) fn store_summaries(core: &NodeCore) -> Vec<StoreSummary> {
             }
         })
         .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn member_statuses(node: &LocalNode) -> Vec<MemberStatus> {
@@ -241,6 +246,12 @@ impl DynamoServer {
             call_timeouts: core
                 .call_timeouts
                 .load(std::sync::atomic::Ordering::Relaxed),
+            ring_version: view.as_ref().map_or(0, |v| v.version()),
+            membership_changes: view.as_ref().map_or(0, |v| v.history().len() as u32),
+            membership_digest: view.as_ref().map_or_else(String::new, |v| hex(&v.digest())),
+            ring_digest: view.as_ref().map_or_else(String::new, |v| {
+                hex(&md5::Md5::digest(v.ring().to_json().as_bytes()))
+            }),
         })
     }
 }
@@ -543,6 +554,54 @@ impl internode::Server for InternodeServer {
         Ok(())
     }
 
+    async fn gossip(
+        self: Rc<Self>,
+        params: internode::GossipParams,
+        mut results: internode::GossipResults,
+    ) -> Result<(), capnp::Error> {
+        // A node whose storage failed must not look alive to its peers.
+        if let Some(why) = self.node.core.storage_fault() {
+            return Err(capnp::Error::failed(why));
+        }
+        let p = params.get()?;
+        let answer = async {
+            let from = rpc::text(p.get_from())?;
+            let digest = rpc::data(p.get_digest())?;
+            let history = rpc::text(p.get_history())?;
+            if !history.is_empty() {
+                let h = gossip::parse_history(&history, &from)?;
+                if let Some(view) = self.node.adopt(h).await? {
+                    eprintln!(
+                        "{}: membership from {from}: ring version {} ({} members)",
+                        self.node.name(),
+                        view.version(),
+                        view.ring().members().len()
+                    );
+                }
+            }
+            let mine = self
+                .node
+                .core
+                .view()
+                .map(|t| t.history().clone())
+                .unwrap_or_default();
+            let my_digest = mine.digest();
+            let reply = (my_digest.as_slice() != digest.as_slice() && !mine.is_empty())
+                .then(|| gossip::history_json(&mine));
+            Ok::<_, DynamoError>((my_digest, reply))
+        }
+        .await;
+        match answer {
+            Ok((digest, history)) => {
+                let mut r = results.get();
+                r.set_digest(&digest);
+                r.set_history(history.as_deref().unwrap_or(""));
+            }
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
     async fn ping(
         self: Rc<Self>,
         _: internode::PingParams,
@@ -603,7 +662,8 @@ pub async fn serve_until(
         internode,
         stopping: stopping.clone(),
     });
-    let ping = tokio::task::spawn_local(handoff::ping_loop(node.clone()));
+    let ping = tokio::task::spawn_local(handoff::probe_loop(node.clone()));
+    let gossip_task = tokio::task::spawn_local(gossip::gossip_loop(node.clone()));
     let handoff_task = tokio::task::spawn_local(handoff::handoff_loop(node.clone()));
     tokio::pin!(stop);
     match core.view() {
@@ -634,6 +694,7 @@ pub async fn serve_until(
     stopping.set(true);
     drop(listener);
     ping.abort();
+    gossip_task.abort();
     handoff_task.abort();
     let start = Instant::now();
     while core.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN {

@@ -90,6 +90,10 @@ struct StatusReply {
   inFlight @7 :UInt64;       # client requests being served
   unhealthy @8 :Text;        # empty when healthy; else why (e.g. its storage failed)
   callTimeouts @9 :UInt64;   # calls to peers that timed out since start
+  ringVersion @10 :UInt64;   # the version of the ring this node serves with (0: none yet)
+  membershipChanges @11 :UInt32;  # changes in its membership history
+  membershipDigest @12 :Text;     # hex MD5 of that history: equal digests, equal rings
+  ringDigest @13 :Text;      # hex MD5 of the ring's JSON (byte-for-byte comparison)
 }
 
 # The client-facing interface; it is also the bootstrap capability of every node.
@@ -131,4 +135,10 @@ interface Internode {
   # store (export, consistency checks) pages through every partition with it.
   keys @4 (store :Text, partition :UInt32, after :Data, limit :UInt32)
       -> (failure :Failure, keys :List(Data), more :Bool);
+  # Membership gossip (digest first). The caller sends its history's digest, plus its
+  # whole history (JSON list of changes) when it knows the callee lacks changes; the
+  # callee merges what it is given and answers with its own digest, plus its history
+  # when the digests still differ.
+  gossip @5 (from :Text, digest :Data, history :Text)
+      -> (failure :Failure, digest :Data, history :Text);
 }

@@ -394,6 +394,10 @@ pub fn write_status(mut b: dynamo_capnp::status_reply::Builder<'_>, s: &NodeStat
     }
     b.set_unhealthy(s.unhealthy.as_deref().unwrap_or(""));
     b.set_call_timeouts(s.call_timeouts);
+    b.set_ring_version(s.ring_version);
+    b.set_membership_changes(s.membership_changes);
+    b.set_membership_digest(s.membership_digest.as_str());
+    b.set_ring_digest(s.ring_digest.as_str());
     let all_hints = s.hints.iter().map(|h| (h, false));
     let orphaned = s.hints_for_non_members.iter().map(|h| (h, true));
     let count = s.hints.len() + s.hints_for_non_members.len();
@@ -448,6 +452,10 @@ pub fn read_status(
         stores,
         unhealthy: (!unhealthy.is_empty()).then_some(unhealthy),
         call_timeouts: r.get_call_timeouts(),
+        ring_version: r.get_ring_version(),
+        membership_changes: r.get_membership_changes(),
+        membership_digest: text(r.get_membership_digest())?,
+        ring_digest: text(r.get_ring_digest())?,
     })
 }
 
@@ -533,6 +541,37 @@ pub async fn call_replica_keys(
         keys.push(k.map_err(|e| from_capnp(address, e))?.to_vec());
     }
     Ok((keys, r.get_more()))
+}
+
+/// One gossip exchange with the node at `address` (see `Internode.gossip`): sends this
+/// node's digest, and its history (JSON) when given; returns the callee's digest and
+/// its history when the digests differed after the callee merged.
+pub async fn call_gossip(
+    node: &internode::Client,
+    address: &str,
+    from: &str,
+    digest: &[u8],
+    history: Option<&str>,
+) -> Result<(Vec<u8>, Option<String>), DynamoError> {
+    let mut req = node.gossip_request();
+    {
+        let mut p = req.get();
+        p.set_from(from);
+        p.set_digest(digest);
+        p.set_history(history.unwrap_or(""));
+    }
+    let resp = req
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    let r = resp.get().map_err(|e| from_capnp(address, e))?;
+    if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
+        return Err(f);
+    }
+    let digest = data(r.get_digest())?;
+    let history = text(r.get_history())?;
+    Ok((digest, (!history.is_empty()).then_some(history)))
 }
 
 /// Merges the encoded versions of `key` into the replica at `address`; `hint_for`
