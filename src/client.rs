@@ -291,6 +291,11 @@ pub struct NodeStatus {
     pub membership_digest: String,
     /// Hex MD5 of its ring's JSON, to compare rings byte for byte.
     pub ring_digest: String,
+    /// The version every applied membership change leads to: above `ring_version`
+    /// while data is moving.
+    pub target_ring_version: u64,
+    /// Its ownership transfer in progress (it is receiving partitions), if any.
+    pub transfer: Option<crate::node::transfer::TransferStatus>,
 }
 
 /// The cluster's layout as a node reports it.

@@ -18,8 +18,8 @@ fn statuses(c: &BlockingClient, cluster: &LocalCluster) -> Vec<NodeStatus> {
         .collect()
 }
 
-/// Waits until every running node serves the same ring with `members` members, and
-/// returns that ring's digest.
+/// Waits until every running node serves the same ring with `members` members, every
+/// transfer finished, and returns that ring's digest.
 fn converged(c: &BlockingClient, cluster: &LocalCluster, members: usize) -> String {
     let mut last = String::new();
     eventually(
@@ -34,7 +34,10 @@ fn converged(c: &BlockingClient, cluster: &LocalCluster, members: usize) -> Stri
                     .map(|s| (&s.node, s.ring_version, s.members.len(), &s.ring_digest))
                     .collect::<Vec<_>>()
             );
-            rings.len() == 1 && all.iter().all(|s| s.members.len() == members)
+            rings.len() == 1
+                && all
+                    .iter()
+                    .all(|s| s.members.len() == members && s.ring_version == s.target_ring_version)
         },
     );
     let s = statuses(c, cluster);
@@ -67,6 +70,11 @@ fn a_node_configured_with_only_a_seed_learns_every_member_and_joins() {
     assert!(log.contains("joined the cluster"), "{log}");
 
     // Restarted from its data directory, it neither joins again nor changes the ring.
+    let changes = fourth.membership_changes;
+    assert!(
+        changes >= 3,
+        "creation, join, and the receivers' settled: {fourth:?}"
+    );
     cluster.stop(i).unwrap();
     cluster.restart(i).unwrap();
     assert_eq!(converged(&c, &cluster, 4), digest);
@@ -74,7 +82,7 @@ fn a_node_configured_with_only_a_seed_learns_every_member_and_joins() {
         c.status(Some(&cluster.nodes[i].address))
             .unwrap()
             .membership_changes,
-        2
+        changes
     );
 }
 
@@ -140,4 +148,119 @@ fn a_seed_only_node_whose_seeds_are_down_waits_and_says_why() {
     let c = client(&cluster.addresses(), Coordination::ServerDriven);
     converged(&c, &cluster, 2);
     c.put("default", b"k", b"v", None, Some(1)).unwrap();
+}
+
+/// A client that updates keys (read, then write with the context read) until told to
+/// stop, recording the last value acknowledged for each key.
+fn start_writer(
+    addrs: Vec<String>,
+    mode: Coordination,
+    prefix: &'static str,
+    keys: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(std::collections::BTreeMap<String, Vec<u8>>, usize)> {
+    std::thread::spawn(move || {
+        let c = client(&addrs, mode);
+        let mut acked = std::collections::BTreeMap::new();
+        let mut failures = 0;
+        let mut round = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for k in 0..keys {
+                let key = format!("{prefix}{k}");
+                let value = format!("{key}-r{round}").into_bytes();
+                let context = match c.get("default", key.as_bytes(), None) {
+                    Ok(g) => Some(g.context),
+                    Err(_) => {
+                        failures += 1;
+                        continue;
+                    }
+                };
+                match c.put("default", key.as_bytes(), &value, context.as_deref(), None) {
+                    Ok(_) => {
+                        acked.insert(key, value);
+                    }
+                    Err(_) => failures += 1,
+                }
+            }
+            round += 1;
+        }
+        (acked, failures)
+    })
+}
+
+/// Every acknowledged write reads back at R as the one value, without siblings.
+fn check_acknowledged(c: &BlockingClient, acked: &std::collections::BTreeMap<String, Vec<u8>>) {
+    assert!(!acked.is_empty());
+    for (key, value) in acked {
+        let g = c.get("default", key.as_bytes(), None).unwrap();
+        assert_eq!(
+            values(&g),
+            vec![value.clone()],
+            "{key}: the acknowledged value, and nothing else"
+        );
+    }
+}
+
+#[test]
+fn a_fourth_node_joins_under_load_and_every_acknowledged_write_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    for k in 0..300 {
+        c.put("default", format!("pre{k}").as_bytes(), b"pre", None, None)
+            .unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = [
+        start_writer(
+            addrs.clone(),
+            Coordination::ClientDriven,
+            "cd",
+            40,
+            stop.clone(),
+        ),
+        start_writer(
+            addrs.clone(),
+            Coordination::ServerDriven,
+            "sd",
+            40,
+            stop.clone(),
+        ),
+    ];
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    cluster.add_node(&[addrs[0].clone()]).unwrap();
+    converged(&c, &cluster, 4);
+    // The load goes on against the grown cluster for a while.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        let (acked, failures) = w.join().unwrap();
+        assert_eq!(failures, 0, "no request failed during the join");
+        check_acknowledged(&c, &acked);
+    }
+    for k in 0..300 {
+        let g = c
+            .get("default", format!("pre{k}").as_bytes(), None)
+            .unwrap();
+        assert_eq!(values(&g), vec![b"pre".to_vec()], "pre{k}");
+    }
+    // node-4 holds its share: reading only from it finds keys it now owns.
+    let s = c.status(Some(&cluster.nodes[3].address)).unwrap();
+    assert!(s.transfer.is_none(), "{s:?}");
+    let ring = c.ring().unwrap().ring;
+    let owned: Vec<String> = (0..300)
+        .map(|k| format!("pre{k}"))
+        .filter(|k| {
+            let p = ring.partition_for_key("default", k.as_bytes());
+            ring.walk(p, 3).iter().take(3).any(|m| m.name == "node-4")
+        })
+        .collect();
+    assert!(!owned.is_empty());
+    for k in &owned {
+        let vs = c
+            .read_replica(&cluster.nodes[3].address, "default", k.as_bytes())
+            .unwrap();
+        assert!(!vs.is_empty(), "node-4 received {k}");
+    }
 }

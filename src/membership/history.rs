@@ -103,6 +103,36 @@ pub enum ChangeKind {
         /// Its new `host:port`.
         address: String,
     },
+    /// `node` holds, durably, every version of the partitions it receives because of
+    /// `change` (issued by `node` itself when its transfer finished). Not a ring change:
+    /// it lets the serving ring move past `change` (see `crate::node::topology`).
+    Settled {
+        /// The placement change whose transfer finished.
+        change: ChangeId,
+        /// The node that received the data.
+        node: String,
+    },
+}
+
+impl ChangeKind {
+    /// Whether the change alters the ring (everything but `Settled`).
+    pub fn is_ring_change(&self) -> bool {
+        !matches!(self, ChangeKind::Settled { .. })
+    }
+
+    /// The member names the change is about.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            ChangeKind::Create { members, .. } => members.iter().map(|m| m.name.as_str()).collect(),
+            ChangeKind::Join { member } => vec![member.name.as_str()],
+            ChangeKind::Replace { old, new } => vec![old.as_str(), new.name.as_str()],
+            ChangeKind::Leave { name }
+            | ChangeKind::Remove { name }
+            | ChangeKind::SetZone { name, .. }
+            | ChangeKind::SetAddress { name, .. } => vec![name.as_str()],
+            ChangeKind::Settled { node, .. } => vec![node.as_str()],
+        }
+    }
 }
 
 /// One change of the membership history.
@@ -187,6 +217,7 @@ pub fn apply(kind: &ChangeKind, ring: &mut Ring) -> Result<Vec<Transfer>, RingEr
         ChangeKind::SetAddress { name, address } => {
             ring.set_address(name, address.clone()).map(|_| Vec::new())
         }
+        ChangeKind::Settled { .. } => Ok(Vec::new()),
     }
 }
 
@@ -369,7 +400,7 @@ impl History {
         let mut ring: Option<Ring> = None;
         let mut applied = Vec::new();
         let mut skipped = Vec::new();
-        for c in self.changes.values() {
+        for c in self.changes.values().filter(|c| c.kind.is_ring_change()) {
             let step: Result<Vec<Transfer>, String> = match (&c.kind, ring.as_mut()) {
                 (
                     ChangeKind::Create {

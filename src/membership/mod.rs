@@ -7,6 +7,8 @@ pub mod history;
 pub mod plan;
 pub mod store;
 
-pub use history::{Change, ChangeId, ChangeKind, History, HistoryError, HistoryOrder, Replay};
+pub use history::{
+    apply, Change, ChangeId, ChangeKind, History, HistoryError, HistoryOrder, Replay,
+};
 pub use plan::{plan, Plan, PlanError, ReplicaMove};
 pub use store::{HistoryFile, HistoryFileError};

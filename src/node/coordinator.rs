@@ -54,6 +54,16 @@ impl LocalNode {
         walk
     }
 
+    /// The nodes becoming replicas of `key` while a membership change moves its
+    /// partition (empty when none does): writes go to them too.
+    pub(crate) fn receivers_of(&self, store: &VersionedStore, key: &[u8]) -> Vec<String> {
+        let Ok(t) = self.core.topology() else {
+            return Vec::new();
+        };
+        let p = t.ring().partition_for_key(store.name(), key);
+        t.pending(p, store.config().n)
+    }
+
     /// The walk of `key` in the current view, owned: the view may change while a
     /// request that took it runs.
     pub(crate) fn walk(
@@ -235,6 +245,7 @@ impl LocalNode {
         for t in plan.targets.iter().filter(|t| t.name != self.name()) {
             fan.send(t.clone());
         }
+        fan.send_to_receivers(self.receivers_of(store, &fan.key));
         while fan.acked.len() < w && fan.pending > 0 {
             fan.step().await;
         }
@@ -385,8 +396,12 @@ struct Replication {
     used: Vec<String>,
     /// Writes sent and not answered yet.
     pending: usize,
-    /// Members that stored the version.
+    /// Members that stored the version (counted toward W).
     acked: Vec<String>,
+    /// Nodes becoming replicas of the key (a transfer is running): they get every
+    /// write, and a stand-in keeps a hint for them if they fail, but they do not count
+    /// toward W.
+    receivers: Vec<String>,
     /// Failures, for the quorum error.
     failed: Vec<String>,
 }
@@ -415,7 +430,23 @@ impl Replication {
             used,
             pending: 0,
             acked: Vec::new(),
+            receivers: Vec::new(),
             failed: Vec::new(),
+        }
+    }
+
+    /// Sends the write to the nodes becoming replicas of the key too (see `receivers`).
+    fn send_to_receivers(&mut self, receivers: Vec<String>) {
+        for r in receivers {
+            if self.used.contains(&r) && r != self.node.name() {
+                continue;
+            }
+            self.used.push(r.clone());
+            self.receivers.push(r.clone());
+            self.send(Target {
+                name: r,
+                hint_for: None,
+            });
         }
     }
 
@@ -444,8 +475,11 @@ impl Replication {
             return;
         };
         self.pending -= 1;
+        let owner = t.hint_for.as_ref().unwrap_or(&t.name);
+        let counts = !self.receivers.contains(owner);
         match result {
-            Ok(()) => self.acked.push(t.name),
+            Ok(()) if counts => self.acked.push(t.name),
+            Ok(()) => {}
             Err(e) => {
                 self.failed.push(format!("{}: {}", t.name, e.message));
                 let owner = t.hint_for.clone().unwrap_or(t.name.clone());

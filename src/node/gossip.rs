@@ -306,17 +306,12 @@ pub fn first_start_history_blocking(config: &NodeConfig) -> Option<History> {
         .flatten()
 }
 
-/// Whether any change of `h` names member `name` (it joined, left, was replaced...).
+/// Whether any ring change of `h` names member `name` (it joined, left, was
+/// replaced...).
 fn ever_named(h: &History, name: &str) -> bool {
-    h.changes().any(|c| match &c.kind {
-        ChangeKind::Create { members, .. } => members.iter().any(|m| m.name == name),
-        ChangeKind::Join { member } => member.name == name,
-        ChangeKind::Replace { old, new } => old == name || new.name == name,
-        ChangeKind::Leave { name: n }
-        | ChangeKind::Remove { name: n }
-        | ChangeKind::SetZone { name: n, .. }
-        | ChangeKind::SetAddress { name: n, .. } => n == name,
-    })
+    h.changes()
+        .filter(|c| c.kind.is_ring_change())
+        .any(|c| c.kind.names().contains(&name))
 }
 
 /// A node that learned a cluster it is not a member of (started from seeds, or with a

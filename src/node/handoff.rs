@@ -73,7 +73,8 @@ pub async fn handoff_loop(node: LocalNode) {
     }
 }
 
-/// The (store, owner) pairs with hints whose owner is up and a member.
+/// The (store, owner) pairs with hints to hand off: owners of the target ring that are
+/// up, and owners gone from the membership (their hints go to the key's new owners).
 fn deliverable(node: &LocalNode) -> Vec<(Arc<VersionedStore>, String)> {
     let mut out = Vec::new();
     let Some(view) = node.core.view() else {
@@ -81,7 +82,9 @@ fn deliverable(node: &LocalNode) -> Vec<(Arc<VersionedStore>, String)> {
     };
     for store in node.core.stores.values() {
         for owner in node.core.hints.backlog(store.name()).into_keys() {
-            if node.core.health.is_up(&owner) && view.is_member(&owner) {
+            let member = view.target().member(&owner).is_some();
+            let gone = !member && view.ring().member(&owner).is_none();
+            if (member && node.core.health.is_up(&owner)) || gone {
                 out.push((store.clone(), owner));
             }
         }
@@ -104,12 +107,15 @@ async fn handoff_logged(node: &LocalNode, store: &Arc<VersionedStore>, owner: &s
 }
 
 /// Delivers a batch of `owner`'s hints in `store`, in key order, stopping at the first
-/// failure (the owner is then marked down and retried on a later tick).
+/// failure (the owner is then marked down and retried on a later tick). The hints of
+/// an owner gone from the membership go to the key's owners in the target ring.
 async fn handoff_owner(
     node: &LocalNode,
     store: &Arc<VersionedStore>,
     owner: &str,
 ) -> Result<usize, DynamoError> {
+    let view = node.core.topology()?;
+    let gone = view.target().member(owner).is_none() && view.ring().member(owner).is_none();
     let s = store.clone();
     let o = owner.to_owned();
     let hints = node
@@ -117,9 +123,7 @@ async fn handoff_owner(
             HintLog::list_for(&s, &o, HANDOFF_BATCH).map_err(DynamoError::from)
         })
         .await?;
-    let members: Vec<String> = node
-        .core
-        .topology()?
+    let members: Vec<String> = view
         .ring()
         .members()
         .iter()
@@ -132,11 +136,30 @@ async fn handoff_owner(
         let siblings = node
             .engine(store.name(), &hint.key, move || Ok(s.get(&key)?.siblings))
             .await?;
-        if node
-            .deliver_hint(owner, store, &hint.key, &siblings)
-            .await
-            .is_err()
-        {
+        let targets: Vec<String> = if gone {
+            let t = view.target();
+            let p = t.partition_for_key(store.name(), &hint.key);
+            t.walk(p, store.config().n)
+                .iter()
+                .take(store.config().n)
+                .map(|m| m.name.clone())
+                .filter(|m| m != node.name())
+                .collect()
+        } else {
+            vec![owner.to_owned()]
+        };
+        let mut failed = false;
+        for t in &targets {
+            if node
+                .deliver_hint(t, store, &hint.key, &siblings)
+                .await
+                .is_err()
+            {
+                failed = true;
+                break;
+            }
+        }
+        if failed {
             break;
         }
         delivered += 1;

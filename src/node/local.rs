@@ -351,14 +351,12 @@ impl LocalNode {
         .await
     }
 
-    /// The members other than this node, in the current view.
+    /// The members other than this node, of the serving or the target ring.
     pub fn peers(&self) -> Vec<String> {
         self.core.view().map_or_else(Vec::new, |t| {
-            t.ring()
-                .members()
-                .iter()
-                .filter(|m| m.name != self.name())
-                .map(|m| m.name.clone())
+            t.member_names()
+                .into_iter()
+                .filter(|m| m != self.name())
                 .collect()
         })
     }

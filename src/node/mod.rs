@@ -16,6 +16,7 @@ pub mod identity;
 mod local;
 mod server;
 pub mod topology;
+pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,8 @@ pub struct NodeCore {
     pub health: HealthTable,
     /// Hint bookkeeping.
     pub hints: HintLog,
+    /// This node's ownership transfer in progress, for status.
+    pub transfers: transfer::TransferBoard,
     /// When the node started.
     pub started: Instant,
     /// Client requests being served.
@@ -172,6 +175,7 @@ impl NodeCore {
             stores,
             health: HealthTable::default(),
             hints,
+            transfers: transfer::TransferBoard::default(),
             started: Instant::now(),
             in_flight: AtomicU64::new(0),
             call_timeouts: AtomicU64::new(0),

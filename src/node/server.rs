@@ -17,7 +17,7 @@ use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
 
 use super::local::LocalNode;
-use super::{gossip, handoff};
+use super::{gossip, handoff, transfer};
 use super::{NodeCore, NodeError};
 
 /// How long shutdown waits for in-flight requests.
@@ -72,19 +72,23 @@ fn member_statuses(node: &LocalNode) -> Vec<MemberStatus> {
     let Some(view) = core.view() else {
         return Vec::new();
     };
-    view.ring()
-        .members()
-        .iter()
-        .map(|m| {
-            let h = core.health.get(&m.name);
-            let me = m.name == node.name();
+    view.member_names()
+        .into_iter()
+        .map(|name| {
+            let h = core.health.get(&name);
+            let me = name == node.name();
+            let zone = view
+                .ring()
+                .member(&name)
+                .or_else(|| view.target().member(&name))
+                .and_then(|m| m.zone.clone());
             MemberStatus {
-                name: m.name.clone(),
-                address: core.address(&m.name).unwrap_or_default(),
-                zone: m.zone.clone(),
+                address: core.address(&name).unwrap_or_default(),
+                zone,
                 up: me || h.up,
-                partitions: view.ring().partitions_of(&m.name).len() as u32,
+                partitions: view.ring().partitions_of(&name).len() as u32,
                 last_error: if me || h.up { None } else { h.last_error },
+                name,
             }
         })
         .collect()
@@ -224,7 +228,10 @@ impl DynamoServer {
         let view = core.view();
         for s in core.stores.keys() {
             for (owner, n) in core.hints.backlog(s) {
-                let to = if view.as_ref().is_some_and(|v| v.is_member(&owner)) {
+                let to = if view
+                    .as_ref()
+                    .is_some_and(|v| v.target().member(&owner).is_some())
+                {
                     &mut hints
                 } else {
                     &mut hints_for_non_members
@@ -252,6 +259,8 @@ impl DynamoServer {
             ring_digest: view.as_ref().map_or_else(String::new, |v| {
                 hex(&md5::Md5::digest(v.ring().to_json().as_bytes()))
             }),
+            target_ring_version: view.as_ref().map_or(0, |v| v.steps().len() as u64),
+            transfer: core.transfers.snapshot(),
         })
     }
 }
@@ -554,6 +563,53 @@ impl internode::Server for InternodeServer {
         Ok(())
     }
 
+    async fn partition_records(
+        self: Rc<Self>,
+        params: internode::PartitionRecordsParams,
+        mut results: internode::PartitionRecordsResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let partition = p.get_partition();
+            if partition >= st.partitions() {
+                return Err(DynamoError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "partition {partition} does not exist: store {} has {} partitions",
+                        st.name(),
+                        st.partitions()
+                    ),
+                ));
+            }
+            let after = rpc::data(p.get_after())?;
+            let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
+            // A page stays far below the message limit whatever the caller asked.
+            let max_bytes = (p.get_max_bytes() as usize).clamp(1, self.node.core.max_message / 4);
+            self.node
+                .engine_any("reading a partition for a transfer", move || {
+                    Ok(st.records_after(partition, &after, limit, max_bytes)?)
+                })
+                .await
+        }
+        .await;
+        match answer {
+            Ok((records, more)) => {
+                let mut r = results.get();
+                let mut list = r.reborrow().init_records(records.len() as u32);
+                for (i, (key, versions)) in records.iter().enumerate() {
+                    let mut item = list.reborrow().get(i as u32);
+                    item.set_key(key);
+                    let encoded = rpc::encode_versions(versions);
+                    rpc::set_versions(item.init_versions(encoded.len() as u32), &encoded);
+                }
+                r.set_more(more);
+            }
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
     async fn gossip(
         self: Rc<Self>,
         params: internode::GossipParams,
@@ -664,6 +720,7 @@ pub async fn serve_until(
     });
     let ping = tokio::task::spawn_local(handoff::probe_loop(node.clone()));
     let gossip_task = tokio::task::spawn_local(gossip::gossip_loop(node.clone()));
+    let transfer_task = tokio::task::spawn_local(transfer::transfer_loop(node.clone()));
     let handoff_task = tokio::task::spawn_local(handoff::handoff_loop(node.clone()));
     tokio::pin!(stop);
     match core.view() {
@@ -695,6 +752,7 @@ pub async fn serve_until(
     drop(listener);
     ping.abort();
     gossip_task.abort();
+    transfer_task.abort();
     handoff_task.abort();
     let start = Instant::now();
     while core.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN {

@@ -1,32 +1,147 @@
-//! The membership view a node serves with: its history, the ring replayed from it, and
-//! each partition's walk cached per replication factor.
+//! The membership view a node serves with: its history, the rings that history steps
+//! through, and which of them serves.
 //!
-//! Invariant: a [`Topology`] never changes. Its ring is its history's replay, so two
-//! nodes holding the same history serve with byte-identical rings; a node that learns
-//! new changes builds a new topology and swaps it in whole (see
+//! **Steps.** Replaying the history (see [`crate::membership::history`]) gives one ring
+//! per applied ring change: `steps[0]` after the creation, `steps[i]` after the i-th
+//! change. The last one is the *target*. A change that moves replicas is not served
+//! at once: the nodes that become replicas of a partition (its *receivers*: in the
+//! partition's preference list of step i but not of step i-1) first pull its data, and
+//! each says so with a `Settled { change, node }` change. The *serving* step is the
+//! first step whose successor is not settled yet: reads use its preference lists;
+//! writes go to them and also to the receivers of the next step (see
+//! [`Topology::pending`]), so data moves one step at a time while nothing stops.
+//! A receiver that is no longer a member of the target ring (it was removed or left
+//! since) does not hold a step back.
+//!
+//! Invariant: a [`Topology`] never changes. Everything in it is a function of the
+//! history's set of changes, so two nodes holding the same history serve with
+//! byte-identical rings and agree on which step serves; a node that learns new
+//! changes builds a new topology and swaps it in whole (see
 //! [`super::NodeCore::adopt`]), so a request sees one view from start to end.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::membership::{ChangeId, History, HistoryError};
+use crate::membership::{apply, ChangeId, ChangeKind, History, HistoryError};
 use crate::ring::Ring;
+
+/// One ring of the history's sequence.
+#[derive(Debug)]
+pub struct Step {
+    /// The change that produced it.
+    pub change: ChangeId,
+    /// What that change did.
+    pub kind: ChangeKind,
+    /// The ring after it (its version is the step's index plus one).
+    pub ring: Ring,
+}
+
+/// A partition that changes replicas between the serving step and the next: the
+/// receivers pull it from the sources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingMove {
+    /// The partition.
+    pub partition: u32,
+    /// Its replicas in the serving ring that can give its data (a removed node is
+    /// not one).
+    pub sources: Vec<String>,
+    /// The nodes that become its replicas in the next step.
+    pub receivers: Vec<String>,
+}
 
 /// One membership view (see the module doc).
 #[derive(Debug)]
 pub struct Topology {
     history: History,
-    ring: Ring,
+    steps: Vec<Step>,
+    serving: usize,
     digest: [u8; 16],
     skipped: Vec<(ChangeId, String)>,
-    /// Per replication factor N: per partition, the walk as member indices.
+    /// Every member's latest address (of any step: a member leaving is still reached).
+    addresses: HashMap<String, String>,
+    /// Per replication factor N: per partition, the serving ring's walk as indices.
     walks: HashMap<usize, Vec<Vec<usize>>>,
+}
+
+/// The preference list of `partition`: its first `n` members (`Ring::walk` goes on
+/// with the stand-ins).
+fn names(ring: &Ring, partition: u32, n: usize) -> Vec<String> {
+    ring.walk(partition, n)
+        .iter()
+        .take(n)
+        .map(|m| m.name.clone())
+        .collect()
 }
 
 impl Topology {
     /// Replays `history`, caching walks for each replication factor in `ns`.
     pub fn replay(history: History, ns: &[usize]) -> Result<Self, HistoryError> {
-        let replay = history.replay()?;
-        let ring = replay.ring;
+        let mut steps: Vec<Step> = Vec::new();
+        let mut skipped = Vec::new();
+        let mut settled: HashSet<(ChangeId, String)> = HashSet::new();
+        for c in history.changes() {
+            match (&c.kind, steps.last()) {
+                (ChangeKind::Settled { change, node }, _) => {
+                    settled.insert((change.clone(), node.clone()));
+                }
+                (
+                    ChangeKind::Create {
+                        partitions,
+                        target_n,
+                        members,
+                    },
+                    None,
+                ) => {
+                    let ring = Ring::new(*partitions, *target_n, members.clone())
+                        .map_err(HistoryError::BadCreate)?;
+                    steps.push(Step {
+                        change: c.id.clone(),
+                        kind: c.kind.clone(),
+                        ring,
+                    });
+                }
+                (_, None) => {
+                    skipped.push((c.id.clone(), "no cluster was created before it".into()))
+                }
+                (kind, Some(last)) => {
+                    let mut ring = last.ring.clone();
+                    match apply(kind, &mut ring) {
+                        Ok(_) => steps.push(Step {
+                            change: c.id.clone(),
+                            kind: c.kind.clone(),
+                            ring,
+                        }),
+                        Err(e) => skipped.push((c.id.clone(), e.to_string())),
+                    }
+                }
+            }
+        }
+        if steps.is_empty() {
+            return Err(HistoryError::NoCluster);
+        }
+        for (i, s) in steps.iter_mut().enumerate() {
+            s.ring.set_version(i as u64 + 1);
+        }
+        let mut addresses = HashMap::new();
+        for s in &steps {
+            for m in s.ring.members() {
+                if let Some(a) = &m.address {
+                    addresses.insert(m.name.clone(), a.clone());
+                }
+            }
+        }
+        let target = &steps[steps.len() - 1].ring;
+        let mut serving = 0;
+        while serving + 1 < steps.len() {
+            let next = &steps[serving + 1];
+            let done = receivers(&steps[serving].ring, &next.ring).iter().all(|r| {
+                target.member(r).is_none() || settled.contains(&(next.change.clone(), r.clone()))
+            });
+            if !done {
+                break;
+            }
+            serving += 1;
+        }
+        let ring = &steps[serving].ring;
         let mut walks = HashMap::new();
         for &n in ns {
             walks.entry(n).or_insert_with(|| {
@@ -43,8 +158,10 @@ impl Topology {
         Ok(Self {
             digest: history.digest(),
             history,
-            ring,
-            skipped: replay.skipped,
+            steps,
+            serving,
+            skipped,
+            addresses,
             walks,
         })
     }
@@ -54,9 +171,30 @@ impl Topology {
         &self.history
     }
 
-    /// The ring.
+    /// The ring that serves: reads use its preference lists.
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        &self.steps[self.serving].ring
+    }
+
+    /// The ring every applied change leads to (the serving one once every transfer
+    /// finished).
+    pub fn target(&self) -> &Ring {
+        &self.steps[self.steps.len() - 1].ring
+    }
+
+    /// Every step, from the creation to the target.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The index of the serving step.
+    pub fn serving_step(&self) -> usize {
+        self.serving
+    }
+
+    /// The step after the serving one, whose data is moving now (`None`: settled).
+    pub fn next_step(&self) -> Option<&Step> {
+        self.steps.get(self.serving + 1)
     }
 
     /// The history's digest: equal digests, equal views.
@@ -64,9 +202,9 @@ impl Topology {
         self.digest
     }
 
-    /// The ring's version (derived from the history).
+    /// The serving ring's version (derived from the history).
     pub fn version(&self) -> u64 {
-        self.ring.version()
+        self.ring().version()
     }
 
     /// Changes of the history that did not apply, with why.
@@ -75,16 +213,17 @@ impl Topology {
     }
 
     /// Every member in the order a request for `partition` with replication factor `n`
-    /// tries them: the preference list (first `n`), then the stand-ins.
+    /// tries them in the serving ring: the preference list (first `n`), then the
+    /// stand-ins.
     pub fn walk(&self, partition: u32, n: usize) -> Vec<&str> {
-        let members = self.ring.members();
+        let ring = self.ring();
+        let members = ring.members();
         match self.walks.get(&n) {
             Some(w) => w[partition as usize]
                 .iter()
                 .map(|&i| members[i].name.as_str())
                 .collect(),
-            None => self
-                .ring
+            None => ring
                 .walk(partition, n)
                 .iter()
                 .map(|m| m.name.as_str())
@@ -92,22 +231,232 @@ impl Topology {
         }
     }
 
-    /// Whether `name` is a member.
+    /// The nodes that are becoming replicas of `partition` (replication factor `n`) in
+    /// the next step: writes go to them too, so that nothing written while their
+    /// transfer runs is missing when the next step serves.
+    pub fn pending(&self, partition: u32, n: usize) -> Vec<String> {
+        let Some(next) = self.next_step() else {
+            return Vec::new();
+        };
+        let now = names(self.ring(), partition, n);
+        names(&next.ring, partition, n)
+            .into_iter()
+            .filter(|r| !now.contains(r))
+            .collect()
+    }
+
+    /// What moves between the serving step and the next, per partition (replication
+    /// factor `n`): what `receiver` must pull before it may settle, or every move when
+    /// `receiver` is `None`.
+    pub fn moves(&self, n: usize, receiver: Option<&str>) -> Vec<PendingMove> {
+        let Some(next) = self.next_step() else {
+            return Vec::new();
+        };
+        let removed: Option<&str> = match &next.kind {
+            ChangeKind::Remove { name } => Some(name),
+            _ => None,
+        };
+        let now = self.ring();
+        (0..now.partition_count())
+            .filter_map(|p| {
+                let before = names(now, p, n);
+                let receivers: Vec<String> = names(&next.ring, p, n)
+                    .into_iter()
+                    .filter(|r| !before.contains(r))
+                    .filter(|r| receiver.is_none_or(|me| me == r))
+                    .collect();
+                (!receivers.is_empty()).then(|| PendingMove {
+                    partition: p,
+                    sources: before
+                        .into_iter()
+                        .filter(|s| Some(s.as_str()) != removed)
+                        .collect(),
+                    receivers,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `node` has said it holds what the next step moves to it.
+    pub fn has_settled(&self, node: &str) -> bool {
+        let Some(next) = self.next_step() else {
+            return true;
+        };
+        self.history.changes().any(|c| {
+            matches!(&c.kind, ChangeKind::Settled { change, node: n } if *change == next.change && n == node)
+        })
+    }
+
+    /// Whether `name` is a member of the serving or the target ring.
     pub fn is_member(&self, name: &str) -> bool {
-        self.ring.member(name).is_some()
+        self.ring().member(name).is_some() || self.target().member(name).is_some()
     }
 
-    /// The address the history records for member `name`.
+    /// The latest address the history records for member `name`.
     pub fn address(&self, name: &str) -> Option<&str> {
-        self.ring.member(name)?.address.as_deref()
+        self.addresses.get(name).map(String::as_str)
     }
 
-    /// Every member's name and address (members without a recorded address left out).
+    /// Every member (of the serving or target ring) with its address.
     pub fn addresses(&self) -> HashMap<String, String> {
-        self.ring
+        let mut out = HashMap::new();
+        let members: BTreeSet<&str> = self
+            .ring()
             .members()
             .iter()
-            .filter_map(|m| Some((m.name.clone(), m.address.clone()?)))
-            .collect()
+            .chain(self.target().members())
+            .map(|m| m.name.as_str())
+            .collect();
+        for m in members {
+            if let Some(a) = self.addresses.get(m) {
+                out.insert(m.to_owned(), a.clone());
+            }
+        }
+        out
+    }
+
+    /// Members of the serving or target ring, by name.
+    pub fn member_names(&self) -> Vec<String> {
+        let set: BTreeSet<String> = self
+            .ring()
+            .members()
+            .iter()
+            .chain(self.target().members())
+            .map(|m| m.name.clone())
+            .collect();
+        set.into_iter().collect()
+    }
+}
+
+/// The nodes that become a replica of some partition between `before` and `after`
+/// (replication factor: `after`'s target N).
+fn receivers(before: &Ring, after: &Ring) -> BTreeSet<String> {
+    let n = after.target_n();
+    let mut out = BTreeSet::new();
+    for p in 0..after.partition_count() {
+        let b = names(before, p, n);
+        for r in names(after, p, n) {
+            if !b.contains(&r) {
+                out.insert(r);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::ChangeKind;
+    use crate::ring::Member;
+
+    fn created() -> History {
+        let ms = ["a", "b", "c"].iter().map(|n| Member::new(*n)).collect();
+        History::created(64, 3, ms)
+    }
+
+    fn settle_all(h: &mut History, t: &Topology) {
+        let next = t.next_step().unwrap().change.clone();
+        let rs = receivers(t.ring(), &t.next_step().unwrap().ring);
+        for r in rs {
+            h.issue(
+                &format!("{r}-id"),
+                ChangeKind::Settled {
+                    change: next.clone(),
+                    node: r,
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn a_join_serves_only_once_every_receiver_settled() {
+        let mut h = created();
+        h.issue(
+            "a-id",
+            ChangeKind::Join {
+                member: Member::new("d"),
+            },
+        );
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        assert_eq!(t.serving_step(), 0);
+        assert_eq!(t.ring().members().len(), 3);
+        assert_eq!(t.target().members().len(), 4);
+        let moves = t.moves(3, None);
+        assert!(!moves.is_empty());
+        assert!(moves.iter().all(|m| m.receivers == ["d"]), "{moves:?}");
+        assert!(moves.iter().all(|m| m.sources.len() == 3));
+        let p = moves[0].partition;
+        assert_eq!(t.pending(p, 3), ["d"]);
+        assert!(!t.has_settled("d"));
+        settle_all(&mut h, &t);
+        let t = Topology::replay(h, &[3]).unwrap();
+        assert_eq!(t.serving_step(), 1);
+        assert_eq!(t.ring().members().len(), 4);
+        assert!(t.next_step().is_none());
+        assert!(t.pending(p, 3).is_empty());
+        assert_eq!(t.version(), 2);
+    }
+
+    #[test]
+    fn steps_settle_in_order_and_a_removed_receiver_holds_nothing_back() {
+        let mut h = created();
+        h.issue(
+            "a-id",
+            ChangeKind::Join {
+                member: Member::new("d"),
+            },
+        );
+        h.issue(
+            "a-id",
+            ChangeKind::Join {
+                member: Member::new("e"),
+            },
+        );
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        assert_eq!(t.serving_step(), 0);
+        // d dies before its transfer: removing it lets the first step pass; the
+        // remove's own receivers then pull from the survivors.
+        h.issue("a-id", ChangeKind::Remove { name: "d".into() });
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        assert_eq!(
+            t.serving_step(),
+            1,
+            "d is excused: it is no member of the target"
+        );
+        let moves = t.moves(3, None);
+        assert!(moves
+            .iter()
+            .all(|m| !m.receivers.contains(&"d".to_string())));
+        settle_all(&mut h, &t);
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        assert_eq!(t.serving_step(), 2);
+        let removal = t.moves(3, None);
+        assert!(
+            removal
+                .iter()
+                .all(|m| !m.sources.contains(&"d".to_string())),
+            "{removal:?}"
+        );
+        settle_all(&mut h, &t);
+        let t = Topology::replay(h, &[3]).unwrap();
+        assert_eq!(t.serving_step(), 3);
+        assert!(t.ring().member("d").is_none());
+        assert_eq!(t.ring().to_json(), t.target().to_json());
+    }
+
+    #[test]
+    fn an_address_change_serves_at_once() {
+        let mut h = created();
+        h.issue(
+            "a-id",
+            ChangeKind::SetAddress {
+                name: "b".into(),
+                address: "127.0.0.1:9".into(),
+            },
+        );
+        let t = Topology::replay(h, &[3]).unwrap();
+        assert_eq!(t.serving_step(), 1);
+        assert_eq!(t.address("b"), Some("127.0.0.1:9"));
     }
 }

@@ -94,6 +94,8 @@ struct StatusReply {
   membershipChanges @11 :UInt32;  # changes in its membership history
   membershipDigest @12 :Text;     # hex MD5 of that history: equal digests, equal rings
   ringDigest @13 :Text;      # hex MD5 of the ring's JSON (byte-for-byte comparison)
+  targetRingVersion @14 :UInt64;  # the version every applied change leads to
+  transferJson @15 :Text;    # this node's ownership transfer (JSON), empty when none
 }
 
 # The client-facing interface; it is also the bootstrap capability of every node.
@@ -141,4 +143,17 @@ interface Internode {
   # when the digests still differ.
   gossip @5 (from :Text, digest :Data, history :Text)
       -> (failure :Failure, digest :Data, history :Text);
+  # A partition's data for a transfer: up to `limit` keys of `partition` after `after`
+  # (empty: from the first), each with every version this replica holds, stopping
+  # early past `maxBytes` of values; `more` when others follow. The receiver pulls one
+  # page at a time (its backpressure). `from` is the receiver.
+  partitionRecords @6 (store :Text, partition :UInt32, after :Data, limit :UInt32,
+                       maxBytes :UInt64, from :Text)
+      -> (failure :Failure, records :List(KeyVersions), more :Bool);
+}
+
+# One key and its versions (a transfer page).
+struct KeyVersions {
+  key @0 :Data;
+  versions @1 :List(VersionBytes);
 }

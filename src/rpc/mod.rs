@@ -398,6 +398,13 @@ pub fn write_status(mut b: dynamo_capnp::status_reply::Builder<'_>, s: &NodeStat
     b.set_membership_changes(s.membership_changes);
     b.set_membership_digest(s.membership_digest.as_str());
     b.set_ring_digest(s.ring_digest.as_str());
+    b.set_target_ring_version(s.target_ring_version);
+    let transfer = s
+        .transfer
+        .as_ref()
+        .and_then(|t| serde_json::to_string(t).ok())
+        .unwrap_or_default();
+    b.set_transfer_json(transfer.as_str());
     let all_hints = s.hints.iter().map(|h| (h, false));
     let orphaned = s.hints_for_non_members.iter().map(|h| (h, true));
     let count = s.hints.len() + s.hints_for_non_members.len();
@@ -456,6 +463,17 @@ pub fn read_status(
         membership_changes: r.get_membership_changes(),
         membership_digest: text(r.get_membership_digest())?,
         ring_digest: text(r.get_ring_digest())?,
+        target_ring_version: r.get_target_ring_version(),
+        transfer: {
+            let t = text(r.get_transfer_json())?;
+            if t.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(&t).map_err(|e| {
+                    protocol(format!("reading the transfer status from {address}: {e}"))
+                })?)
+            }
+        },
     })
 }
 
@@ -541,6 +559,48 @@ pub async fn call_replica_keys(
         keys.push(k.map_err(|e| from_capnp(address, e))?.to_vec());
     }
     Ok((keys, r.get_more()))
+}
+
+/// One page of a partition's records from the replica at `address` (see
+/// `Internode.partitionRecords`): the keys with their versions, and whether more follow.
+#[allow(clippy::too_many_arguments)]
+pub async fn call_partition_records(
+    node: &internode::Client,
+    address: &str,
+    store: &str,
+    partition: u32,
+    after: &[u8],
+    limit: u32,
+    max_bytes: u64,
+    from: &str,
+) -> Result<(Vec<crate::store::KeyRecord>, bool), DynamoError> {
+    let mut req = node.partition_records_request();
+    {
+        let mut p = req.get();
+        p.set_store(store);
+        p.set_partition(partition);
+        p.set_after(after);
+        p.set_limit(limit);
+        p.set_max_bytes(max_bytes);
+        p.set_from(from);
+    }
+    let resp = req
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    let r = resp.get().map_err(|e| from_capnp(address, e))?;
+    if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
+        return Err(f);
+    }
+    let list = r.get_records().map_err(|e| from_capnp(address, e))?;
+    let mut out = Vec::with_capacity(list.len() as usize);
+    for rec in list.iter() {
+        let key = data(rec.get_key())?;
+        let versions = decode_versions(rec.get_versions(), u64::from(u32::MAX))?;
+        out.push((key, versions));
+    }
+    Ok((out, r.get_more()))
 }
 
 /// One gossip exchange with the node at `address` (see `Internode.gossip`): sends this

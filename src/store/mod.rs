@@ -41,6 +41,9 @@ use crate::dot::{Actor, Dot};
 use crate::ring::{key_fingerprint, key_position, partition_of, validate_partition_count};
 use crate::vclock::DEFAULT_PRUNE_THRESHOLD;
 use crate::version::{ConflictPolicy, Siblings, Version};
+
+/// A key with every version a replica holds of it (a transfer page's entry).
+pub type KeyRecord = (Vec<u8>, Vec<Version>);
 use record::{engine_key, split_engine_key, CoordinatorState, Record};
 
 /// Largest N a store may have: N, R and W travel as 8-bit numbers on the wire.
@@ -1155,6 +1158,49 @@ impl VersionedStore {
             keys.push(key.to_vec());
         }
         Ok((keys, false))
+    }
+
+    /// Up to `limit` records of `partition` after key `after` (from the first when
+    /// empty), in key order, each key with every version this replica holds (hinted
+    /// ones included), stopping early once `max_bytes` of values are taken (at least
+    /// one record is), and whether more follow. What a partition transfer streams.
+    pub fn records_after(
+        &self,
+        partition: u32,
+        after: &[u8],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<KeyRecord>, bool), StoreError> {
+        let prefix = partition.to_be_bytes();
+        let start = if after.is_empty() {
+            std::ops::Bound::Included(prefix.to_vec())
+        } else {
+            std::ops::Bound::Excluded(engine_key(partition, after))
+        };
+        let end = match dynamo_engines::prefix_successor(&prefix) {
+            Some(e) => std::ops::Bound::Excluded(e),
+            None => std::ops::Bound::Unbounded,
+        };
+        let range = KeyRange::new(start, end);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for item in self
+            .engine
+            .scan(&self.keyspace, &range, dynamo_engines::Direction::Forward)
+            .map_err(self.engine_err("reading a partition"))?
+        {
+            let (ek, value) = item.map_err(self.engine_err("reading a partition"))?;
+            let Some((_, key)) = split_engine_key(&ek) else {
+                continue;
+            };
+            if out.len() == limit || (bytes >= max_bytes && !out.is_empty()) {
+                return Ok((out, true));
+            }
+            bytes += value.len();
+            let record = self.decode_record(key, &value)?;
+            out.push((key.to_vec(), record.siblings.into_versions()));
+        }
+        Ok((out, false))
     }
 
     /// Flushes the engine (used on shutdown).

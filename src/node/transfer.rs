@@ -1,0 +1,363 @@
+//! Ownership transfer (paper section 4.9), on the receiving side.
+//!
+//! When the step after the serving one (see [`super::topology`]) makes this node a
+//! replica of partitions it did not hold, this node pulls them and then says so with a
+//! `Settled` change; once every receiver has, the next step serves. The pull:
+//!
+//! 1. Every member that answers is told the change first (a gossip exchange with
+//!    each), so from then on every write coordinated anywhere also comes here (see
+//!    [`Topology::pending`]). Writes started before a coordinator knew finish or fail
+//!    within twice the request timeout, which the pull waits out.
+//! 2. Each partition is read from its sources (its replicas in the serving ring), a
+//!    page at a time (at most [`PAGE_KEYS`] keys and [`PAGE_BYTES`] of values; the
+//!    next page is asked only once this one is merged: that is the backpressure), and
+//!    merged into the local replica. Per store, at least N - W + 1 sources must have
+//!    been read whole, so every write acknowledged by W replicas is seen.
+//! 3. The stores are synced, and only then is `Settled` issued: the sources never
+//!    drop data before the receiver made it durable.
+//!
+//! A crash of either side only loses the pull in progress: merges are idempotent, and
+//! the loop starts the pull again (after a restart, or when a source answers again).
+//! A pull also starts again when the membership changes under it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DynamoError, ErrorKind};
+use crate::membership::{ChangeId, ChangeKind};
+use crate::rpc;
+use crate::store::VersionedStore;
+
+use super::gossip::{self, Target};
+use super::local::LocalNode;
+use super::topology::{PendingMove, Topology};
+
+/// Most keys per transfer page.
+pub const PAGE_KEYS: u32 = 1_000;
+/// Most value bytes per transfer page (a page may hold one larger record).
+pub const PAGE_BYTES: u64 = 4 << 20;
+/// How often the loop looks for work.
+const TICK: Duration = Duration::from_millis(500);
+
+/// One partition of a running or pending transfer, as `dynamo status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionTransfer {
+    /// The partition.
+    pub partition: u32,
+    /// Where its data comes from.
+    pub from: Vec<String>,
+    /// The receiving node.
+    pub to: String,
+    /// `pending`, `running` or `done`.
+    pub state: String,
+    /// Keys received so far (all stores, all sources).
+    pub keys: u64,
+    /// Bytes of values received so far.
+    pub bytes: u64,
+}
+
+/// This node's transfer, as `dynamo status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferStatus {
+    /// The membership change being carried out (`origin#seq`) and what it does.
+    pub change: String,
+    /// What the change does, e.g. `join node-4`.
+    pub action: String,
+    /// `waiting` (for writes in flight to finish), `copying`, `syncing`, `settled`, or
+    /// `retrying: <why>`.
+    pub phase: String,
+    /// Milliseconds since the pull started.
+    pub elapsed_ms: u64,
+    /// Per partition.
+    pub partitions: Vec<PartitionTransfer>,
+    /// Keys received so far.
+    pub keys: u64,
+    /// Bytes received so far.
+    pub bytes: u64,
+    /// Bytes per second so far.
+    pub rate_bytes_per_s: u64,
+    /// Estimated milliseconds left (from the partitions done so far), if known.
+    pub eta_ms: Option<u64>,
+}
+
+/// The shared progress record (thread-safe: status is served from it).
+#[derive(Debug, Default)]
+pub struct TransferBoard {
+    state: Mutex<Option<(TransferStatus, Instant)>>,
+}
+
+impl TransferBoard {
+    fn with<R>(&self, f: impl FnOnce(&mut Option<(TransferStatus, Instant)>) -> R) -> R {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// The current transfer, if any, with its rate and ETA computed now.
+    pub fn snapshot(&self) -> Option<TransferStatus> {
+        self.with(|s| {
+            s.as_ref().map(|(t, started)| {
+                let mut t = t.clone();
+                let secs = started.elapsed().as_secs_f64();
+                t.elapsed_ms = (secs * 1000.0) as u64;
+                t.keys = t.partitions.iter().map(|p| p.keys).sum();
+                t.bytes = t.partitions.iter().map(|p| p.bytes).sum();
+                t.rate_bytes_per_s = if secs > 0.0 {
+                    (t.bytes as f64 / secs) as u64
+                } else {
+                    0
+                };
+                let done = t.partitions.iter().filter(|p| p.state == "done").count();
+                let total = t.partitions.len();
+                t.eta_ms = (done > 0 && t.phase == "copying").then(|| {
+                    let per = secs / done as f64;
+                    ((total - done) as f64 * per * 1000.0) as u64
+                });
+                t
+            })
+        })
+    }
+
+    fn start(&self, change: &ChangeId, action: String, moves: &[PendingMove], me: &str) {
+        let partitions = moves
+            .iter()
+            .map(|m| PartitionTransfer {
+                partition: m.partition,
+                from: m.sources.clone(),
+                to: me.to_owned(),
+                state: "pending".into(),
+                ..PartitionTransfer::default()
+            })
+            .collect();
+        let status = TransferStatus {
+            change: format!("{}#{}", change.origin, change.seq),
+            action,
+            phase: "waiting".into(),
+            partitions,
+            ..TransferStatus::default()
+        };
+        self.with(|s| *s = Some((status, Instant::now())));
+    }
+
+    fn update(&self, f: impl FnOnce(&mut TransferStatus)) {
+        self.with(|s| {
+            if let Some((t, _)) = s.as_mut() {
+                f(t);
+            }
+        });
+    }
+
+    fn partition(&self, p: u32, f: impl FnOnce(&mut PartitionTransfer)) {
+        self.update(|t| {
+            if let Some(x) = t.partitions.iter_mut().find(|x| x.partition == p) {
+                f(x);
+            }
+        });
+    }
+
+    fn clear(&self) {
+        self.with(|s| *s = None);
+    }
+}
+
+/// What a change does, in a few words.
+pub fn describe(kind: &ChangeKind) -> String {
+    match kind {
+        ChangeKind::Create { members, .. } => format!("create with {} member(s)", members.len()),
+        ChangeKind::Join { member } => format!("join {}", member.name),
+        ChangeKind::Leave { name } => format!("leave {name}"),
+        ChangeKind::Replace { old, new } => format!("replace {old} by {}", new.name),
+        ChangeKind::Remove { name } => format!("remove {name}"),
+        ChangeKind::SetZone { name, zone } => {
+            format!(
+                "move {name} to zone {}",
+                zone.as_deref().unwrap_or("(none)")
+            )
+        }
+        ChangeKind::SetAddress { name, address } => format!("{name} now at {address}"),
+        ChangeKind::Settled { change, node } => {
+            format!("{node} settled {}#{}", change.origin, change.seq)
+        }
+    }
+}
+
+/// Pulls what the next step moves to this node, forever (see the module doc).
+pub async fn transfer_loop(node: LocalNode) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error = String::new();
+    loop {
+        tick.tick().await;
+        let board = &node.core.transfers;
+        let Some(view) = node.core.view() else {
+            continue;
+        };
+        let Some(next) = view.next_step() else {
+            board.clear();
+            continue;
+        };
+        if view.has_settled(node.name()) {
+            board.update(|t| t.phase = "settled".into());
+            continue;
+        }
+        let moves = view.moves(view.target().target_n(), Some(node.name()));
+        if moves.is_empty() {
+            board.clear();
+            continue;
+        }
+        let change = next.change.clone();
+        board.start(&change, describe(&next.kind), &moves, node.name());
+        match pull(&node, &view, &moves).await {
+            Ok(()) => match settle(&node, change).await {
+                Ok(()) => last_error.clear(),
+                Err(e) => note_error(&node, &mut last_error, &e),
+            },
+            Err(e) => note_error(&node, &mut last_error, &e),
+        }
+    }
+}
+
+fn note_error(node: &LocalNode, last: &mut String, e: &DynamoError) {
+    node.core
+        .transfers
+        .update(|t| t.phase = format!("retrying: {}", e.message));
+    if *last != e.message {
+        eprintln!("{}: transfer: {} (retrying)", node.name(), e.message);
+        last.clone_from(&e.message);
+    }
+}
+
+/// Steps 1 to 3 of the module doc.
+async fn pull(node: &LocalNode, view: &Topology, moves: &[PendingMove]) -> Result<(), DynamoError> {
+    let board = &node.core.transfers;
+    let change = view.next_step().map(|s| s.change.clone());
+    for peer in view.member_names() {
+        if peer != node.name() {
+            let _ = gossip::exchange(node, &Target::Member(peer)).await;
+        }
+    }
+    tokio::time::sleep(node.core.request_timeout() * 2 + Duration::from_millis(100)).await;
+    board.update(|t| t.phase = "copying".into());
+    let stores: Vec<_> = node.core.stores.values().cloned().collect();
+    for mv in moves {
+        board.partition(mv.partition, |p| p.state = "running".into());
+        for store in &stores {
+            let cfg = store.config();
+            let need = (cfg.n + 1)
+                .saturating_sub(cfg.w)
+                .clamp(1, mv.sources.len().max(1));
+            let mut read = 0;
+            let mut failures = Vec::new();
+            for source in &mv.sources {
+                if node
+                    .core
+                    .view()
+                    .and_then(|v| v.next_step().map(|s| s.change.clone()))
+                    != change
+                {
+                    return Err(DynamoError::new(
+                        ErrorKind::Unavailable,
+                        "the membership changed during the transfer; starting over",
+                    ));
+                }
+                match copy(node, store, mv.partition, source).await {
+                    Ok(()) => read += 1,
+                    Err(e) => failures.push(format!("{source}: {}", e.message)),
+                }
+            }
+            if read < need {
+                return Err(DynamoError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "partition {} of store {}: read {read} of its {} source(s), {need} needed \
+                         (N={}, W={}): {}",
+                        mv.partition,
+                        store.name(),
+                        mv.sources.len(),
+                        cfg.n,
+                        cfg.w,
+                        failures.join("; ")
+                    ),
+                ));
+            }
+        }
+        board.partition(mv.partition, |p| p.state = "done".into());
+    }
+    board.update(|t| t.phase = "syncing".into());
+    for store in stores {
+        node.engine_any("syncing after a transfer", move || Ok(store.sync()?))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Copies partition `p` of `store` from `source`, page by page.
+async fn copy(
+    node: &LocalNode,
+    store: &std::sync::Arc<VersionedStore>,
+    p: u32,
+    source: &str,
+) -> Result<(), DynamoError> {
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let (name, me, from) = (
+            store.name().to_owned(),
+            node.name().to_owned(),
+            after.clone(),
+        );
+        let (records, more) = node
+            .call_peer(source, "transfer", |c| async move {
+                rpc::call_partition_records(&c, source, &name, p, &from, PAGE_KEYS, PAGE_BYTES, &me)
+                    .await
+            })
+            .await?;
+        let keys = records.len() as u64;
+        let bytes: u64 = records
+            .iter()
+            .flat_map(|(_, vs)| vs.iter())
+            .map(|v| v.value.as_ref().map_or(0, |x| x.len() as u64))
+            .sum();
+        if let Some((last, _)) = records.last() {
+            after.clone_from(last);
+        }
+        let (core, st) = (node.core.clone(), store.clone());
+        node.engine_any("merging a transfer page", move || {
+            for (key, versions) in records {
+                core.hints.merge(&st, &key, versions, None)?;
+            }
+            Ok(())
+        })
+        .await?;
+        node.core.transfers.partition(p, |x| {
+            x.keys += keys;
+            x.bytes += bytes;
+        });
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Issues `Settled` for `change` here and tells every member at once.
+async fn settle(node: &LocalNode, change: ChangeId) -> Result<(), DynamoError> {
+    let core = node.core.clone();
+    let me = node.name().to_owned();
+    let (_, view) = node
+        .engine_any("membership", move || {
+            core.issue(ChangeKind::Settled { change, node: me })
+        })
+        .await?;
+    node.core.transfers.update(|t| t.phase = "settled".into());
+    eprintln!(
+        "{}: transfer settled; serving ring version {}",
+        node.name(),
+        view.version()
+    );
+    for peer in view.member_names() {
+        if peer != node.name() {
+            let _ = gossip::exchange(node, &Target::Member(peer)).await;
+        }
+    }
+    Ok(())
+}
