@@ -609,6 +609,20 @@ impl Client {
         .await
     }
 
+    /// Asks the node at `address` to carry out a membership action (see
+    /// [`crate::admin`]); a refused action is an error with the reason.
+    pub async fn admin(
+        &self,
+        address: &str,
+        request: &crate::admin::AdminRequest,
+    ) -> Result<crate::admin::AdminReply, DynamoError> {
+        let address = address.to_owned();
+        let json = serde_json::to_string(request)
+            .map_err(|e| DynamoError::new(ErrorKind::BadRequest, format!("encoding: {e}")))?;
+        self.run(move |st| async move { st.admin_of(&address, &json).await })
+            .await
+    }
+
     /// The ring, members and stores, fetched fresh from any seed.
     pub async fn ring(&self) -> Result<RingInfo, DynamoError> {
         self.run(|st| async move { Ok(st.fetch_layout().await?.info.clone()) })
@@ -700,6 +714,14 @@ impl BlockingClient {
     /// See [`Client::status`].
     pub fn status(&self, address: Option<&str>) -> Result<NodeStatus, DynamoError> {
         block_on(self.client.status(address))
+    }
+    /// See [`Client::admin`].
+    pub fn admin(
+        &self,
+        address: &str,
+        request: &crate::admin::AdminRequest,
+    ) -> Result<crate::admin::AdminReply, DynamoError> {
+        block_on(self.client.admin(address, request))
     }
     /// See [`Client::read_replica`].
     pub fn read_replica(
@@ -821,6 +843,31 @@ impl State {
             }
         }
         r
+    }
+
+    async fn admin_of(
+        &self,
+        address: &str,
+        request: &str,
+    ) -> Result<crate::admin::AdminReply, DynamoError> {
+        let conn = self.conn(address).await?;
+        self.timed(address, async {
+            let mut req = conn.dynamo.admin_request();
+            req.get().set_request(request);
+            let resp = req
+                .send()
+                .promise
+                .await
+                .map_err(|e| rpc::from_capnp(address, e))?;
+            let r = resp.get().map_err(|e| rpc::from_capnp(address, e))?;
+            if let Some(f) = rpc::read_failure(r.has_failure(), r.get_failure()) {
+                return Err(f);
+            }
+            let text = rpc::text(r.get_reply())?;
+            serde_json::from_str(&text)
+                .map_err(|e| rpc::protocol(format!("reading the admin reply from {address}: {e}")))
+        })
+        .await
     }
 
     async fn status_of(&self, address: &str) -> Result<NodeStatus, DynamoError> {

@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod cluster;

@@ -1,5 +1,6 @@
 //! The `dynamo` command: a node, a local cluster, a client CLI and benchmarks.
 
+mod admin_cli;
 mod cli;
 
 use std::path::PathBuf;
@@ -31,6 +32,10 @@ enum Command {
     Delete(cli::KvArgs),
     /// Members, their health as seen by the node, partitions owned, hint backlog.
     Status(cli::StatusArgs),
+    /// Change the membership: join, leave, replace, remove, their dry run (plan), and
+    /// the transfers they start.
+    #[command(subcommand)]
+    Admin(admin_cli::Admin),
     /// Run a local cluster of node processes.
     #[command(subcommand)]
     Cluster(Cluster),
@@ -246,6 +251,12 @@ fn main() -> ExitCode {
         Command::Put(args) => return cli::put(args.kv, Some(args.value)),
         Command::Delete(args) => return cli::put(args, None),
         Command::Status(args) => return cli::status(args),
+        Command::Admin(cmd) => {
+            return admin_cli::run(cmd).unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            })
+        }
         Command::Cluster(Cluster::Up(args)) => cli::cluster_up(args),
         Command::Cluster(Cluster::Restart(args)) => cli::cluster_restart(args),
         Command::Bench(args) => match *args {

@@ -158,7 +158,7 @@ fn start_writer(
     prefix: &'static str,
     keys: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<(std::collections::BTreeMap<String, Vec<u8>>, usize)> {
+) -> std::thread::JoinHandle<WriterResult> {
     std::thread::spawn(move || {
         let c = client(&addrs, mode);
         let mut acked = std::collections::BTreeMap::new();
@@ -262,5 +262,230 @@ fn a_fourth_node_joins_under_load_and_every_acknowledged_write_stays_readable() 
             .read_replica(&cluster.nodes[3].address, "default", k.as_bytes())
             .unwrap();
         assert!(!vs.is_empty(), "node-4 received {k}");
+    }
+}
+
+/// Runs `dynamo admin ...` and returns its stdout, panicking with stderr on failure.
+fn admin(args: &[&str]) -> String {
+    let mut all = vec!["admin"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = cli(&all);
+    assert!(ok, "dynamo {} failed: {err}{out}", all.join(" "));
+    out
+}
+
+/// `dynamo admin transfers --watch` until every transfer finished.
+fn watch_transfers(any: &str) {
+    let out = admin(&["transfers", "--nodes", any, "--watch", "--timeout-s", "90"]);
+    assert!(out.contains("every transfer finished"), "{out}");
+}
+
+/// Two writers (client- and server-driven) updating keys until stopped.
+/// What a writer ends with: the last value acknowledged per key, and its failures.
+type WriterResult = (std::collections::BTreeMap<String, Vec<u8>>, usize);
+
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<std::thread::JoinHandle<WriterResult>>,
+}
+
+impl Load {
+    fn start(addrs: &[String]) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = vec![
+            start_writer(
+                addrs.to_vec(),
+                Coordination::ClientDriven,
+                "cd",
+                40,
+                stop.clone(),
+            ),
+            start_writer(
+                addrs.to_vec(),
+                Coordination::ServerDriven,
+                "sd",
+                40,
+                stop.clone(),
+            ),
+        ];
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Self { stop, writers }
+    }
+
+    /// Stops the writers and checks every acknowledged write through `c`.
+    fn finish(self, c: &BlockingClient, may_fail: bool) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.writers {
+            let (acked, failures) = w.join().unwrap();
+            if !may_fail {
+                assert_eq!(failures, 0, "no request failed");
+            }
+            check_acknowledged(c, &acked);
+        }
+    }
+}
+
+#[test]
+fn admin_join_plans_then_joins_a_standalone_node_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    // A node started alone (no members, no seeds) is a cluster of its own.
+    let i = cluster.add_node(&[]).unwrap();
+    let new = cluster.nodes[i].address.clone();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let load = Load::start(&addrs);
+    let plan = admin(&[
+        "plan", "join", "--nodes", &new, "--seed", &addrs[1], "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    assert!(
+        plan["change"].is_null(),
+        "a dry run changes nothing: {plan}"
+    );
+    let moves = plan["plan"]["moves"].as_array().unwrap();
+    assert!(!moves.is_empty());
+    assert!(moves.iter().all(|m| m["to"] == "node-4"), "{plan}");
+    assert_eq!(
+        c.status(Some(&addrs[0])).unwrap().membership_changes,
+        1,
+        "the plan issued nothing"
+    );
+    let out = admin(&["join", "--nodes", &new, "--seed", &addrs[1]]);
+    assert!(out.contains("join node-4: issued"), "{out}");
+    watch_transfers(&addrs[0]);
+    converged(&c, &cluster, 4);
+    load.finish(&c, false);
+    // Joining again is a no-op that says so.
+    let again = admin(&["join", "--nodes", &new, "--seed", &addrs[2]]);
+    assert!(again.contains("already a member"), "{again}");
+}
+
+#[test]
+fn a_node_leaves_a_four_node_cluster_under_load_and_only_then_stops_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(4, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let load = Load::start(&addrs);
+    let out = admin(&["leave", "--nodes", &addrs[0], "node-2", "--json"]);
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reply["action"], "leave node-2");
+    assert!(reply["change"].is_string(), "{reply}");
+    watch_transfers(&addrs[0]);
+    converged(&c, &cluster, 3);
+    let s = c.status(Some(&addrs[0])).unwrap();
+    assert!(s.members.iter().all(|m| m.name != "node-2"), "{s:?}");
+    // node-2 handed everything off: with it gone, every write is still readable.
+    cluster.kill(1).unwrap();
+    load.finish(&c, true);
+}
+
+#[test]
+fn admin_refuses_what_cannot_be_done_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(3, dir.path(), rocks());
+    let a = cluster.nodes[0].address.clone();
+    for (args, needle) in [
+        (vec!["leave", "--nodes", &a, "node-9"], "not in the ring"),
+        (vec!["remove", "--nodes", &a, "node-2"], "--force"),
+        (
+            vec!["remove", "--nodes", &a, "node-2", "--force"],
+            "node-2 answers",
+        ),
+        (
+            vec!["join", "--nodes", &a, "--seed", &cluster.nodes[1].address],
+            "already a member",
+        ),
+    ] {
+        let mut all = vec!["admin"];
+        all.extend(args.iter().copied());
+        let (ok, out, err) = cli(&all);
+        let text = format!("{out}{err}");
+        assert!(text.contains(needle), "{all:?}: {text}");
+        if needle != "already a member" {
+            assert!(!ok, "{all:?} must fail: {text}");
+        }
+    }
+    let c = client(&cluster.addresses(), Coordination::ServerDriven);
+    assert_eq!(c.status(Some(&a)).unwrap().membership_changes, 1);
+}
+
+#[test]
+fn two_nodes_join_at_once_through_different_seeds_and_every_node_ends_on_one_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let d = cluster.add_node(&[]).unwrap();
+    let e = cluster.add_node(&[]).unwrap();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let load = Load::start(&addrs);
+    let joins: Vec<_> = [(d, addrs[0].clone()), (e, addrs[2].clone())]
+        .into_iter()
+        .map(|(i, seed)| {
+            let new = cluster.nodes[i].address.clone();
+            std::thread::spawn(move || admin(&["join", "--nodes", &new, "--seed", &seed]))
+        })
+        .collect();
+    for j in joins {
+        assert!(j.join().unwrap().contains("issued"));
+    }
+    watch_transfers(&addrs[1]);
+    converged(&c, &cluster, 5);
+    // Byte for byte: every node's ring JSON is the same.
+    let rings: BTreeSet<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            client(std::slice::from_ref(&n.address), Coordination::ClientDriven)
+                .ring()
+                .unwrap()
+                .ring
+                .to_json()
+        })
+        .collect();
+    assert_eq!(rings.len(), 1);
+    load.finish(&c, false);
+}
+
+#[test]
+fn a_dead_node_removed_with_force_leaves_every_key_with_n_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(4, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let keys: Vec<String> = (0..200).map(|k| format!("rm{k}")).collect();
+    for k in &keys {
+        c.put("default", k.as_bytes(), b"kept", None, None).unwrap();
+    }
+    cluster.kill(2).unwrap();
+    let load = Load::start(&addrs);
+    let out = admin(&["remove", "--nodes", &addrs[0], "node-3", "--force"]);
+    assert!(out.contains("remove node-3: issued"), "{out}");
+    watch_transfers(&addrs[0]);
+    converged(&c, &cluster, 3);
+    load.finish(&c, true);
+    let ring = c.ring().unwrap().ring;
+    for k in &keys {
+        let p = ring.partition_for_key("default", k.as_bytes());
+        let owners: Vec<String> = ring
+            .walk(p, 3)
+            .iter()
+            .take(3)
+            .map(|m| m.name.clone())
+            .collect();
+        assert_eq!(owners.len(), 3);
+        for o in &owners {
+            let a = &cluster.nodes[cluster.index_of(o).unwrap()].address;
+            assert_eq!(
+                c.read_replica(a, "default", k.as_bytes())
+                    .unwrap()
+                    .iter()
+                    .filter_map(|v| v.value.clone())
+                    .collect::<Vec<_>>(),
+                vec![b"kept".to_vec()],
+                "{k} on {o}"
+            );
+        }
     }
 }

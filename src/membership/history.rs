@@ -104,13 +104,18 @@ pub enum ChangeKind {
         address: String,
     },
     /// `node` holds, durably, every version of the partitions it receives because of
-    /// `change` (issued by `node` itself when its transfer finished). Not a ring change:
-    /// it lets the serving ring move past `change` (see `crate::node::topology`).
+    /// `change`, pulled from the replicas of the ring `from` (issued by `node` itself
+    /// when its transfer finished). Not a ring change: it lets the serving ring move
+    /// past `change` (see `crate::node::topology`), but only while `change` still
+    /// follows that very ring: a concurrent change ordered before it voids the record.
     Settled {
         /// The placement change whose transfer finished.
         change: ChangeId,
         /// The node that received the data.
         node: String,
+        /// The ring the data was pulled from: the hex MD5 of its JSON.
+        #[serde(default)]
+        from: String,
     },
 }
 

@@ -133,6 +133,18 @@ impl HistoryFile {
         if let Some(c) = conflicts.first() {
             return Err(self.invalid(format!("cannot save: {c}")));
         }
+        self.write(&merged)?;
+        Ok(merged)
+    }
+
+    /// Replaces the file with `history`, dropping what it held: only for a node that
+    /// gives up a cluster of its own to join another (its old history must not leak
+    /// into the new cluster). Atomic and durable like [`HistoryFile::save`].
+    pub fn overwrite(&self, history: &History) -> Result<(), HistoryFileError> {
+        self.write(history)
+    }
+
+    fn write(&self, merged: &History) -> Result<(), HistoryFileError> {
         let disk = OnDisk {
             format: FORMAT,
             digest: hex(&merged.digest()),
@@ -152,7 +164,7 @@ impl HistoryFile {
         fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(self.io(dir))?;
-        Ok(merged)
+        Ok(())
     }
 }
 

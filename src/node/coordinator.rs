@@ -40,6 +40,10 @@ pub struct GetOutcome {
     pub context: String,
 }
 
+/// How long after its serving ring switched a node still sends writes to the replicas
+/// that were dropped: longer than a client's ring refresh and a few gossip rounds.
+pub const SWITCH_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl LocalNode {
     /// Is this node one of the first N members of `key`'s preference list?
     pub fn in_top_n(&self, store: &VersionedStore, key: &[u8]) -> bool {
@@ -54,14 +58,25 @@ impl LocalNode {
         walk
     }
 
-    /// The nodes becoming replicas of `key` while a membership change moves its
-    /// partition (empty when none does): writes go to them too.
+    /// Where a write of `key` goes besides its replicas, without counting toward W:
+    /// the nodes becoming its replicas while a membership change moves its partition,
+    /// and, for [`SWITCH_GRACE`] after a switch, the nodes that just stopped being its
+    /// replicas (readers with a view from before the switch still ask them).
     pub(crate) fn receivers_of(&self, store: &VersionedStore, key: &[u8]) -> Vec<String> {
         let Ok(t) = self.core.topology() else {
             return Vec::new();
         };
         let p = t.ring().partition_for_key(store.name(), key);
-        t.pending(p, store.config().n)
+        let n = store.config().n;
+        let mut out = t.pending(p, n);
+        if self.core.serving_for() < SWITCH_GRACE {
+            for f in t.former(p, n) {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+        out
     }
 
     /// The walk of `key` in the current view, owned: the view may change while a

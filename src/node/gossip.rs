@@ -235,16 +235,34 @@ async fn call_address(
         })
 }
 
-/// On a node's first start (no history in its data directory): the history held by
-/// the other configured members and the seeds, asked all at once (each bounded by
-/// twice the request timeout), merged. `None` when nobody answered with one: the
-/// cluster is being created, and the config's member list creates it. This is what
-/// keeps a node started on an empty data directory from building a ring of its own
-/// while the others have moved on.
-pub async fn first_start_history(config: &NodeConfig) -> Option<History> {
-    if HistoryFile::in_dir(&config.node.data_dir).path().exists() {
-        return None;
-    }
+/// The history of the node at `address` (`None` when it has none), on a connection of
+/// its own.
+pub(crate) async fn fetch_history(
+    node: &LocalNode,
+    address: &str,
+) -> Result<Option<History>, DynamoError> {
+    let core = &node.core;
+    let empty = History::new().digest();
+    let (_, json) = call_address(
+        address,
+        node.name(),
+        &empty,
+        None,
+        core.request_timeout(),
+        core.max_message,
+    )
+    .await?;
+    json.map(|j| parse_history(&j, address)).transpose()
+}
+
+/// At start, before serving: the history held by the other members (of the saved
+/// history and of the config) and the seeds, asked all at once (each bounded by twice
+/// the request timeout), merged. `None` when nobody answered with one (on a first
+/// start: the cluster is being created, and the config's member list creates it).
+/// This keeps a node started on an empty data directory from building a ring of its
+/// own while the others have moved on, and a node that was down from coordinating
+/// writes with the view it had before (a transfer may have started meanwhile).
+pub async fn peers_history(config: &NodeConfig) -> Option<History> {
     let me = config.node.name.as_str();
     let mut addresses: Vec<String> = config
         .cluster
@@ -253,6 +271,16 @@ pub async fn first_start_history(config: &NodeConfig) -> Option<History> {
         .filter(|m| m.name != me)
         .map(|m| m.address.clone())
         .collect();
+    if let Ok(Some(saved)) = HistoryFile::in_dir(&config.node.data_dir).load() {
+        if let Ok(t) = super::Topology::replay(saved, &[]) {
+            addresses.extend(
+                t.addresses()
+                    .into_iter()
+                    .filter(|(name, _)| name != me)
+                    .map(|(_, a)| a),
+            );
+        }
+    }
     addresses.extend(config.cluster.seeds.iter().cloned());
     addresses.sort();
     addresses.dedup();
@@ -278,18 +306,15 @@ pub async fn first_start_history(config: &NodeConfig) -> Option<History> {
                 Err(e) => eprintln!("{me}: {}", e.message),
             },
             Ok((_, None)) => {}
-            Err(e) => eprintln!("{me}: first start, {address} did not answer: {}", e.message),
+            Err(e) => eprintln!("{me}: at start, {address} did not answer: {}", e.message),
         }
     }
     (!merged.is_empty()).then_some(merged)
 }
 
-/// [`first_start_history`] from synchronous code: on a thread and runtime of its own, so
-/// it is safe to call from inside another runtime too.
-pub fn first_start_history_blocking(config: &NodeConfig) -> Option<History> {
-    if HistoryFile::in_dir(&config.node.data_dir).path().exists() {
-        return None;
-    }
+/// [`peers_history`] from synchronous code: on a thread and runtime of its own, so it
+/// is safe to call from inside another runtime too.
+pub fn peers_history_blocking(config: &NodeConfig) -> Option<History> {
     let config = config.clone();
     std::thread::Builder::new()
         .name("dynamo-first-start".into())
@@ -298,7 +323,7 @@ pub fn first_start_history_blocking(config: &NodeConfig) -> Option<History> {
                 .enable_all()
                 .build()
                 .ok()?;
-            tokio::task::LocalSet::new().block_on(&rt, first_start_history(&config))
+            tokio::task::LocalSet::new().block_on(&rt, peers_history(&config))
         })
         .ok()?
         .join()

@@ -130,11 +130,11 @@ impl Identity {
 const CONFIG_MEMBERS: &str = "config-members.json";
 
 /// The membership history a node starts with, saved before it is returned:
-/// - the one saved in its data directory (`membership.json`); when there is none, the
-///   one `learned` from the other members and seeds on this first start; and when
-///   nobody had one, the cluster's creation from the config's member list (the same
-///   for every node configured alike; empty for a node started from seeds alone,
-///   which learns it later);
+/// - the one saved in its data directory (`membership.json`) merged with the one
+///   `learned` from the other members and seeds at this start; when neither has one,
+///   the cluster's creation from the config's member list (the same for every node
+///   configured alike; empty for a node started from seeds alone, which learns it
+///   later);
 /// - with the edits of the config's member list since the last start (recorded in
 ///   `config-members.json`) applied as joins and leaves issued by this node;
 /// - and with this node's address, when it listens somewhere else than the history
@@ -156,8 +156,11 @@ pub fn startup_history(
         .map_err(|e| invalid(file.path(), e.to_string()))?
         .unwrap_or_default();
     let first_start = history.is_empty();
-    if let (true, Some(learned)) = (first_start, learned) {
-        history = learned;
+    if let Some(learned) = learned {
+        let (_, conflicts) = history.merge(&learned);
+        for c in conflicts {
+            eprintln!("{}: membership from peers left out: {c}", config.node.name);
+        }
     }
     let origin = identity.node_id.as_str();
     if let Some(members) = config.members() {

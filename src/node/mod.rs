@@ -6,6 +6,7 @@
 //! current-thread tokio runtime inside a `LocalSet` (the thread that calls
 //! [`run`]); engine calls go to dedicated engine threads, never on the event loop.
 
+mod admin;
 mod coordinator;
 mod engine_threads;
 mod gossip;
@@ -77,6 +78,8 @@ pub struct NodeCore {
     view: RwLock<Option<Arc<Topology>>>,
     /// Serialises changes of the view (merge, save, replay, swap).
     changing: Mutex<()>,
+    /// The serving ring's digest and when this node started serving with it.
+    serving_since: Mutex<(String, Instant)>,
     /// Where the history is kept.
     history_file: HistoryFile,
     /// Q, as the config gives it: the stores are laid out for it.
@@ -122,7 +125,7 @@ impl NodeCore {
         ns.sort_unstable();
         ns.dedup();
         let history_file = HistoryFile::in_dir(&data_dir);
-        let learned = gossip::first_start_history_blocking(&config);
+        let learned = gossip::peers_history_blocking(&config);
         let history =
             identity::startup_history(&config, &identity, &history_file, target_n, learned)?;
         let view = match history.is_empty() {
@@ -167,6 +170,12 @@ impl NodeCore {
         Ok(Self {
             config,
             identity,
+            serving_since: Mutex::new((
+                view.as_ref()
+                    .map(|v| v.serving_digest())
+                    .unwrap_or_default(),
+                Instant::now(),
+            )),
             view: RwLock::new(view),
             changing: Mutex::new(()),
             history_file,
@@ -239,11 +248,68 @@ impl NodeCore {
         Ok((change, topology))
     }
 
-    /// Saves `history`, replays it and swaps the view. Caller holds `changing`.
-    fn install(&self, history: History) -> Result<Arc<Topology>, DynamoError> {
+    /// Gives up this node's own membership for `history` (another cluster's) and then
+    /// makes `change` here: how a node that runs alone joins a cluster. Refused when
+    /// this node's history names another member (it belongs to a real cluster) or its
+    /// stores hold data. Blocking (file I/O): call it off the event loop.
+    pub fn rebase(
+        &self,
+        history: History,
+        change: ChangeKind,
+    ) -> Result<(Change, Arc<Topology>), DynamoError> {
+        let _one = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mine) = self.view() {
+            let others: Vec<String> = mine
+                .member_names()
+                .into_iter()
+                .filter(|m| m != self.name())
+                .collect();
+            if !others.is_empty() {
+                return Err(DynamoError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "node {} already belongs to a cluster with {}; it cannot join another",
+                        self.name(),
+                        others.join(", ")
+                    ),
+                ));
+            }
+            for (name, store) in &self.stores {
+                for p in 0..store.partitions() {
+                    if !store
+                        .keys_after(p, &[], 1)
+                        .map_err(DynamoError::from)?
+                        .0
+                        .is_empty()
+                    {
+                        return Err(DynamoError::new(
+                            ErrorKind::BadRequest,
+                            format!(
+                                "node {} holds data in store {name:?} from running alone; a node \
+                                 joins a cluster with empty stores (move the data with `python -m \
+                                 dynamo export`/`load`, or start it on a new data directory)",
+                                self.name()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut history = history;
+        let change = history.issue(&self.identity.node_id, change);
         let topology = Topology::replay(history.clone(), &self.ns).map_err(|e| {
             DynamoError::new(ErrorKind::BadRequest, format!("membership refused: {e}"))
         })?;
+        self.check_partitions(&topology)?;
+        self.history_file.overwrite(&history).map_err(|e| {
+            DynamoError::new(ErrorKind::Internal, format!("saving the membership: {e}"))
+        })?;
+        let topology = Arc::new(topology);
+        self.swap(topology.clone());
+        Ok((change, topology))
+    }
+
+    fn check_partitions(&self, topology: &Topology) -> Result<(), DynamoError> {
         if topology.ring().partition_count() != self.partitions {
             return Err(DynamoError::new(
                 ErrorKind::BadRequest,
@@ -256,6 +322,15 @@ impl NodeCore {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Saves `history`, replays it and swaps the view. Caller holds `changing`.
+    fn install(&self, history: History) -> Result<Arc<Topology>, DynamoError> {
+        let topology = Topology::replay(history.clone(), &self.ns).map_err(|e| {
+            DynamoError::new(ErrorKind::BadRequest, format!("membership refused: {e}"))
+        })?;
+        self.check_partitions(&topology)?;
         let saved = self.history_file.save(&history).map_err(|e| {
             DynamoError::new(ErrorKind::Internal, format!("saving the membership: {e}"))
         })?;
@@ -268,8 +343,29 @@ impl NodeCore {
             })?
         };
         let topology = Arc::new(topology);
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Some(topology.clone());
+        self.swap(topology.clone());
         Ok(topology)
+    }
+
+    /// Serves with `topology` from now on. Caller holds `changing`.
+    fn swap(&self, topology: Arc<Topology>) {
+        let digest = topology.serving_digest();
+        {
+            let mut since = self.serving_since.lock().unwrap_or_else(|p| p.into_inner());
+            if since.0 != digest {
+                *since = (digest, Instant::now());
+            }
+        }
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Some(topology);
+    }
+
+    /// How long this node has served with its current serving ring.
+    pub fn serving_for(&self) -> Duration {
+        self.serving_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .elapsed()
     }
 
     /// Why this node's storage is not trusted, once an engine call panicked.

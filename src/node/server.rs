@@ -379,6 +379,31 @@ impl dynamo::Server for DynamoServer {
         Ok(())
     }
 
+    async fn admin(
+        self: Rc<Self>,
+        params: dynamo::AdminParams,
+        mut results: dynamo::AdminResults,
+    ) -> Result<(), capnp::Error> {
+        let _in = self.node.core.request_started();
+        let p = params.get()?;
+        let answer = async {
+            self.check_open()?;
+            let text = rpc::text(p.get_request())?;
+            let request: crate::admin::AdminRequest = serde_json::from_str(&text).map_err(|e| {
+                DynamoError::new(ErrorKind::BadRequest, format!("not an admin request: {e}"))
+            })?;
+            let reply = super::admin::handle(&self.node, request).await?;
+            serde_json::to_string(&reply)
+                .map_err(|e| DynamoError::new(ErrorKind::Internal, format!("encoding: {e}")))
+        }
+        .await;
+        match answer {
+            Ok(json) => results.get().set_reply(json.as_str()),
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
     async fn internode(
         self: Rc<Self>,
         _: dynamo::InternodeParams,
@@ -626,14 +651,24 @@ impl internode::Server for InternodeServer {
             let history = rpc::text(p.get_history())?;
             if !history.is_empty() {
                 let h = gossip::parse_history(&history, &from)?;
-                if let Some(view) = self.node.adopt(h).await? {
-                    eprintln!(
-                        "{}: membership from {from}: ring version {} ({} members)",
-                        self.node.name(),
-                        view.version(),
-                        view.ring().members().len()
-                    );
-                }
+                // Merged in the background: saving it syncs a file, which may take
+                // longer than the caller's timeout on a busy disk, and a slow answer
+                // would mark this node down.
+                let node = self.node.clone();
+                tokio::task::spawn_local(async move {
+                    match node.adopt(h).await {
+                        Ok(Some(view)) => eprintln!(
+                            "{}: membership from {from}: ring version {} ({} members)",
+                            node.name(),
+                            view.version(),
+                            view.ring().members().len()
+                        ),
+                        Ok(None) => {}
+                        Err(e) => {
+                            eprintln!("{}: membership from {from}: {}", node.name(), e.message)
+                        }
+                    }
+                });
             }
             let mine = self
                 .node

@@ -77,11 +77,11 @@ impl Topology {
     pub fn replay(history: History, ns: &[usize]) -> Result<Self, HistoryError> {
         let mut steps: Vec<Step> = Vec::new();
         let mut skipped = Vec::new();
-        let mut settled: HashSet<(ChangeId, String)> = HashSet::new();
+        let mut settled: HashSet<(ChangeId, String, String)> = HashSet::new();
         for c in history.changes() {
             match (&c.kind, steps.last()) {
-                (ChangeKind::Settled { change, node }, _) => {
-                    settled.insert((change.clone(), node.clone()));
+                (ChangeKind::Settled { change, node, from }, _) => {
+                    settled.insert((change.clone(), node.clone(), from.clone()));
                 }
                 (
                     ChangeKind::Create {
@@ -133,8 +133,10 @@ impl Topology {
         let mut serving = 0;
         while serving + 1 < steps.len() {
             let next = &steps[serving + 1];
+            let from = ring_digest(&steps[serving].ring);
             let done = receivers(&steps[serving].ring, &next.ring).iter().all(|r| {
-                target.member(r).is_none() || settled.contains(&(next.change.clone(), r.clone()))
+                target.member(r).is_none()
+                    || settled.contains(&(next.change.clone(), r.clone(), from.clone()))
             });
             if !done {
                 break;
@@ -245,6 +247,21 @@ impl Topology {
             .collect()
     }
 
+    /// The nodes that were replicas of `partition` in the step before the serving one
+    /// and are not any more: for a while after a switch, writes still go to them, so
+    /// that a reader whose view has not switched yet (a client's cached ring, a node
+    /// that has not heard) still finds every write on the replicas it asks.
+    pub fn former(&self, partition: u32, n: usize) -> Vec<String> {
+        let Some(before) = self.serving.checked_sub(1).map(|i| &self.steps[i].ring) else {
+            return Vec::new();
+        };
+        let now = names(self.ring(), partition, n);
+        names(before, partition, n)
+            .into_iter()
+            .filter(|r| !now.contains(r))
+            .collect()
+    }
+
     /// What moves between the serving step and the next, per partition (replication
     /// factor `n`): what `receiver` must pull before it may settle, or every move when
     /// `receiver` is `None`.
@@ -277,14 +294,23 @@ impl Topology {
             .collect()
     }
 
-    /// Whether `node` has said it holds what the next step moves to it.
+    /// Whether `node` has said it holds what the next step moves to it (pulled from
+    /// the serving ring).
     pub fn has_settled(&self, node: &str) -> bool {
         let Some(next) = self.next_step() else {
             return true;
         };
+        let serving = self.serving_digest();
         self.history.changes().any(|c| {
-            matches!(&c.kind, ChangeKind::Settled { change, node: n } if *change == next.change && n == node)
+            matches!(&c.kind, ChangeKind::Settled { change, node: n, from }
+                if *change == next.change && n == node && *from == serving)
         })
+    }
+
+    /// The serving ring's digest (hex MD5 of its JSON): what a `Settled` names as the
+    /// ring its data came from.
+    pub fn serving_digest(&self) -> String {
+        ring_digest(self.ring())
     }
 
     /// Whether `name` is a member of the serving or the target ring.
@@ -328,6 +354,15 @@ impl Topology {
     }
 }
 
+/// Hex MD5 of a ring's JSON.
+pub fn ring_digest(ring: &Ring) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(ring.to_json().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The nodes that become a replica of some partition between `before` and `after`
 /// (replication factor: `after`'s target N).
 fn receivers(before: &Ring, after: &Ring) -> BTreeSet<String> {
@@ -364,6 +399,7 @@ mod tests {
                 ChangeKind::Settled {
                     change: next.clone(),
                     node: r,
+                    from: t.serving_digest(),
                 },
             );
         }
@@ -443,6 +479,56 @@ mod tests {
         assert_eq!(t.serving_step(), 3);
         assert!(t.ring().member("d").is_none());
         assert_eq!(t.ring().to_json(), t.target().to_json());
+    }
+
+    #[test]
+    fn a_settled_record_made_before_a_concurrent_earlier_change_is_void() {
+        let mut h = created();
+        // e's join is made at an origin that sorts first, at the same Lamport time as
+        // d's: d's receiver settles knowing only its own join.
+        let mut only_d = h.clone();
+        only_d.issue(
+            "b-id",
+            ChangeKind::Join {
+                member: Member::new("d"),
+            },
+        );
+        let t = Topology::replay(only_d.clone(), &[3]).unwrap();
+        settle_all(&mut only_d, &t);
+        assert_eq!(
+            Topology::replay(only_d.clone(), &[3])
+                .unwrap()
+                .serving_step(),
+            1
+        );
+        h.issue(
+            "a-id",
+            ChangeKind::Join {
+                member: Member::new("e"),
+            },
+        );
+        h.merge(&only_d);
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        let order: Vec<String> = t.steps().iter().map(|s| transfer_name(&s.kind)).collect();
+        assert_eq!(order, ["create", "e", "d"]);
+        assert_eq!(t.serving_step(), 0);
+        settle_all(&mut h, &t);
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        assert_eq!(
+            t.serving_step(),
+            1,
+            "d's old record does not settle the step after e"
+        );
+        assert!(!t.has_settled("d"));
+        settle_all(&mut h, &t);
+        assert_eq!(Topology::replay(h, &[3]).unwrap().serving_step(), 2);
+    }
+
+    fn transfer_name(k: &ChangeKind) -> String {
+        match k {
+            ChangeKind::Join { member } => member.name.clone(),
+            _ => "create".into(),
+        }
     }
 
     #[test]

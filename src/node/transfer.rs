@@ -176,7 +176,7 @@ pub fn describe(kind: &ChangeKind) -> String {
             )
         }
         ChangeKind::SetAddress { name, address } => format!("{name} now at {address}"),
-        ChangeKind::Settled { change, node } => {
+        ChangeKind::Settled { change, node, .. } => {
             format!("{node} settled {}#{}", change.origin, change.seq)
         }
     }
@@ -207,9 +207,10 @@ pub async fn transfer_loop(node: LocalNode) {
             continue;
         }
         let change = next.change.clone();
+        let from = view.serving_digest();
         board.start(&change, describe(&next.kind), &moves, node.name());
         match pull(&node, &view, &moves).await {
-            Ok(()) => match settle(&node, change).await {
+            Ok(()) => match settle(&node, change, from).await {
                 Ok(()) => last_error.clear(),
                 Err(e) => note_error(&node, &mut last_error, &e),
             },
@@ -231,7 +232,9 @@ fn note_error(node: &LocalNode, last: &mut String, e: &DynamoError) {
 /// Steps 1 to 3 of the module doc.
 async fn pull(node: &LocalNode, view: &Topology, moves: &[PendingMove]) -> Result<(), DynamoError> {
     let board = &node.core.transfers;
-    let change = view.next_step().map(|s| s.change.clone());
+    let base = view
+        .next_step()
+        .map(|s| (view.serving_digest(), s.change.clone()));
     for peer in view.member_names() {
         if peer != node.name() {
             let _ = gossip::exchange(node, &Target::Member(peer)).await;
@@ -250,11 +253,10 @@ async fn pull(node: &LocalNode, view: &Topology, moves: &[PendingMove]) -> Resul
             let mut read = 0;
             let mut failures = Vec::new();
             for source in &mv.sources {
-                if node
-                    .core
-                    .view()
-                    .and_then(|v| v.next_step().map(|s| s.change.clone()))
-                    != change
+                if node.core.view().and_then(|v| {
+                    v.next_step()
+                        .map(|s| (v.serving_digest(), s.change.clone()))
+                }) != base
                 {
                     return Err(DynamoError::new(
                         ErrorKind::Unavailable,
@@ -339,13 +341,28 @@ async fn copy(
     }
 }
 
-/// Issues `Settled` for `change` here and tells every member at once.
-async fn settle(node: &LocalNode, change: ChangeId) -> Result<(), DynamoError> {
+/// Issues `Settled` for `change` (pulled from the ring `from`) here and tells every
+/// member at once. Not when the view moved on during the pull: the pull then starts
+/// again against the new view.
+async fn settle(node: &LocalNode, change: ChangeId, from: String) -> Result<(), DynamoError> {
+    let still = node.core.view().is_some_and(|v| {
+        v.serving_digest() == from && v.next_step().is_some_and(|s| s.change == change)
+    });
+    if !still {
+        return Err(DynamoError::new(
+            ErrorKind::Unavailable,
+            "the membership changed during the transfer; starting over",
+        ));
+    }
     let core = node.core.clone();
     let me = node.name().to_owned();
     let (_, view) = node
         .engine_any("membership", move || {
-            core.issue(ChangeKind::Settled { change, node: me })
+            core.issue(ChangeKind::Settled {
+                change,
+                node: me,
+                from,
+            })
         })
         .await?;
     node.core.transfers.update(|t| t.phase = "settled".into());

@@ -116,6 +116,9 @@ interface Dynamo {
   status @4 () -> (reply :StatusReply);
   # The internode interface of the same node (peers and diagnostics use it).
   internode @5 () -> (node :Internode);
+  # A membership action (`dynamo admin`): the request and the reply are JSON (see
+  # src/admin.rs). A refused action answers a failure with the reason.
+  admin @6 (request :Text) -> (failure :Failure, reply :Text);
 }
 
 # Node to node: replica reads and writes of version sets, hinted delivery, ping.

@@ -1203,6 +1203,13 @@ impl VersionedStore {
         Ok((out, false))
     }
 
+    /// The engine's estimate of the bytes it holds (all keyspaces).
+    pub fn approximate_size(&self) -> Result<u64, StoreError> {
+        self.engine
+            .approximate_size()
+            .map_err(self.engine_err("estimating its size"))
+    }
+
     /// Flushes the engine (used on shutdown).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.engine.sync().map_err(self.engine_err("syncing"))
