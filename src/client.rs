@@ -129,6 +129,9 @@ pub struct GetResponse {
     /// replies in hand when the answer was given (with R = N, every owner); empty for
     /// server-driven reads, whose coordinator repairs without telling.
     pub stale_replicas: Vec<String>,
+    /// The serving ring version of the node that answered (0: not known). A client
+    /// that sees one above its own ring's fetches the ring before its next request.
+    pub ring_version: u64,
 }
 
 impl GetResponse {
@@ -151,6 +154,7 @@ impl GetResponse {
             context,
             coordinator,
             stale_replicas: Vec::new(),
+            ring_version: 0,
         }
     }
 
@@ -170,6 +174,9 @@ pub struct PutResponse {
     pub context: String,
     /// The node that coordinated the write.
     pub coordinator: String,
+    /// The serving ring version of the node that answered (see
+    /// [`GetResponse::ring_version`]).
+    pub ring_version: u64,
 }
 
 /// One page of a store's keys (see [`Client::list_keys`]).
@@ -380,6 +387,9 @@ struct State {
     fetching: tokio::sync::Mutex<()>,
     /// Read repairs in progress (finished ones are reaped as new ones start).
     repairs: RefCell<tokio::task::JoinSet<()>>,
+    /// The highest serving ring version a reply reported: a layout below it is
+    /// fetched again before the next request uses it.
+    known_version: Cell<u64>,
 }
 
 impl Layout {
@@ -461,6 +471,7 @@ impl Client {
             connecting: tokio::sync::Mutex::new(()),
             fetching: tokio::sync::Mutex::new(()),
             repairs: RefCell::default(),
+            known_version: Cell::new(0),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -623,6 +634,17 @@ impl Client {
             .await
     }
 
+    /// The version of the ring this client routes with now (its cached copy, not
+    /// fetched; `None` before the first request). It follows the versions nodes report
+    /// in their replies: a reply from a node serving a newer ring makes the next
+    /// request fetch it first.
+    pub async fn ring_version(&self) -> Option<u64> {
+        self.run(|st| async move { Ok(st.layout.borrow().as_ref().map(|l| l.info.ring.version())) })
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The ring, members and stores, fetched fresh from any seed.
     pub async fn ring(&self) -> Result<RingInfo, DynamoError> {
         self.run(|st| async move { Ok(st.fetch_layout().await?.info.clone()) })
@@ -714,6 +736,10 @@ impl BlockingClient {
     /// See [`Client::status`].
     pub fn status(&self, address: Option<&str>) -> Result<NodeStatus, DynamoError> {
         block_on(self.client.status(address))
+    }
+    /// See [`Client::ring_version`].
+    pub fn ring_version(&self) -> Option<u64> {
+        block_on(self.client.ring_version())
     }
     /// See [`Client::admin`].
     pub fn admin(
@@ -984,6 +1010,26 @@ impl State {
                 }
                 self.fetch_layout().await
             }
+            Some(l) if l.info.ring.version() < self.known_version.get() => {
+                // A reply told of a newer ring: no request goes out on this one.
+                let _fetching = self.fetching.lock().await;
+                match self.layout.borrow().clone() {
+                    Some(now) if now.info.ring.version() >= self.known_version.get() => {
+                        return Ok(now)
+                    }
+                    _ => {}
+                }
+                match self.fetch_layout().await {
+                    Ok(fresh) => {
+                        // Nodes may still be learning it: never ask again for it in a loop.
+                        if fresh.info.ring.version() < self.known_version.get() {
+                            self.known_version.set(fresh.info.ring.version());
+                        }
+                        Ok(fresh)
+                    }
+                    Err(_) => Ok(l),
+                }
+            }
             Some(l) => {
                 let old = l.fetched.elapsed() >= self.options.ring_refresh || self.stale.get();
                 if old && !self.refreshing.get() {
@@ -1179,12 +1225,26 @@ impl State {
         store: &str,
         key: &[u8],
     ) -> Result<Answer, DynamoError> {
-        let layout = self.layout_with_retries().await?;
-        let summary = layout.store(store)?;
+        let mut layout = self.layout_with_retries().await?;
+        let mut summary = layout.store(store)?;
         if let (Op::Get { r }, Coordination::ClientDriven) = (&op, self.options.coordination) {
             let mut round = 0;
+            let mut followed = false;
             loop {
-                match self.coordinate_get(&layout, &summary, key, *r).await {
+                let answer = self.coordinate_get(&layout, &summary, key, *r).await;
+                // A replica serves a newer ring (owners switched): read again, once, on
+                // the new ring, so that no read goes to former owners only.
+                if !followed && layout.info.ring.version() < self.known_version.get() {
+                    followed = true;
+                    if let Ok(fresh) = self.layout().await {
+                        if fresh.info.ring.version() > layout.info.ring.version() {
+                            layout = fresh;
+                            summary = layout.store(store)?;
+                            continue;
+                        }
+                    }
+                }
+                match answer {
                     Err(e)
                         if round < self.options.retries
                             && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) =>
@@ -1258,8 +1318,18 @@ impl State {
         key: &[u8],
     ) -> Result<Vec<Version>, DynamoError> {
         let node = self.internode(address).await?;
-        self.timed(address, rpc::call_replica_read(&node, address, store, key))
-            .await
+        let (versions, ring_version) = self
+            .timed(address, rpc::call_replica_read(&node, address, store, key))
+            .await?;
+        self.note_ring_version(ring_version);
+        Ok(versions)
+    }
+
+    /// Remembers the highest serving ring version a node reported.
+    fn note_ring_version(&self, v: u64) {
+        if v > self.known_version.get() {
+            self.known_version.set(v);
+        }
     }
 
     /// Client-driven get (paper section 6.4): reads the key's replicas directly, with
@@ -1440,9 +1510,11 @@ impl State {
             .inspect_err(|_| self.note_failure(address))?;
         let call = async {
             match op {
-                Op::Get { r } => Ok(Answer::Get(
-                    rpc::call_get(&conn.dynamo, address, store, key, *r, false).await?,
-                )),
+                Op::Get { r } => {
+                    let g = rpc::call_get(&conn.dynamo, address, store, key, *r, false).await?;
+                    self.note_ring_version(g.ring_version);
+                    Ok(Answer::Get(g))
+                }
                 Op::Put {
                     value,
                     context,
@@ -1457,9 +1529,9 @@ impl State {
                         w: *w,
                         request_id: *request_id,
                     };
-                    Ok(Answer::Put(
-                        rpc::call_put(&conn.dynamo, address, &req, false).await?,
-                    ))
+                    let p = rpc::call_put(&conn.dynamo, address, &req, false).await?;
+                    self.note_ring_version(p.ring_version);
+                    Ok(Answer::Put(p))
                 }
             }
         };

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use dynamo::client::{BlockingClient, Coordination, NodeStatus};
+use dynamo::client::{BlockingClient, Client, ClientOptions, Coordination, NodeStatus};
 use dynamo::cluster::LocalCluster;
 
 fn statuses(c: &BlockingClient, cluster: &LocalCluster) -> Vec<NodeStatus> {
@@ -487,5 +487,91 @@ fn a_dead_node_removed_with_force_leaves_every_key_with_n_replicas() {
                 "{k} on {o}"
             );
         }
+    }
+}
+
+/// Waits until the node at `address` reports a transfer in progress.
+fn wait_transfer_running(c: &BlockingClient, address: &str) {
+    eventually(30, &format!("a transfer running on {address}"), || {
+        c.status(Some(address))
+            .map(|s| s.transfer.is_some_and(|t| t.phase != "settled"))
+            .unwrap_or(false)
+    });
+}
+
+fn join_with_a_kill(victim_is_target: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let value = vec![b'x'; 1024];
+    for k in 0..2000 {
+        c.put("default", format!("bulk{k}").as_bytes(), &value, None, None)
+            .unwrap();
+    }
+    let new = cluster.add_node(&[]).unwrap();
+    let new_addr = cluster.nodes[new].address.clone();
+    let load = Load::start(&addrs);
+    admin(&["join", "--nodes", &new_addr, "--seed", &addrs[1]]);
+    wait_transfer_running(&c, &new_addr);
+    let victim = if victim_is_target { new } else { 0 };
+    cluster.kill(victim).unwrap();
+    cluster.restart(victim).unwrap();
+    watch_transfers(&addrs[1]);
+    converged(&c, &cluster, 4);
+    load.finish(&c, true);
+    for k in (0..2000).step_by(7) {
+        let g = c
+            .get("default", format!("bulk{k}").as_bytes(), None)
+            .unwrap();
+        assert_eq!(values(&g), vec![value.clone()], "bulk{k}");
+    }
+}
+
+#[test]
+fn a_source_killed_during_a_transfer_comes_back_and_the_transfer_completes() {
+    join_with_a_kill(false);
+}
+
+#[test]
+fn a_target_killed_during_its_transfer_starts_it_again_and_completes() {
+    join_with_a_kill(true);
+}
+
+#[test]
+fn a_client_follows_the_ring_version_its_replies_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    // A ring refresh far away: only replies can tell this client of the switch.
+    let c = Client::connect(
+        &addrs,
+        ClientOptions {
+            coordination: Coordination::ClientDriven,
+            ring_refresh: std::time::Duration::from_secs(3600),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+    .blocking();
+    for k in 0..100 {
+        c.put("default", format!("f{k}").as_bytes(), b"v0", None, None)
+            .unwrap();
+    }
+    assert_eq!(c.ring_version(), Some(1));
+    let new = cluster.add_node(&[]).unwrap();
+    let new_addr = cluster.nodes[new].address.clone();
+    admin(&["join", "--nodes", &new_addr, "--seed", &addrs[0]]);
+    watch_transfers(&addrs[0]);
+    let admin_view = client(&addrs, Coordination::ServerDriven);
+    converged(&admin_view, &cluster, 4);
+    // One round trip tells the client; the request after it routes on the new ring.
+    let g = c.get("default", b"f1", None).unwrap();
+    assert_eq!(values(&g), vec![b"v0".to_vec()]);
+    c.put("default", b"f2", b"v1", None, None).unwrap();
+    assert_eq!(c.ring_version(), Some(2));
+    for k in 0..100 {
+        let g = c.get("default", format!("f{k}").as_bytes(), None).unwrap();
+        assert!(!values(&g).is_empty(), "f{k}");
     }
 }

@@ -255,10 +255,22 @@ impl LocalNode {
                 .await;
         }
         let store_name = store.name().to_owned();
-        self.call_peer(target, "replica read", |c| async move {
-            rpc::call_replica_read(&c, target, &store_name, &key).await
-        })
-        .await
+        let (versions, theirs) = self
+            .call_peer(target, "replica read", |c| async move {
+                rpc::call_replica_read(&c, target, &store_name, &key).await
+            })
+            .await?;
+        let mine = self.core.view().map_or(0, |v| v.version());
+        if theirs > mine {
+            // The replica serves a newer ring: learn it now rather than at the next
+            // gossip round.
+            let node = self.clone();
+            let peer = target.to_owned();
+            tokio::task::spawn_local(async move {
+                let _ = super::gossip::exchange(&node, &super::gossip::Target::Member(peer)).await;
+            });
+        }
+        Ok(versions)
     }
 
     /// Writes a version set to one replica; `hint_for` makes it a stand-in's write.

@@ -158,11 +158,10 @@ impl DynamoServer {
             };
         }
         let out = self.node.coordinate_get(&st, key, r).await?;
-        Ok(GetResponse::from_siblings(
-            &out.siblings,
-            out.context,
-            self.node.name().to_owned(),
-        ))
+        let mut answer =
+            GetResponse::from_siblings(&out.siblings, out.context, self.node.name().to_owned());
+        answer.ring_version = self.node.core.view().map_or(0, |v| v.version());
+        Ok(answer)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -218,6 +217,7 @@ impl DynamoServer {
         Ok(PutResponse {
             context: token,
             coordinator: self.node.name().to_owned(),
+            ring_version: self.node.core.view().map_or(0, |v| v.version()),
         })
     }
 
@@ -493,7 +493,9 @@ impl internode::Server for InternodeServer {
         .await;
         match answer {
             Ok(encoded) => {
-                rpc::set_versions(results.get().init_versions(encoded.len() as u32), &encoded)
+                let mut r = results.get();
+                r.set_ring_version(self.node.core.view().map_or(0, |v| v.version()));
+                rpc::set_versions(r.init_versions(encoded.len() as u32), &encoded)
             }
             Err(e) => rpc::write_failure(results.get().init_failure(), &e),
         }

@@ -40,12 +40,14 @@ struct GetReply {
   siblings @1 :List(Sibling);
   context @2 :Text;          # covers exactly `siblings`; pass it to the next put
   coordinator @3 :Text;      # the node that coordinated the request
+  ringVersion @4 :UInt64;    # the serving ring version of the node that answered
 }
 
 struct PutReply {
   failure @0 :Failure;
   context @1 :Text;          # covers what was written and what the request's context covered
   coordinator @2 :Text;
+  ringVersion @3 :UInt64;    # the serving ring version of the node that answered
 }
 
 struct MemberInfo {
@@ -124,7 +126,10 @@ interface Dynamo {
 # Node to node: replica reads and writes of version sets, hinted delivery, ping.
 interface Internode {
   # This replica's versions of `key`, hinted ones it keeps for other owners included.
-  read @0 (store :Text, key :Data) -> (failure :Failure, versions :List(VersionBytes));
+  # `ringVersion` is the replica's serving ring version: a caller with an older ring
+  # refreshes it (a membership change switched owners).
+  read @0 (store :Text, key :Data)
+      -> (failure :Failure, versions :List(VersionBytes), ringVersion :UInt64);
   # Merge `versions` into this replica. With `hintFor` set the receiver is a stand-in
   # for that owner: it keeps the versions and a hint to hand them off later.
   write @1 (store :Text, key :Data, versions :List(VersionBytes), hintFor :Text)

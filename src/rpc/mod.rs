@@ -270,6 +270,7 @@ use crate::client::{GetResponse, MemberStatus, NodeStatus, PutResponse, Sibling,
 
 /// Fills a `GetReply` from a response.
 pub fn write_get_reply(mut b: dynamo_capnp::get_reply::Builder<'_>, g: &GetResponse) {
+    b.set_ring_version(g.ring_version);
     b.set_context(g.context.as_str());
     b.set_coordinator(g.coordinator.as_str());
     let mut list = b.init_siblings(g.siblings.len() as u32);
@@ -309,11 +310,13 @@ pub fn read_get_reply(
         context: text(r.get_context())?,
         coordinator: text(r.get_coordinator())?,
         stale_replicas: Vec::new(),
+        ring_version: r.get_ring_version(),
     })
 }
 
 /// Fills a `PutReply` from a response.
 pub fn write_put_reply(mut b: dynamo_capnp::put_reply::Builder<'_>, p: &PutResponse) {
+    b.set_ring_version(p.ring_version);
     b.set_context(p.context.as_str());
     b.set_coordinator(p.coordinator.as_str());
 }
@@ -330,6 +333,7 @@ pub fn read_put_reply(
     Ok(PutResponse {
         context: text(r.get_context())?,
         coordinator: text(r.get_coordinator())?,
+        ring_version: r.get_ring_version(),
     })
 }
 
@@ -510,7 +514,7 @@ pub async fn call_replica_read(
     address: &str,
     store: &str,
     key: &[u8],
-) -> Result<Vec<Version>, DynamoError> {
+) -> Result<(Vec<Version>, u64), DynamoError> {
     let mut req = node.read_request();
     req.get().set_store(store);
     req.get().set_key(key);
@@ -523,7 +527,10 @@ pub async fn call_replica_read(
     if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
         return Err(f);
     }
-    decode_versions(r.get_versions(), u64::from(u32::MAX))
+    Ok((
+        decode_versions(r.get_versions(), u64::from(u32::MAX))?,
+        r.get_ring_version(),
+    ))
 }
 
 /// Up to `limit` keys the replica at `address` holds in `partition` of `store` after
