@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -157,6 +158,29 @@ pub struct WorkloadArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// With --spawn: start one more node this long into the measured run (e.g. 5s,
+    /// 500ms) and join it with `dynamo admin join`; the report adds the transfer's
+    /// throughput, how long the join took, and p99 before, during and after it.
+    #[arg(long, requires = "spawn", value_parser = parse_duration)]
+    pub join_at: Option<Duration>,
+}
+
+/// `5s`, `500ms`, `2m` or plain seconds (`5`, `2.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(v) = t.strip_suffix("ms") {
+        (v, 0.001)
+    } else if let Some(v) = t.strip_suffix('s') {
+        (v, 1.0)
+    } else if let Some(v) = t.strip_suffix('m') {
+        (v, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v * scale)),
+        _ => Err(format!("{s:?} is not a duration like 5s, 500ms or 2m")),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -580,6 +604,7 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
     };
     let rt = runtime()?;
     let mut reports: Vec<WorkloadReport> = Vec::new();
+    let mut join = None;
     for (i, mode) in modes.iter().enumerate() {
         let opts = WorkloadOptions {
             nodes: nodes.clone(),
@@ -619,13 +644,48 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
             args.duration,
             mode
         );
-        let report = rt.block_on(workload::run(&client, &opts));
+        let report = match (i, args.join_at, cluster.take()) {
+            (0, Some(at), Some(mut c)) => {
+                let phases = Arc::new(workload::Phases::default());
+                let start = std::time::Instant::now();
+                let deadline = start + opts.duration;
+                let driver = {
+                    let phases = phases.clone();
+                    std::thread::spawn(move || {
+                        let r =
+                            dynamo::bench::join::join_during(&mut c, start, at, deadline, &phases);
+                        (c, r)
+                    })
+                };
+                let (report, per_phase) =
+                    rt.block_on(workload::run_phased(&client, &opts, Some(phases)));
+                let (c, progress) = driver
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the join driver panicked"))?;
+                cluster = Some(c);
+                join = Some(progress?.finish(per_phase));
+                report
+            }
+            (_, _, c) => {
+                cluster = c;
+                rt.block_on(workload::run(&client, &opts))
+            }
+        };
         reports.push(report);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        match &join {
+            Some(j) => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"runs": reports, "join": j}))?
+            ),
+            None => println!("{}", serde_json::to_string_pretty(&reports)?),
+        }
     } else {
         print!("{}", workload::render_table(&reports));
+        if let Some(j) = &join {
+            print!("{}", dynamo::bench::join::render(j));
+        }
     }
     if let Some(mut c) = cluster {
         c.stop_all();

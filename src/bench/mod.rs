@@ -3,5 +3,6 @@
 
 pub mod advise;
 pub mod engines;
+pub mod join;
 pub mod latency;
 pub mod workload;

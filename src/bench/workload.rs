@@ -199,8 +199,34 @@ struct Shared {
     reads: LatencyRecorder,
     updates: LatencyRecorder,
     total: LatencyRecorder,
+    /// All operations by the phase they started in (see [`Phases`]).
+    by_phase: Vec<LatencyRecorder>,
     errors: u64,
     samples: Vec<String>,
+}
+
+/// Phase marks for a run during which something happens (a node joining): the phase
+/// an operation started in, set by whoever drives the event, and when each began.
+#[derive(Debug, Default)]
+pub struct Phases {
+    current: std::sync::atomic::AtomicUsize,
+    started: Mutex<Vec<Instant>>,
+}
+
+impl Phases {
+    /// Moves to the next phase now.
+    pub fn advance(&self) {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Instant::now());
+        self.current.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The current phase (0 before the first `advance`).
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::SeqCst)
+    }
 }
 
 fn note_error(shared: &Mutex<Shared>, e: &DynamoError) {
@@ -269,6 +295,17 @@ pub async fn load(
 
 /// Runs the measured phase. Must be called inside a tokio runtime.
 pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
+    run_phased(client, opts, None).await.0
+}
+
+/// [`run`], with every operation also recorded by the phase of `phases` it started in;
+/// returns one summary per phase reached (its wall time from its start to the next
+/// phase's, or to the end of the run).
+pub async fn run_phased(
+    client: &Client,
+    opts: &WorkloadOptions,
+    phases: Option<Arc<Phases>>,
+) -> (WorkloadReport, Vec<PhaseSummary>) {
     // A real client is connected before its traffic starts: fetch the ring and open
     // the connections outside the measurement.
     let _ = client.ring().await;
@@ -279,6 +316,7 @@ pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
         reads: LatencyRecorder::default(),
         updates: LatencyRecorder::default(),
         total: LatencyRecorder::default(),
+        by_phase: Vec::new(),
         errors: 0,
         samples: Vec::new(),
     }));
@@ -291,7 +329,7 @@ pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
     let value = vec![b'v'; opts.value_size];
     let mut tasks = Vec::new();
     for worker in 0..opts.concurrency.max(1) {
-        let (client, shared, zipf, counter, requests, stop, value) = (
+        let (client, shared, zipf, counter, requests, stop, value, phases) = (
             client.clone(),
             shared.clone(),
             zipf.clone(),
@@ -299,6 +337,7 @@ pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
             requests.clone(),
             stop.clone(),
             value.clone(),
+            phases.clone(),
         );
         let opts = opts.clone();
         tasks.push(tokio::spawn(async move {
@@ -335,6 +374,7 @@ pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
                     KeyDistribution::Uniform => rng.random_range(0..opts.keys.max(1)),
                 };
                 let key = key_name(i);
+                let phase = phases.as_ref().map(|p| p.current());
                 let is_read = rng.random::<f64>() < opts.workload.read_fraction();
                 let result = if is_read {
                     requests.fetch_add(1, Ordering::Relaxed);
@@ -351,6 +391,12 @@ pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
                     Ok(()) => {
                         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
                         s.total.record(latency);
+                        if let Some(ph) = phase {
+                            while s.by_phase.len() <= ph {
+                                s.by_phase.push(LatencyRecorder::default());
+                            }
+                            s.by_phase[ph].record(latency);
+                        }
                         if is_read {
                             s.reads.record(latency)
                         } else {
@@ -372,7 +418,28 @@ pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
         None => 0.0,
     };
     let s = shared.lock().unwrap_or_else(|p| p.into_inner());
-    WorkloadReport {
+    let mut bounds = vec![start];
+    if let Some(p) = &phases {
+        bounds.extend(
+            p.started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied(),
+        );
+    }
+    let finished = start + elapsed;
+    let per_phase = s
+        .by_phase
+        .iter()
+        .enumerate()
+        .map(|(i, rec)| {
+            let from = bounds.get(i).copied().unwrap_or(finished).max(start);
+            let to = bounds.get(i + 1).copied().unwrap_or(finished).min(finished);
+            rec.summary(to.saturating_duration_since(from))
+        })
+        .collect();
+    let report = WorkloadReport {
         options: opts.clone(),
         total: s.total.summary(elapsed),
         reads: s.reads.summary(elapsed),
@@ -381,7 +448,8 @@ pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
         errors: s.errors,
         error_samples: s.samples.clone(),
         behind_ms,
-    }
+    };
+    (report, per_phase)
 }
 
 /// Starts a client for `opts`.

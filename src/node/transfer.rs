@@ -11,8 +11,9 @@
 //! 2. Each partition is read from its sources (its replicas in the serving ring), a
 //!    page at a time (at most [`PAGE_KEYS`] keys and [`PAGE_BYTES`] of values; the
 //!    next page is asked only once this one is merged: that is the backpressure), and
-//!    merged into the local replica. Per store, at least N - W + 1 sources must have
-//!    been read whole, so every write acknowledged by W replicas is seen.
+//!    merged into the local replica. Per store, N - W + 1 sources are read whole (the
+//!    next one is tried when one fails): every write acknowledged by W replicas is on
+//!    at least one of them.
 //! 3. The stores are synced, and only then is `Settled` issued: the sources never
 //!    drop data before the receiver made it durable.
 //!
@@ -253,6 +254,9 @@ async fn pull(node: &LocalNode, view: &Topology, moves: &[PendingMove]) -> Resul
             let mut read = 0;
             let mut failures = Vec::new();
             for source in &mv.sources {
+                if read >= need {
+                    break;
+                }
                 if node.core.view().and_then(|v| {
                     v.next_step()
                         .map(|s| (v.serving_digest(), s.change.clone()))
