@@ -320,16 +320,48 @@ fn render_status(s: &NodeStatus) -> String {
         s.uptime_ms as f64 / 1000.0,
         s.in_flight
     );
+    let digest = s
+        .membership_digest
+        .get(..12)
+        .unwrap_or(&s.membership_digest);
     out.push_str(&match s.ring_version {
         0 => "membership: not learned yet (asking the seeds)\n".to_string(),
+        v if v < s.target_ring_version => format!(
+            "membership: ring version {v} serving, {} once the transfers finish; {} change(s), digest {digest}\n",
+            s.target_ring_version, s.membership_changes,
+        ),
         v => format!(
-            "membership: ring version {v}, {} change(s), digest {}\n",
+            "membership: ring version {v}, {} change(s), digest {digest}\n",
             s.membership_changes,
-            s.membership_digest
-                .get(..12)
-                .unwrap_or(&s.membership_digest)
         ),
     });
+    if let Some(t) = &s.transfer {
+        let done = t.partitions.iter().filter(|p| p.state == "done").count();
+        out.push_str(&format!(
+            "transfer ({}, change {}): {}; {done} of {} partition(s) done, {} keys, {} bytes, {} bytes/s{}\n",
+            t.action,
+            t.change,
+            t.phase,
+            t.partitions.len(),
+            t.keys,
+            t.bytes,
+            t.rate_bytes_per_s,
+            t.eta_ms
+                .map(|ms| format!(", ETA {:.0} s", ms as f64 / 1000.0))
+                .unwrap_or_default()
+        ));
+        for p in t.partitions.iter().filter(|p| p.state != "done").take(8) {
+            out.push_str(&format!(
+                "  partition {} {} -> {}: {}, {} keys, {} bytes\n",
+                p.partition,
+                p.from.join("/"),
+                p.to,
+                p.state,
+                p.keys,
+                p.bytes
+            ));
+        }
+    }
     out.push_str(&format!(
         "{:<16} {:<22} {:<5} {:>10} {:>6}  {}\n",
         "member", "address", "state", "partitions", "hints", "last error"

@@ -3,6 +3,7 @@
 //! and nodes that issue changes concurrently converge once they have merged.
 
 use dynamo::membership::{ChangeKind, History, HistoryOrder};
+use dynamo::node::Topology;
 use dynamo::ring::Member;
 use proptest::prelude::*;
 
@@ -80,8 +81,25 @@ proptest! {
         q in prop::sample::select(vec![8u32, 16, 64]),
         steps in prop::collection::vec(step(), 0..40),
         seed in any::<u64>(),
+        settles in 0usize..6,
     ) {
-        let all = union(&simulate(q, &steps));
+        let mut all = union(&simulate(q, &steps));
+        // Receivers settle the first few steps, as their transfers would.
+        for _ in 0..settles {
+            let t = Topology::replay(all.clone(), &[3]).unwrap();
+            let Some(next) = t.next_step() else { break };
+            let change = next.change.clone();
+            let mut receivers: Vec<String> =
+                t.moves(3, None).into_iter().flat_map(|m| m.receivers).collect();
+            receivers.sort();
+            receivers.dedup();
+            for r in receivers {
+                all.issue(
+                    &format!("{r}-node"),
+                    ChangeKind::Settled { change: change.clone(), node: r, from: t.serving_digest() },
+                );
+            }
+        }
         let changes: Vec<_> = all.changes().cloned().collect();
         // Shuffle deterministically from the seed, and repeat some changes.
         let mut order: Vec<usize> = (0..changes.len()).collect();
@@ -104,6 +122,12 @@ proptest! {
         let b = shuffled.replay().unwrap();
         prop_assert_eq!(a.ring.to_json(), b.ring.to_json());
         prop_assert_eq!(a.skipped, b.skipped);
+        // The serving ring and step, with transfers settled or not, are the same too.
+        let ta = Topology::replay(all.clone(), &[3]).unwrap();
+        let tb = Topology::replay(shuffled, &[3]).unwrap();
+        prop_assert_eq!(ta.serving_step(), tb.serving_step());
+        prop_assert_eq!(ta.ring().to_json(), tb.ring().to_json());
+        prop_assert_eq!(ta.target().to_json(), a.ring.to_json());
     }
 
     #[test]
