@@ -973,16 +973,29 @@ impl State {
             candidates.extend(l.addresses.values().cloned());
         }
         let mut errors = Vec::new();
+        // The first ring at least as new as any reply reported; else the newest seen
+        // (a node that has not switched yet serves an older one).
+        let want = self.known_version.get();
+        let mut best: Option<Layout> = None;
         for a in candidates {
             match self.ring_of(&a).await {
                 Ok(l) => {
-                    let l = Rc::new(l);
-                    *self.layout.borrow_mut() = Some(l.clone());
-                    self.stale.set(false);
-                    return Ok(l);
+                    let v = l.info.ring.version();
+                    if best.as_ref().is_none_or(|b| v > b.info.ring.version()) {
+                        best = Some(l);
+                    }
+                    if v >= want {
+                        break;
+                    }
                 }
                 Err(e) => errors.push(e),
             }
+        }
+        if let Some(l) = best {
+            let l = Rc::new(l);
+            *self.layout.borrow_mut() = Some(l.clone());
+            self.stale.set(false);
+            return Ok(l);
         }
         // As for requests: when a node did not answer in time the caller sees a
         // timeout (its write may be pending elsewhere), else the cluster is unavailable.

@@ -122,9 +122,14 @@ fn gossip_spreads_a_change_made_at_one_node_to_all() {
     cluster.restart(2).unwrap();
     let after = converged(&c, &cluster, 2);
     assert_ne!(after, created);
-    for s in statuses(&c, &cluster) {
-        assert_eq!(s.membership_changes, 2, "{s:?}");
-    }
+    // The creation, the leave, and the settled transfers of the nodes that took over
+    // node-2's replicas: the same history everywhere.
+    let all = statuses(&c, &cluster);
+    assert!(all[0].membership_changes >= 2, "{:?}", all[0]);
+    assert!(
+        all.iter().all(|s| s.membership_digest == all[0].membership_digest),
+        "{all:?}"
+    );
 }
 
 #[test]

@@ -120,9 +120,14 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
-    /// Whether the change alters the ring (everything but `Settled`).
+    /// Whether the change alters the ring's placement: everything but `Settled` and
+    /// `SetAddress` (an address is looked up in the history, never part of a step, so
+    /// an address change made late can never reorder the ring's steps).
     pub fn is_ring_change(&self) -> bool {
-        !matches!(self, ChangeKind::Settled { .. })
+        !matches!(
+            self,
+            ChangeKind::Settled { .. } | ChangeKind::SetAddress { .. }
+        )
     }
 
     /// The member names the change is about.

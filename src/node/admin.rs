@@ -20,7 +20,7 @@ pub async fn handle(node: &LocalNode, request: AdminRequest) -> Result<AdminRepl
     match request {
         AdminRequest::Plan { change } => {
             let view = node.core.topology()?;
-            let summary = dry_run(node, &view, &change)?;
+            let summary = dry_run(node, &view, &change).await?;
             Ok(reply(node, &view, describe(&change), None, summary, None))
         }
         AdminRequest::Leave { node: name } => issue_here(node, ChangeKind::Leave { name }).await,
@@ -69,25 +69,30 @@ fn down(node: &LocalNode, view: &Topology, change: &ChangeKind) -> BTreeSet<Stri
     down
 }
 
-fn dry_run(
+async fn dry_run(
     node: &LocalNode,
     view: &Topology,
     change: &ChangeKind,
 ) -> Result<PlanSummary, DynamoError> {
     let n = view.target().target_n();
     let p = plan(view.history(), change, n, &down(node, view, change)).map_err(refused)?;
-    Ok(PlanSummary::of(&p, bytes_per_replica(node, view)))
+    Ok(PlanSummary::of(&p, bytes_per_replica(node, view).await))
 }
 
 /// The average bytes one partition replica holds here: the stores' engine sizes over
 /// the replicas this node holds (the estimate a plan gives for the data to move).
-fn bytes_per_replica(node: &LocalNode, view: &Topology) -> u64 {
+async fn bytes_per_replica(node: &LocalNode, view: &Topology) -> u64 {
+    let stores: Vec<_> = node.core.stores.values().cloned().collect();
+    // Sizing may walk an engine: off the event loop.
     let bytes: u64 = node
-        .core
-        .stores
-        .values()
-        .filter_map(|s| s.approximate_size().ok())
-        .sum();
+        .engine_any("estimating the store sizes", move || {
+            Ok(stores
+                .iter()
+                .filter_map(|s| s.approximate_size().ok())
+                .sum())
+        })
+        .await
+        .unwrap_or(0);
     let n = view.target().target_n();
     let ring = view.ring();
     let held = (0..ring.partition_count())
@@ -122,7 +127,7 @@ fn reply(
 /// Checks `kind` against the rules, issues it here and tells every member.
 async fn issue_here(node: &LocalNode, kind: ChangeKind) -> Result<AdminReply, DynamoError> {
     let view = node.core.topology()?;
-    let summary = dry_run(node, &view, &kind)?;
+    let summary = dry_run(node, &view, &kind).await?;
     let core = node.core.clone();
     let k = kind.clone();
     let (change, view) = node.engine_any("membership", move || core.issue(k)).await?;
@@ -185,7 +190,7 @@ async fn join_through(
     }
     let theirs_view = Topology::replay(theirs.clone(), &[])
         .map_err(|e| DynamoError::new(ErrorKind::BadRequest, format!("refused: {e}")))?;
-    let summary = dry_run(node, &theirs_view, &kind)?;
+    let summary = dry_run(node, &theirs_view, &kind).await?;
     let core = node.core.clone();
     let k = kind.clone();
     let (change, view) = node

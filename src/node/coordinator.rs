@@ -20,7 +20,7 @@ use crate::store::{printable_key, VersionedStore};
 use crate::version::{Siblings, Version};
 
 use super::local::LocalNode;
-use super::NodeCore;
+use super::{NodeCore, Topology};
 use crate::quorum::{stale_replicas, QuorumRead, ReadFn, Target};
 
 /// The replicas of one request and the owners left out.
@@ -38,6 +38,14 @@ pub struct GetOutcome {
     pub siblings: Siblings,
     /// Token covering them.
     pub context: String,
+}
+
+/// The walk of `key` in `view`, owned.
+fn walk_in(view: &Topology, store: &VersionedStore, key: &[u8]) -> Vec<String> {
+    NodeCore::walk(view, store, key)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// How long after its serving ring switched a node still sends writes to the replicas
@@ -58,25 +66,21 @@ impl LocalNode {
         walk
     }
 
-    /// Where a write of `key` goes besides its replicas, without counting toward W:
-    /// the nodes becoming its replicas while a membership change moves its partition,
-    /// and, for [`SWITCH_GRACE`] after a switch, the nodes that just stopped being its
-    /// replicas (readers with a view from before the switch still ask them).
-    pub(crate) fn receivers_of(&self, store: &VersionedStore, key: &[u8]) -> Vec<String> {
-        let Ok(t) = self.core.topology() else {
-            return Vec::new();
-        };
-        let p = t.ring().partition_for_key(store.name(), key);
+    /// The second replica set a write of `key` must also reach W of, in `view`: while a
+    /// membership change moves its partition, its replicas in the next step (the
+    /// receivers among them get the write too); for [`SWITCH_GRACE`] after a switch,
+    /// its replicas in the step before (readers whose view has not switched yet still
+    /// ask them). `None` when there is no such set.
+    pub(crate) fn second_set(
+        &self,
+        view: &Topology,
+        store: &VersionedStore,
+        key: &[u8],
+    ) -> Option<Vec<String>> {
+        let p = view.ring().partition_for_key(store.name(), key);
         let n = store.config().n;
-        let mut out = t.pending(p, n);
-        if self.core.serving_for() < SWITCH_GRACE {
-            for f in t.former(p, n) {
-                if !out.contains(&f) {
-                    out.push(f);
-                }
-            }
-        }
-        out
+        let grace = self.core.serving_for() < SWITCH_GRACE;
+        view.second_set(p, n, grace)
     }
 
     /// The walk of `key` in the current view, owned: the view may change while a
@@ -87,15 +91,12 @@ impl LocalNode {
         key: &[u8],
     ) -> Result<Vec<String>, DynamoError> {
         let t = self.core.topology()?;
-        Ok(NodeCore::walk(&t, store, key)
-            .into_iter()
-            .map(str::to_owned)
-            .collect())
+        Ok(walk_in(&t, store, key))
     }
 
-    fn plan(&self, store: &VersionedStore, key: &[u8]) -> Result<Plan, DynamoError> {
+    fn plan(&self, view: &Topology, store: &VersionedStore, key: &[u8]) -> Plan {
         let n = store.config().n;
-        let walk = self.walk(store, key)?;
+        let walk = walk_in(view, store, key);
         let mut targets = Vec::with_capacity(n);
         let mut down = Vec::new();
         for m in walk.iter().take(n) {
@@ -128,29 +129,33 @@ impl LocalNode {
                 hint_for: owed.pop(),
             });
         }
-        Ok(Plan {
+        Plan {
             targets,
             down,
             uncovered: owed.len(),
-        })
+        }
     }
 
     /// A plan with at least `need` targets if possible: when owners believed down
     /// leave it short, they are pinged first (one may be back before the ping loop
     /// noticed), so a quorum is never refused on stale health alone.
+    /// Returns the plan with the view it was made in: the whole request uses that one
+    /// view.
     async fn plan_probing(
         &self,
         store: &VersionedStore,
         key: &[u8],
         need: usize,
-    ) -> Result<Plan, DynamoError> {
-        let plan = self.plan(store, key)?;
+    ) -> Result<(Plan, Arc<Topology>), DynamoError> {
+        let view = self.core.topology()?;
+        let plan = self.plan(&view, store, key);
         if plan.targets.len() >= need || plan.down.is_empty() {
-            return Ok(plan);
+            return Ok((plan, view));
         }
         let probes = plan.down.iter().map(|(m, _)| self.ping(m));
         futures::future::join_all(probes).await;
-        self.plan(store, key)
+        let view = self.core.topology()?;
+        Ok((self.plan(&view, store, key), view))
     }
 
     fn unreachable_quorum(
@@ -220,7 +225,7 @@ impl LocalNode {
             }
             _ => None,
         };
-        let plan = self.plan_probing(store, &key, w).await?;
+        let (plan, view) = self.plan_probing(store, &key, w).await?;
         if plan.targets.len() < w {
             return Err(self.unreachable_quorum(op, store, &key, ("W", w), &plan));
         }
@@ -254,17 +259,25 @@ impl LocalNode {
         // Replicas get the version written (its past names what it supersedes), not
         // the key's whole sibling set.
         let mut fan = Replication::new(self.clone(), store.clone(), key, written.version, &plan);
+        // While owners change, the write needs W in the other replica set too.
+        let second = self.second_set(&view, store, &fan.key).unwrap_or_default();
+        let w2 = w.min(second.len());
+        fan.second = second.clone();
         if local {
-            fan.acked.push(self.name().to_owned());
+            fan.ack(self.name().to_owned(), None);
         }
         for t in plan.targets.iter().filter(|t| t.name != self.name()) {
             fan.send(t.clone());
         }
-        fan.send_to_receivers(self.receivers_of(store, &fan.key));
-        while fan.acked.len() < w && fan.pending > 0 {
+        let extra: Vec<String> = second
+            .into_iter()
+            .filter(|m| !plan.targets.iter().any(|t| t.name == *m))
+            .collect();
+        fan.send_to_receivers(extra);
+        while (fan.acked.len() < w || fan.acked_second.len() < w2) && fan.pending > 0 {
             fan.step().await;
         }
-        if fan.acked.len() >= w {
+        if fan.acked.len() >= w && fan.acked_second.len() >= w2 {
             // The rest of the replicas still get their copy (or a stand-in does),
             // without anyone waiting for it.
             if fan.pending > 0 {
@@ -289,7 +302,18 @@ impl LocalNode {
                 printable_key(&fan.key),
                 fan.acked.len(),
                 fan.acked.join(", "),
-                missing.join("; ")
+                if fan.acked.len() >= w {
+                    format!(
+                        "but only {} of W={w2} among the owners of the membership change in \
+                         progress ({}: {}); {}",
+                        fan.acked_second.len(),
+                        fan.second.join(", "),
+                        fan.acked_second.join(", "),
+                        missing.join("; ")
+                    )
+                } else {
+                    missing.join("; ")
+                }
             ),
         ))
     }
@@ -321,7 +345,7 @@ impl LocalNode {
         let r = check_quorum(store, "r", r, cfg.r)?;
         // Bad input is refused before any fan-out.
         store.check_key(&key)?;
-        let plan = self.plan_probing(store, &key, r).await?;
+        let (plan, _) = self.plan_probing(store, &key, r).await?;
         if plan.targets.len() < r {
             return Err(self.unreachable_quorum("get", store, &key, ("R", r), &plan));
         }
@@ -413,10 +437,14 @@ struct Replication {
     pending: usize,
     /// Members that stored the version (counted toward W).
     acked: Vec<String>,
-    /// Nodes becoming replicas of the key (a transfer is running): they get every
-    /// write, and a stand-in keeps a hint for them if they fail, but they do not count
-    /// toward W.
+    /// Nodes outside the key's replicas that get the write because a membership change
+    /// is in progress (see `second`): they do not count toward W among the replicas.
     receivers: Vec<String>,
+    /// The key's replicas in the other step of a membership change in progress (see
+    /// [`LocalNode::second_set`]); empty when none is.
+    second: Vec<String>,
+    /// Members of `second` (or stand-ins for them) that stored the version.
+    acked_second: Vec<String>,
     /// Failures, for the quorum error.
     failed: Vec<String>,
 }
@@ -446,11 +474,24 @@ impl Replication {
             pending: 0,
             acked: Vec::new(),
             receivers: Vec::new(),
+            second: Vec::new(),
+            acked_second: Vec::new(),
             failed: Vec::new(),
         }
     }
 
-    /// Sends the write to the nodes becoming replicas of the key too (see `receivers`).
+    /// Counts `name` (standing in for `hint_for`, if any) as having stored the version.
+    fn ack(&mut self, name: String, hint_for: Option<&str>) {
+        let owner = hint_for.unwrap_or(&name).to_owned();
+        if self.second.contains(&owner) {
+            self.acked_second.push(name.clone());
+        }
+        if !self.receivers.contains(&owner) {
+            self.acked.push(name);
+        }
+    }
+
+    /// Sends the write to the members of `second` that are not among the targets.
     fn send_to_receivers(&mut self, receivers: Vec<String>) {
         for r in receivers {
             if self.used.contains(&r) && r != self.node.name() {
@@ -490,11 +531,11 @@ impl Replication {
             return;
         };
         self.pending -= 1;
-        let owner = t.hint_for.as_ref().unwrap_or(&t.name);
-        let counts = !self.receivers.contains(owner);
         match result {
-            Ok(()) if counts => self.acked.push(t.name),
-            Ok(()) => {}
+            Ok(()) => {
+                let hint_for = t.hint_for.clone();
+                self.ack(t.name, hint_for.as_deref());
+            }
             Err(e) => {
                 self.failed.push(format!("{}: {}", t.name, e.message));
                 let owner = t.hint_for.clone().unwrap_or(t.name.clone());

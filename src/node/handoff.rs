@@ -123,12 +123,7 @@ async fn handoff_owner(
             HintLog::list_for(&s, &o, HANDOFF_BATCH).map_err(DynamoError::from)
         })
         .await?;
-    let members: Vec<String> = view
-        .ring()
-        .members()
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
+    let members: Vec<String> = view.member_names();
     let mut delivered = 0;
     for hint in hints {
         let s = store.clone();
@@ -136,7 +131,26 @@ async fn handoff_owner(
         let siblings = node
             .engine(store.name(), &hint.key, move || Ok(s.get(&key)?.siblings))
             .await?;
-        let targets: Vec<String> = if gone {
+        let n = store.config().n;
+        let serving_owners: Vec<String> = {
+            let r = view.ring();
+            let p = r.partition_for_key(store.name(), &hint.key);
+            r.preference_list(p, n)
+                .iter()
+                .map(|m| m.name.clone())
+                .collect()
+        };
+        let targets: Vec<String> = if !gone && !serving_owners.iter().any(|m| m == owner) {
+            // The owner is no longer among the key's replicas (a membership change
+            // moved it): the key's owners now get the versions too.
+            std::iter::once(owner.to_owned())
+                .chain(
+                    serving_owners
+                        .into_iter()
+                        .filter(|m| m != owner && m != node.name()),
+                )
+                .collect()
+        } else if gone {
             let t = view.target();
             let p = t.partition_for_key(store.name(), &hint.key);
             t.walk(p, store.config().n)
@@ -165,7 +179,19 @@ async fn handoff_owner(
         delivered += 1;
         let core = node.core.clone();
         let s = store.clone();
-        let owns = node.in_top_n(store, &hint.key);
+        // A replica in any ring of the view (serving, the next step's, the target, or
+        // the step just left) keeps its copy: a transfer may have put it there.
+        let owns = {
+            let n = store.config().n;
+            let me = node.name();
+            let p = view.ring().partition_for_key(store.name(), &hint.key);
+            let top = |r: &crate::ring::Ring| r.preference_list(p, n).iter().any(|m| m.name == me);
+            top(view.ring())
+                || top(view.target())
+                || view
+                    .second_set(p, n, true)
+                    .is_some_and(|s| s.iter().any(|m| m == me))
+        };
         let members = members.clone();
         let key = hint.key.clone();
         node.engine(store.name(), &key, move || {

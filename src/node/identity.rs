@@ -195,10 +195,10 @@ pub fn startup_history(
             .map_err(|e| invalid(&applied_path, e.to_string()))?;
         write_atomic(&applied_path, &text)?;
     }
-    if let Ok(replay) = history.replay() {
+    if let Ok(view) = crate::node::Topology::replay(history.clone(), &[]) {
         let me = config.this_member();
-        if let (Some(held), Some(now)) = (replay.ring.member(&me.name), me.address) {
-            if held.address.as_deref() != Some(now.as_str()) {
+        if let (true, Some(now)) = (view.is_member(&me.name), me.address) {
+            if view.address(&me.name) != Some(now.as_str()) {
                 history.issue(
                     origin,
                     ChangeKind::SetAddress {
@@ -315,11 +315,8 @@ mod tests {
         start(&config(dir.path(), &ms));
         let moved = [("a", "127.0.0.1:9"), ("b", "127.0.0.1:2")];
         let h = start(&config(dir.path(), &moved));
-        let ring = h.replay().unwrap().ring;
-        assert_eq!(
-            ring.member("a").unwrap().address.as_deref(),
-            Some("127.0.0.1:9")
-        );
+        let t = crate::node::Topology::replay(h, &[3]).unwrap();
+        assert_eq!(t.address("a"), Some("127.0.0.1:9"));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct LocalNode {
     connecting: Rc<RefCell<HashMap<String, Rc<tokio::sync::Mutex<()>>>>>,
     /// Per peer, calls that timed out since its last answer.
     timeouts: Rc<RefCell<HashMap<String, u32>>>,
+    /// Peers a gossip exchange is running with because they reported a newer ring.
+    learning: Rc<RefCell<std::collections::HashSet<String>>>,
 }
 
 impl LocalNode {
@@ -47,6 +49,7 @@ impl LocalNode {
             peers: Rc::default(),
             connecting: Rc::default(),
             timeouts: Rc::default(),
+            learning: Rc::default(),
         }
     }
 
@@ -261,13 +264,16 @@ impl LocalNode {
             })
             .await?;
         let mine = self.core.view().map_or(0, |v| v.version());
-        if theirs > mine {
+        if theirs > mine && self.learning.borrow_mut().insert(target.to_owned()) {
             // The replica serves a newer ring: learn it now rather than at the next
-            // gossip round.
+            // gossip round (one exchange per peer at a time).
             let node = self.clone();
             let peer = target.to_owned();
             tokio::task::spawn_local(async move {
-                let _ = super::gossip::exchange(&node, &super::gossip::Target::Member(peer)).await;
+                let _ =
+                    super::gossip::exchange(&node, &super::gossip::Target::Member(peer.clone()))
+                        .await;
+                node.learning.borrow_mut().remove(&peer);
             });
         }
         Ok(versions)

@@ -41,8 +41,8 @@ pub struct Step {
 pub struct PendingMove {
     /// The partition.
     pub partition: u32,
-    /// Its replicas in the serving ring that can give its data (a removed node is
-    /// not one).
+    /// Its replicas in the serving ring that can give its data (a node removed
+    /// anywhere in the history is not one).
     pub sources: Vec<String>,
     /// The nodes that become its replicas in the next step.
     pub receivers: Vec<String>,
@@ -78,10 +78,14 @@ impl Topology {
         let mut steps: Vec<Step> = Vec::new();
         let mut skipped = Vec::new();
         let mut settled: HashSet<(ChangeId, String, String)> = HashSet::new();
+        let mut moved: Vec<(String, String)> = Vec::new();
         for c in history.changes() {
             match (&c.kind, steps.last()) {
                 (ChangeKind::Settled { change, node, from }, _) => {
                     settled.insert((change.clone(), node.clone(), from.clone()));
+                }
+                (ChangeKind::SetAddress { name, address }, _) => {
+                    moved.push((name.clone(), address.clone()));
                 }
                 (
                     ChangeKind::Create {
@@ -128,6 +132,10 @@ impl Topology {
                     addresses.insert(m.name.clone(), a.clone());
                 }
             }
+        }
+        // Address changes, in history order, after every member's first address.
+        for (name, address) in moved {
+            addresses.insert(name, address);
         }
         let target = &steps[steps.len() - 1].ring;
         let mut serving = 0;
@@ -247,6 +255,21 @@ impl Topology {
             .collect()
     }
 
+    /// The replicas of `partition` (replication factor `n`) in the other step a write
+    /// must also reach while owners change: the next step's while its transfer runs,
+    /// else (when `grace`) the step before the serving one. `None` when that set is the
+    /// serving one or there is none.
+    pub fn second_set(&self, partition: u32, n: usize, grace: bool) -> Option<Vec<String>> {
+        let other = match self.next_step() {
+            Some(next) => &next.ring,
+            None if grace && self.serving > 0 => &self.steps[self.serving - 1].ring,
+            None => return None,
+        };
+        let set = names(other, partition, n);
+        let now = names(self.ring(), partition, n);
+        (set.iter().any(|m| !now.contains(m))).then_some(set)
+    }
+
     /// The nodes that were replicas of `partition` in the step before the serving one
     /// and are not any more: for a while after a switch, writes still go to them, so
     /// that a reader whose view has not switched yet (a client's cached ring, a node
@@ -269,10 +292,15 @@ impl Topology {
         let Some(next) = self.next_step() else {
             return Vec::new();
         };
-        let removed: Option<&str> = match &next.kind {
-            ChangeKind::Remove { name } => Some(name),
-            _ => None,
-        };
+        // A node removed anywhere in the history is dead: it is nobody's source.
+        let removed: BTreeSet<&str> = self
+            .history
+            .changes()
+            .filter_map(|c| match &c.kind {
+                ChangeKind::Remove { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
         let now = self.ring();
         (0..now.partition_count())
             .filter_map(|p| {
@@ -286,12 +314,18 @@ impl Topology {
                     partition: p,
                     sources: before
                         .into_iter()
-                        .filter(|s| Some(s.as_str()) != removed)
+                        .filter(|s| !removed.contains(s.as_str()))
                         .collect(),
                     receivers,
                 })
             })
             .collect()
+    }
+
+    /// Whether `node` receives data in the next step (for some replication factor).
+    pub fn is_receiver(&self, node: &str) -> bool {
+        self.next_step()
+            .is_some_and(|next| receivers(self.ring(), &next.ring).contains(node))
     }
 
     /// Whether `node` has said it holds what the next step moves to it (pulled from
@@ -363,16 +397,18 @@ pub fn ring_digest(ring: &Ring) -> String {
         .collect()
 }
 
-/// The nodes that become a replica of some partition between `before` and `after`
-/// (replication factor: `after`'s target N).
+/// The nodes that become a replica of some partition between `before` and `after`,
+/// for any replication factor up to `after`'s target N (stores may use a smaller N, and
+/// a node can enter a partition's first two replicas while it already was the third).
 fn receivers(before: &Ring, after: &Ring) -> BTreeSet<String> {
-    let n = after.target_n();
     let mut out = BTreeSet::new();
-    for p in 0..after.partition_count() {
-        let b = names(before, p, n);
-        for r in names(after, p, n) {
-            if !b.contains(&r) {
-                out.insert(r);
+    for n in 1..=after.target_n() {
+        for p in 0..after.partition_count() {
+            let b = names(before, p, n);
+            for r in names(after, p, n) {
+                if !b.contains(&r) {
+                    out.insert(r);
+                }
             }
         }
     }
@@ -532,7 +568,7 @@ mod tests {
     }
 
     #[test]
-    fn an_address_change_serves_at_once() {
+    fn an_address_change_serves_at_once_and_is_no_step() {
         let mut h = created();
         h.issue(
             "a-id",
@@ -542,7 +578,8 @@ mod tests {
             },
         );
         let t = Topology::replay(h, &[3]).unwrap();
-        assert_eq!(t.serving_step(), 1);
+        assert_eq!(t.steps().len(), 1);
+        assert_eq!(t.serving_step(), 0);
         assert_eq!(t.address("b"), Some("127.0.0.1:9"));
     }
 }

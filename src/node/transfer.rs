@@ -11,9 +11,10 @@
 //! 2. Each partition is read from its sources (its replicas in the serving ring), a
 //!    page at a time (at most [`PAGE_KEYS`] keys and [`PAGE_BYTES`] of values; the
 //!    next page is asked only once this one is merged: that is the backpressure), and
-//!    merged into the local replica. Per store, N - W + 1 sources are read whole (the
-//!    next one is tried when one fails): every write acknowledged by W replicas is on
-//!    at least one of them.
+//!    merged into the local replica. Every source that answers is read whole (a write
+//!    made with a smaller per-request W may be on one replica only), and per store at
+//!    least N - W + 1 must have answered: every write acknowledged by the store's W
+//!    replicas is on one of them.
 //! 3. The stores are synced, and only then is `Settled` issued: the sources never
 //!    drop data before the receiver made it durable.
 //!
@@ -120,17 +121,27 @@ impl TransferBoard {
         })
     }
 
-    fn start(&self, change: &ChangeId, action: String, moves: &[PendingMove], me: &str) {
-        let partitions = moves
-            .iter()
-            .map(|m| PartitionTransfer {
+    fn start(
+        &self,
+        change: &ChangeId,
+        action: String,
+        moves: &[(std::sync::Arc<VersionedStore>, Vec<PendingMove>)],
+        me: &str,
+    ) {
+        let mut partitions: Vec<PartitionTransfer> = Vec::new();
+        for m in moves.iter().flat_map(|(_, ms)| ms) {
+            if partitions.iter().any(|p| p.partition == m.partition) {
+                continue;
+            }
+            partitions.push(PartitionTransfer {
                 partition: m.partition,
                 from: m.sources.clone(),
                 to: me.to_owned(),
                 state: "pending".into(),
                 ..PartitionTransfer::default()
-            })
-            .collect();
+            });
+        }
+        partitions.sort_by_key(|p| p.partition);
         let status = TransferStatus {
             change: format!("{}#{}", change.origin, change.seq),
             action,
@@ -202,11 +213,17 @@ pub async fn transfer_loop(node: LocalNode) {
             board.update(|t| t.phase = "settled".into());
             continue;
         }
-        let moves = view.moves(view.target().target_n(), Some(node.name()));
-        if moves.is_empty() {
+        if !view.is_receiver(node.name()) {
             board.clear();
             continue;
         }
+        // Per store, with its own replication factor.
+        let moves: Vec<(std::sync::Arc<VersionedStore>, Vec<PendingMove>)> = node
+            .core
+            .stores
+            .values()
+            .map(|st| (st.clone(), view.moves(st.config().n, Some(node.name()))))
+            .collect();
         let change = next.change.clone();
         let from = view.serving_digest();
         board.start(&change, describe(&next.kind), &moves, node.name());
@@ -231,7 +248,11 @@ fn note_error(node: &LocalNode, last: &mut String, e: &DynamoError) {
 }
 
 /// Steps 1 to 3 of the module doc.
-async fn pull(node: &LocalNode, view: &Topology, moves: &[PendingMove]) -> Result<(), DynamoError> {
+async fn pull(
+    node: &LocalNode,
+    view: &Topology,
+    moves: &[(std::sync::Arc<VersionedStore>, Vec<PendingMove>)],
+) -> Result<(), DynamoError> {
     let board = &node.core.transfers;
     let base = view
         .next_step()
@@ -243,10 +264,22 @@ async fn pull(node: &LocalNode, view: &Topology, moves: &[PendingMove]) -> Resul
     }
     tokio::time::sleep(node.core.request_timeout() * 2 + Duration::from_millis(100)).await;
     board.update(|t| t.phase = "copying".into());
-    let stores: Vec<_> = node.core.stores.values().cloned().collect();
-    for mv in moves {
-        board.partition(mv.partition, |p| p.state = "running".into());
-        for store in &stores {
+    // Partition by partition (all stores), so progress and ETA follow partitions.
+    let mut by_partition: std::collections::BTreeMap<
+        u32,
+        Vec<(&std::sync::Arc<VersionedStore>, &PendingMove)>,
+    > = std::collections::BTreeMap::new();
+    for (store, store_moves) in moves {
+        for mv in store_moves {
+            by_partition
+                .entry(mv.partition)
+                .or_default()
+                .push((store, mv));
+        }
+    }
+    for (partition, work) in by_partition {
+        board.partition(partition, |p| p.state = "running".into());
+        for (store, mv) in work {
             let cfg = store.config();
             let need = (cfg.n + 1)
                 .saturating_sub(cfg.w)
@@ -254,9 +287,6 @@ async fn pull(node: &LocalNode, view: &Topology, moves: &[PendingMove]) -> Resul
             let mut read = 0;
             let mut failures = Vec::new();
             for source in &mv.sources {
-                if read >= need {
-                    break;
-                }
                 if node.core.view().and_then(|v| {
                     v.next_step()
                         .map(|s| (v.serving_digest(), s.change.clone()))
@@ -267,18 +297,17 @@ async fn pull(node: &LocalNode, view: &Topology, moves: &[PendingMove]) -> Resul
                         "the membership changed during the transfer; starting over",
                     ));
                 }
-                match copy(node, store, mv.partition, source).await {
+                match copy(node, store, partition, source).await {
                     Ok(()) => read += 1,
                     Err(e) => failures.push(format!("{source}: {}", e.message)),
                 }
             }
-            if read < need {
+            if read < need && !mv.sources.is_empty() {
                 return Err(DynamoError::new(
                     ErrorKind::Unavailable,
                     format!(
-                        "partition {} of store {}: read {read} of its {} source(s), {need} needed \
-                         (N={}, W={}): {}",
-                        mv.partition,
+                        "partition {partition} of store {}: read {read} of its {} source(s), {need} \
+                         needed (N={}, W={}): {}",
                         store.name(),
                         mv.sources.len(),
                         cfg.n,
@@ -288,10 +317,11 @@ async fn pull(node: &LocalNode, view: &Topology, moves: &[PendingMove]) -> Resul
                 ));
             }
         }
-        board.partition(mv.partition, |p| p.state = "done".into());
+        board.partition(partition, |p| p.state = "done".into());
     }
     board.update(|t| t.phase = "syncing".into());
-    for store in stores {
+    for (store, _) in moves {
+        let store = store.clone();
         node.engine_any("syncing after a transfer", move || Ok(store.sync()?))
             .await?;
     }
