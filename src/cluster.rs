@@ -37,6 +37,8 @@ pub struct ClusterSpec {
     pub partitions: u32,
     /// Per-call timeout between nodes, ms.
     pub request_timeout_ms: u64,
+    /// `node.membership_grace_ms` of every node.
+    pub membership_grace_ms: u64,
 }
 
 impl ClusterSpec {
@@ -49,6 +51,7 @@ impl ClusterSpec {
             stores: vec![StoreConfig::default()],
             partitions: crate::ring::DEFAULT_PARTITIONS,
             request_timeout_ms: 500,
+            membership_grace_ms: 30_000,
         }
     }
 }
@@ -143,6 +146,7 @@ impl LocalCluster {
             cfg.node.listen = m.address.clone();
             cfg.node.data_dir = node_dir.join("data");
             cfg.node.request_timeout_ms = spec.request_timeout_ms;
+            cfg.node.membership_grace_ms = spec.membership_grace_ms;
             cfg.cluster.partitions = spec.partitions;
             cfg.cluster.members = members.clone();
             cfg.stores = spec.stores.clone();

@@ -16,6 +16,8 @@
 //! request_timeout_ms = 500
 //! ping_interval_ms = 1000         # how often a peer marked down is probed
 //! gossip_interval_ms = 1000       # how often membership is gossiped with a peer
+//! membership_grace_ms = 30000     # after a ring switch: writes still reach dropped
+//!                                 # replicas this long, then they drop the data
 //!
 //! [cluster]
 //! partitions = 256                # Q, a power of two, fixed at cluster creation
@@ -141,6 +143,10 @@ pub struct NodeSection {
     /// How often this node gossips its membership history with one peer, in
     /// milliseconds.
     pub gossip_interval_ms: u64,
+    /// After the ring switched (a membership change's transfers finished): how long
+    /// writes still also go to the replicas that were dropped, and after which those
+    /// drop the partitions they no longer hold, in milliseconds.
+    pub membership_grace_ms: u64,
 }
 
 impl Default for NodeSection {
@@ -153,6 +159,7 @@ impl Default for NodeSection {
             request_timeout_ms: 500,
             ping_interval_ms: 1000,
             gossip_interval_ms: 1000,
+            membership_grace_ms: 30_000,
         }
     }
 }

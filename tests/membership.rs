@@ -127,7 +127,8 @@ fn gossip_spreads_a_change_made_at_one_node_to_all() {
     let all = statuses(&c, &cluster);
     assert!(all[0].membership_changes >= 2, "{:?}", all[0]);
     assert!(
-        all.iter().all(|s| s.membership_digest == all[0].membership_digest),
+        all.iter()
+            .all(|s| s.membership_digest == all[0].membership_digest),
         "{all:?}"
     );
 }
@@ -578,5 +579,40 @@ fn a_client_follows_the_ring_version_its_replies_carry() {
     for k in 0..100 {
         let g = c.get("default", format!("f{k}").as_bytes(), None).unwrap();
         assert!(!values(&g).is_empty(), "f{k}");
+    }
+}
+
+#[test]
+fn a_node_that_left_drops_its_data_once_the_grace_period_is_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = dynamo::cluster::ClusterSpec::new(4, dir.path());
+    spec.stores = vec![rocks()];
+    spec.partitions = 64;
+    spec.membership_grace_ms = 1500;
+    let cluster = LocalCluster::start(&spec, std::path::Path::new(EXE)).unwrap();
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let keys: Vec<String> = (0..200).map(|k| format!("d{k}")).collect();
+    for k in &keys {
+        c.put("default", k.as_bytes(), b"v", None, None).unwrap();
+    }
+    let held = |k: &String| {
+        !c.read_replica(&addrs[1], "default", k.as_bytes())
+            .unwrap()
+            .is_empty()
+    };
+    assert!(
+        keys.iter().any(held),
+        "node-2 holds some keys before it leaves"
+    );
+    admin(&["leave", "--nodes", &addrs[0], "node-2"]);
+    watch_transfers(&addrs[0]);
+    converged(&c, &cluster, 3);
+    eventually(30, "node-2 dropped every partition it gave up", || {
+        !keys.iter().any(held)
+    });
+    for k in &keys {
+        let g = c.get("default", k.as_bytes(), None).unwrap();
+        assert_eq!(values(&g), vec![b"v".to_vec()], "{k}");
     }
 }

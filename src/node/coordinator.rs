@@ -48,10 +48,6 @@ fn walk_in(view: &Topology, store: &VersionedStore, key: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// How long after its serving ring switched a node still sends writes to the replicas
-/// that were dropped: longer than a client's ring refresh and a few gossip rounds.
-pub const SWITCH_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
 impl LocalNode {
     /// Is this node one of the first N members of `key`'s preference list?
     pub fn in_top_n(&self, store: &VersionedStore, key: &[u8]) -> bool {
@@ -68,7 +64,8 @@ impl LocalNode {
 
     /// The second replica set a write of `key` must also reach W of, in `view`: while a
     /// membership change moves its partition, its replicas in the next step (the
-    /// receivers among them get the write too); for [`SWITCH_GRACE`] after a switch,
+    /// receivers among them get the write too); for the membership grace period
+    /// (`node.membership_grace_ms`) after a switch,
     /// its replicas in the step before (readers whose view has not switched yet still
     /// ask them). `None` when there is no such set.
     pub(crate) fn second_set(
@@ -79,7 +76,7 @@ impl LocalNode {
     ) -> Option<Vec<String>> {
         let p = view.ring().partition_for_key(store.name(), key);
         let n = store.config().n;
-        let grace = self.core.serving_for() < SWITCH_GRACE;
+        let grace = self.core.serving_for() < self.core.membership_grace();
         view.second_set(p, n, grace)
     }
 

@@ -359,6 +359,12 @@ impl NodeCore {
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Some(topology);
     }
 
+    /// `node.membership_grace_ms`: after a switch, how long writes still reach the
+    /// dropped replicas, and after which those drop their data.
+    pub fn membership_grace(&self) -> Duration {
+        Duration::from_millis(self.config.node.membership_grace_ms)
+    }
+
     /// How long this node has served with its current serving ring.
     pub fn serving_for(&self) -> Duration {
         self.serving_since

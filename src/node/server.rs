@@ -758,6 +758,7 @@ pub async fn serve_until(
     let ping = tokio::task::spawn_local(handoff::probe_loop(node.clone()));
     let gossip_task = tokio::task::spawn_local(gossip::gossip_loop(node.clone()));
     let transfer_task = tokio::task::spawn_local(transfer::transfer_loop(node.clone()));
+    let drop_task = tokio::task::spawn_local(transfer::drop_loop(node.clone()));
     let handoff_task = tokio::task::spawn_local(handoff::handoff_loop(node.clone()));
     tokio::pin!(stop);
     match core.view() {
@@ -790,6 +791,7 @@ pub async fn serve_until(
     ping.abort();
     gossip_task.abort();
     transfer_task.abort();
+    drop_task.abort();
     handoff_task.abort();
     let start = Instant::now();
     while core.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN {

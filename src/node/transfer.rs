@@ -375,6 +375,99 @@ async fn copy(
     }
 }
 
+/// Drops, in the background, the partitions this node is no longer a replica of: once
+/// no transfer is pending and the serving ring has served here longer than the
+/// membership grace period (so the receivers made the data durable long ago, and
+/// readers with an older ring have moved on). Keys with a hint still waiting are kept:
+/// hinted handoff moves them. Each partition is dropped once per serving ring.
+pub async fn drop_loop(node: LocalNode) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut done: std::collections::HashSet<(String, u32, String)> = Default::default();
+    loop {
+        tick.tick().await;
+        let Some(view) = node.core.view() else {
+            continue;
+        };
+        if view.next_step().is_some() || node.core.serving_for() < node.core.membership_grace() {
+            continue;
+        }
+        let serving = view.serving_digest();
+        // Every name the history ever held: hints may be kept for any of them.
+        let mut owners: Vec<String> = view
+            .history()
+            .changes()
+            .flat_map(|c| c.kind.names().into_iter().map(str::to_owned))
+            .collect();
+        owners.sort();
+        owners.dedup();
+        let stores: Vec<_> = node.core.stores.values().cloned().collect();
+        for store in stores {
+            let n = store.config().n;
+            for p in 0..view.ring().partition_count() {
+                let mine = |r: &crate::ring::Ring| {
+                    r.preference_list(p, n)
+                        .iter()
+                        .any(|m| m.name == node.name())
+                };
+                let key = (store.name().to_owned(), p, serving.clone());
+                if mine(view.ring()) || mine(view.target()) || done.contains(&key) {
+                    continue;
+                }
+                match drop_partition(&node, &store, p, &owners).await {
+                    Ok(0) => {}
+                    Ok(k) => eprintln!(
+                        "{}: dropped {k} key(s) of partition {p} of store {}: no longer a replica",
+                        node.name(),
+                        store.name()
+                    ),
+                    Err(e) => {
+                        eprintln!("{}: dropping partition {p}: {}", node.name(), e.message);
+                        continue;
+                    }
+                }
+                done.insert(key);
+            }
+        }
+    }
+}
+
+/// Drops partition `p` of `store` here, a page at a time, but for keys with a hint
+/// waiting for any of `owners`. Returns the keys dropped.
+async fn drop_partition(
+    node: &LocalNode,
+    store: &std::sync::Arc<VersionedStore>,
+    p: u32,
+    owners: &[String],
+) -> Result<usize, DynamoError> {
+    let mut after: Vec<u8> = Vec::new();
+    let mut dropped = 0;
+    loop {
+        let (st, owners, from) = (store.clone(), owners.to_vec(), after.clone());
+        let (n, last, more) = node
+            .engine_any("dropping a partition", move || {
+                let (keys, more) = st.keys_after(p, &from, 500)?;
+                let mut n = 0;
+                for k in &keys {
+                    if super::hints::HintLog::pending_for_key(&st, &owners, k)? {
+                        continue;
+                    }
+                    let siblings = st.get(k)?.siblings;
+                    if st.forget(k, &siblings)? {
+                        n += 1;
+                    }
+                }
+                Ok((n, keys.last().cloned(), more))
+            })
+            .await?;
+        dropped += n;
+        match (more, last) {
+            (true, Some(l)) => after = l,
+            _ => return Ok(dropped),
+        }
+    }
+}
+
 /// Issues `Settled` for `change` (pulled from the ring `from`) here and tells every
 /// member at once. Not when the view moved on during the pull: the pull then starts
 /// again against the new view.
