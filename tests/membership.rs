@@ -616,3 +616,35 @@ fn a_node_that_left_drops_its_data_once_the_grace_period_is_over() {
         assert_eq!(values(&g), vec![b"v".to_vec()], "{k}");
     }
 }
+
+#[test]
+fn a_replacement_takes_exactly_the_old_nodes_place_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let before = c.ring().unwrap().ring;
+    let new = cluster.add_node(&[]).unwrap();
+    let new_addr = cluster.nodes[new].address.clone();
+    let load = Load::start(&addrs);
+    let plan = admin(&[
+        "plan", "replace", "--nodes", &addrs[0], "node-2", &new_addr, "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    assert!(plan["change"].is_null());
+    let out = admin(&["replace", "--nodes", &addrs[0], "node-2", &new_addr]);
+    assert!(out.contains("replace node-2 by node-4: issued"), "{out}");
+    watch_transfers(&addrs[0]);
+    converged(&c, &cluster, 3);
+    let after = c.ring().unwrap().ring;
+    let names: Vec<&str> = after.members().iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["node-1", "node-3", "node-4"]);
+    assert_eq!(
+        before.partitions_of("node-2"),
+        after.partitions_of("node-4"),
+        "node-4 owns exactly what node-2 owned"
+    );
+    // node-2 handed everything over: with it gone, every write is still readable.
+    cluster.kill(1).unwrap();
+    load.finish(&c, true);
+}

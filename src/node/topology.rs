@@ -6,12 +6,13 @@
 //! change. The last one is the *target*. A change that moves replicas is not served
 //! at once: the nodes that become replicas of a partition (its *receivers*: in the
 //! partition's preference list of step i but not of step i-1) first pull its data, and
-//! each says so with a `Settled { change, node }` change. The *serving* step is the
-//! first step whose successor is not settled yet: reads use its preference lists;
-//! writes go to them and also to the receivers of the next step (see
-//! [`Topology::pending`]), so data moves one step at a time while nothing stops.
-//! A receiver that is no longer a member of the target ring (it was removed or left
-//! since) does not hold a step back.
+//! each says so with a `Settled { change, node, from }` change naming the ring it
+//! pulled from. The *serving* step advances over every step whose receivers have all
+//! settled from it: reads use its preference lists; writes go to them and also to the
+//! replicas of the next step (see [`Topology::second_set`]), so data moves one step at a
+//! time while nothing stops. A step whose missing receivers have all left the target
+//! ring since (a joiner removed before its transfer ended) is never served: the data
+//! moves from the serving ring straight to the step after it.
 //!
 //! Invariant: a [`Topology`] never changes. Everything in it is a function of the
 //! history's set of changes, so two nodes holding the same history serve with
@@ -54,6 +55,11 @@ pub struct Topology {
     history: History,
     steps: Vec<Step>,
     serving: usize,
+    /// The step served before `serving` (the writes' second set during the grace).
+    previous: Option<usize>,
+    /// The step whose data moves now (after `serving`; steps in between whose missing
+    /// receivers all left are skipped).
+    next: Option<usize>,
     digest: [u8; 16],
     skipped: Vec<(ChangeId, String)>,
     /// Every member's latest address (of any step: a member leaving is still reached).
@@ -139,17 +145,26 @@ impl Topology {
         }
         let target = &steps[steps.len() - 1].ring;
         let mut serving = 0;
-        while serving + 1 < steps.len() {
-            let next = &steps[serving + 1];
+        let mut previous = None;
+        let mut next = None;
+        let mut j = 1;
+        while j < steps.len() {
             let from = ring_digest(&steps[serving].ring);
-            let done = receivers(&steps[serving].ring, &next.ring).iter().all(|r| {
-                target.member(r).is_none()
-                    || settled.contains(&(next.change.clone(), r.clone(), from.clone()))
-            });
-            if !done {
+            let unsettled: Vec<String> = receivers(&steps[serving].ring, &steps[j].ring)
+                .into_iter()
+                .filter(|r| !settled.contains(&(steps[j].change.clone(), r.clone(), from.clone())))
+                .collect();
+            if unsettled.is_empty() {
+                previous = Some(serving);
+                serving = j;
+            } else if unsettled.iter().any(|r| target.member(r).is_some()) {
+                next = Some(j);
                 break;
             }
-            serving += 1;
+            // Else every receiver still missing has left the target since (a joiner
+            // removed before its transfer ended): that step is never served; the data
+            // moves straight from the serving ring to the one after it.
+            j += 1;
         }
         let ring = &steps[serving].ring;
         let mut walks = HashMap::new();
@@ -170,6 +185,8 @@ impl Topology {
             history,
             steps,
             serving,
+            previous,
+            next,
             skipped,
             addresses,
             walks,
@@ -204,7 +221,7 @@ impl Topology {
 
     /// The step after the serving one, whose data is moving now (`None`: settled).
     pub fn next_step(&self) -> Option<&Step> {
-        self.steps.get(self.serving + 1)
+        self.next.map(|j| &self.steps[j])
     }
 
     /// The history's digest: equal digests, equal views.
@@ -260,10 +277,10 @@ impl Topology {
     /// else (when `grace`) the step before the serving one. `None` when that set is the
     /// serving one or there is none.
     pub fn second_set(&self, partition: u32, n: usize, grace: bool) -> Option<Vec<String>> {
-        let other = match self.next_step() {
-            Some(next) => &next.ring,
-            None if grace && self.serving > 0 => &self.steps[self.serving - 1].ring,
-            None => return None,
+        let other = match (self.next_step(), self.previous) {
+            (Some(next), _) => &next.ring,
+            (None, Some(prev)) if grace => &self.steps[prev].ring,
+            _ => return None,
         };
         let set = names(other, partition, n);
         let now = names(self.ring(), partition, n);
@@ -275,7 +292,7 @@ impl Topology {
     /// that a reader whose view has not switched yet (a client's cached ring, a node
     /// that has not heard) still finds every write on the replicas it asks.
     pub fn former(&self, partition: u32, n: usize) -> Vec<String> {
-        let Some(before) = self.serving.checked_sub(1).map(|i| &self.steps[i].ring) else {
+        let Some(before) = self.previous.map(|i| &self.steps[i].ring) else {
             return Vec::new();
         };
         let now = names(self.ring(), partition, n);
@@ -470,8 +487,25 @@ mod tests {
         assert_eq!(t.version(), 2);
     }
 
+    /// Settles the next step as live receivers do: only those still in the target.
+    fn settle_live(h: &mut History, t: &Topology) {
+        let next = t.next_step().unwrap();
+        for r in receivers(t.ring(), &next.ring) {
+            if t.target().member(&r).is_some() {
+                h.issue(
+                    &format!("{r}-id"),
+                    ChangeKind::Settled {
+                        change: next.change.clone(),
+                        node: r,
+                        from: t.serving_digest(),
+                    },
+                );
+            }
+        }
+    }
+
     #[test]
-    fn steps_settle_in_order_and_a_removed_receiver_holds_nothing_back() {
+    fn a_joiner_removed_before_its_transfer_ended_is_never_served() {
         let mut h = created();
         h.issue(
             "a-id",
@@ -487,34 +521,47 @@ mod tests {
         );
         let t = Topology::replay(h.clone(), &[3]).unwrap();
         assert_eq!(t.serving_step(), 0);
-        // d dies before its transfer: removing it lets the first step pass; the
-        // remove's own receivers then pull from the survivors.
+        // d dies before its transfer: once removed, no ring holding d serves, since d
+        // never got its data.
         h.issue("a-id", ChangeKind::Remove { name: "d".into() });
-        let t = Topology::replay(h.clone(), &[3]).unwrap();
-        assert_eq!(
-            t.serving_step(),
-            1,
-            "d is excused: it is no member of the target"
-        );
-        let moves = t.moves(3, None);
-        assert!(moves
-            .iter()
-            .all(|m| !m.receivers.contains(&"d".to_string())));
-        settle_all(&mut h, &t);
-        let t = Topology::replay(h.clone(), &[3]).unwrap();
-        assert_eq!(t.serving_step(), 2);
-        let removal = t.moves(3, None);
-        assert!(
-            removal
+        let mut served = vec![];
+        for _ in 0..6 {
+            let t = Topology::replay(h.clone(), &[3]).unwrap();
+            served.push(t.serving_step());
+            assert!(
+                t.ring().member("d").is_none(),
+                "a ring with d serves: step {}",
+                t.serving_step()
+            );
+            let Some(_) = t.next_step() else { break };
+            assert!(t
+                .moves(3, None)
                 .iter()
-                .all(|m| !m.sources.contains(&"d".to_string())),
-            "{removal:?}"
-        );
-        settle_all(&mut h, &t);
+                .all(|m| !m.sources.contains(&"d".to_string())));
+            settle_live(&mut h, &t);
+        }
         let t = Topology::replay(h, &[3]).unwrap();
-        assert_eq!(t.serving_step(), 3);
-        assert!(t.ring().member("d").is_none());
+        assert_eq!(t.serving_step(), 3, "served {served:?}");
         assert_eq!(t.ring().to_json(), t.target().to_json());
+    }
+
+    #[test]
+    fn steps_settle_one_after_the_other() {
+        let mut h = created();
+        h.issue(
+            "a-id",
+            ChangeKind::Join {
+                member: Member::new("d"),
+            },
+        );
+        h.issue("a-id", ChangeKind::Leave { name: "a".into() });
+        for expected in [0, 1, 2] {
+            let t = Topology::replay(h.clone(), &[3]).unwrap();
+            assert_eq!(t.serving_step(), expected);
+            if t.next_step().is_some() {
+                settle_live(&mut h, &t);
+            }
+        }
     }
 
     #[test]
