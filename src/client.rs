@@ -992,6 +992,12 @@ impl State {
             }
         }
         if let Some(l) = best {
+            // Never go back to an older ring than the one held.
+            let held = self.layout.borrow().clone();
+            if let Some(h) = held.filter(|h| h.info.ring.version() > l.info.ring.version()) {
+                self.stale.set(false);
+                return Ok(h);
+            }
             let l = Rc::new(l);
             *self.layout.borrow_mut() = Some(l.clone());
             self.stale.set(false);

@@ -39,6 +39,8 @@ pub struct ClusterSpec {
     pub request_timeout_ms: u64,
     /// `node.membership_grace_ms` of every node.
     pub membership_grace_ms: u64,
+    /// `node.drop_moved_partitions` of every node.
+    pub drop_moved_partitions: bool,
 }
 
 impl ClusterSpec {
@@ -52,6 +54,7 @@ impl ClusterSpec {
             partitions: crate::ring::DEFAULT_PARTITIONS,
             request_timeout_ms: 500,
             membership_grace_ms: 30_000,
+            drop_moved_partitions: false,
         }
     }
 }
@@ -147,6 +150,7 @@ impl LocalCluster {
             cfg.node.data_dir = node_dir.join("data");
             cfg.node.request_timeout_ms = spec.request_timeout_ms;
             cfg.node.membership_grace_ms = spec.membership_grace_ms;
+            cfg.node.drop_moved_partitions = spec.drop_moved_partitions;
             cfg.cluster.partitions = spec.partitions;
             cfg.cluster.members = members.clone();
             cfg.stores = spec.stores.clone();

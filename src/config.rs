@@ -145,8 +145,13 @@ pub struct NodeSection {
     pub gossip_interval_ms: u64,
     /// After the ring switched (a membership change's transfers finished): how long
     /// writes still also go to the replicas that were dropped, and after which those
-    /// drop the partitions they no longer hold, in milliseconds.
+    /// may drop the partitions they no longer hold, in milliseconds.
     pub membership_grace_ms: u64,
+    /// Delete the data of partitions this node no longer holds a replica of, once the
+    /// grace period after a switch is over. Off by default: a membership change made
+    /// concurrently and learned late can still send the serving ring back to one in
+    /// which this node is a replica again.
+    pub drop_moved_partitions: bool,
 }
 
 impl Default for NodeSection {
@@ -160,6 +165,7 @@ impl Default for NodeSection {
             ping_interval_ms: 1000,
             gossip_interval_ms: 1000,
             membership_grace_ms: 30_000,
+            drop_moved_partitions: false,
         }
     }
 }

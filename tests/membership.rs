@@ -589,6 +589,7 @@ fn a_node_that_left_drops_its_data_once_the_grace_period_is_over() {
     spec.stores = vec![rocks()];
     spec.partitions = 64;
     spec.membership_grace_ms = 1500;
+    spec.drop_moved_partitions = true;
     let cluster = LocalCluster::start(&spec, std::path::Path::new(EXE)).unwrap();
     let addrs = cluster.addresses();
     let c = client(&addrs, Coordination::ClientDriven);

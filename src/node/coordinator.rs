@@ -62,22 +62,20 @@ impl LocalNode {
         walk
     }
 
-    /// The second replica set a write of `key` must also reach W of, in `view`: while a
-    /// membership change moves its partition, its replicas in the next step (the
-    /// receivers among them get the write too); for the membership grace period
-    /// (`node.membership_grace_ms`) after a switch,
-    /// its replicas in the step before (readers whose view has not switched yet still
-    /// ask them). `None` when there is no such set.
-    pub(crate) fn second_set(
+    /// The other replica sets a write of `key` must also reach W of, in `view` (see
+    /// [`Topology::second_sets`]): the next step's while a membership change moves the
+    /// key's partition, and the previous ring's for `node.membership_grace_ms` after a
+    /// switch (readers whose view has not switched yet still ask it).
+    pub(crate) fn second_sets(
         &self,
         view: &Topology,
         store: &VersionedStore,
         key: &[u8],
-    ) -> Option<Vec<String>> {
+    ) -> Vec<Vec<String>> {
         let p = view.ring().partition_for_key(store.name(), key);
         let n = store.config().n;
         let grace = self.core.serving_for() < self.core.membership_grace();
-        view.second_set(p, n, grace)
+        view.second_sets(p, n, grace)
     }
 
     /// The walk of `key` in the current view, owned: the view may change while a
@@ -235,6 +233,7 @@ impl LocalNode {
         let core = self.core.clone();
         let local = me.is_some();
         let hint_for = me.as_ref().and_then(|t| t.hint_for.clone());
+        let hint_for_me = hint_for.clone();
         let written = self
             .engine(store.name(), &key, move || {
                 let r = if local {
@@ -256,25 +255,27 @@ impl LocalNode {
         // Replicas get the version written (its past names what it supersedes), not
         // the key's whole sibling set.
         let mut fan = Replication::new(self.clone(), store.clone(), key, written.version, &plan);
-        // While owners change, the write needs W in the other replica set too.
-        let second = self.second_set(&view, store, &fan.key).unwrap_or_default();
-        let w2 = w.min(second.len());
-        fan.second = second.clone();
+        // While owners change, the write needs W in the other replica sets too.
+        let seconds = self.second_sets(&view, store, &fan.key);
+        fan.acked_second = vec![Vec::new(); seconds.len()];
+        fan.second = seconds.clone();
         if local {
-            fan.ack(self.name().to_owned(), None);
+            fan.ack(self.name().to_owned(), hint_for_me.as_deref());
         }
         for t in plan.targets.iter().filter(|t| t.name != self.name()) {
             fan.send(t.clone());
         }
-        let extra: Vec<String> = second
-            .into_iter()
-            .filter(|m| !plan.targets.iter().any(|t| t.name == *m))
-            .collect();
+        let mut extra: Vec<String> = Vec::new();
+        for m in seconds.into_iter().flatten() {
+            if !plan.targets.iter().any(|t| t.name == m) && !extra.contains(&m) {
+                extra.push(m);
+            }
+        }
         fan.send_to_receivers(extra);
-        while (fan.acked.len() < w || fan.acked_second.len() < w2) && fan.pending > 0 {
+        while !fan.quorum(w) && fan.pending > 0 {
             fan.step().await;
         }
-        if fan.acked.len() >= w && fan.acked_second.len() >= w2 {
+        if fan.quorum(w) {
             // The rest of the replicas still get their copy (or a stand-in does),
             // without anyone waiting for it.
             if fan.pending > 0 {
@@ -301,11 +302,19 @@ impl LocalNode {
                 fan.acked.join(", "),
                 if fan.acked.len() >= w {
                     format!(
-                        "but only {} of W={w2} among the owners of the membership change in \
-                         progress ({}: {}); {}",
-                        fan.acked_second.len(),
-                        fan.second.join(", "),
-                        fan.acked_second.join(", "),
+                        "but not W={w} of every replica set of the membership change in \
+                         progress ({}); {}",
+                        fan.second
+                            .iter()
+                            .zip(&fan.acked_second)
+                            .map(|(set, acked)| format!(
+                                "{} of [{}]: {}",
+                                acked.len(),
+                                set.join(", "),
+                                acked.join(", ")
+                            ))
+                            .collect::<Vec<_>>()
+                            .join("; "),
                         missing.join("; ")
                     )
                 } else {
@@ -437,11 +446,11 @@ struct Replication {
     /// Nodes outside the key's replicas that get the write because a membership change
     /// is in progress (see `second`): they do not count toward W among the replicas.
     receivers: Vec<String>,
-    /// The key's replicas in the other step of a membership change in progress (see
-    /// [`LocalNode::second_set`]); empty when none is.
-    second: Vec<String>,
-    /// Members of `second` (or stand-ins for them) that stored the version.
-    acked_second: Vec<String>,
+    /// The key's other replica sets while a membership change is in progress (see
+    /// [`LocalNode::second_sets`]); empty when none is.
+    second: Vec<Vec<String>>,
+    /// Per set of `second`: its members (or stand-ins for them) that stored the version.
+    acked_second: Vec<Vec<String>>,
     /// Failures, for the quorum error.
     failed: Vec<String>,
 }
@@ -477,18 +486,33 @@ impl Replication {
         }
     }
 
-    /// Counts `name` (standing in for `hint_for`, if any) as having stored the version.
+    /// Counts `name` (standing in for `hint_for`, if any) as having stored the version:
+    /// toward W among the replicas unless it is only there for a membership change,
+    /// and toward each other set it (or the owner it stands in for) belongs to.
     fn ack(&mut self, name: String, hint_for: Option<&str>) {
         let owner = hint_for.unwrap_or(&name).to_owned();
-        if self.second.contains(&owner) {
-            self.acked_second.push(name.clone());
+        for (set, acked) in self.second.iter().zip(self.acked_second.iter_mut()) {
+            if set.contains(&owner) || set.contains(&name) {
+                acked.push(name.clone());
+            }
         }
         if !self.receivers.contains(&owner) {
             self.acked.push(name);
         }
     }
 
-    /// Sends the write to the members of `second` that are not among the targets.
+    /// Whether W is reached among the replicas and in every other set (each needs
+    /// W of its members, or all of them when it has fewer).
+    fn quorum(&self, w: usize) -> bool {
+        self.acked.len() >= w
+            && self
+                .second
+                .iter()
+                .zip(&self.acked_second)
+                .all(|(set, acked)| acked.len() >= w.min(set.len()))
+    }
+
+    /// Sends the write to the members of the other sets that are not among the targets.
     fn send_to_receivers(&mut self, receivers: Vec<String>) {
         for r in receivers {
             if self.used.contains(&r) && r != self.node.name() {

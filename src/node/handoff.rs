@@ -189,8 +189,9 @@ async fn handoff_owner(
             top(view.ring())
                 || top(view.target())
                 || view
-                    .second_set(p, n, true)
-                    .is_some_and(|s| s.iter().any(|m| m == me))
+                    .second_sets(p, n, true)
+                    .iter()
+                    .any(|s| s.iter().any(|m| m == me))
         };
         let members = members.clone();
         let key = hint.key.clone();

@@ -144,6 +144,16 @@ impl NodeCore {
                 Some(Arc::new(t))
             }
         };
+        if let Some(v) = &view {
+            let n = v.target().target_n();
+            if let Some(sc) = config.stores.iter().find(|s| s.n > n) {
+                return Err(NodeError::Config(format!(
+                    "store {:?} has N={} but the cluster was created for N up to {n}: its \
+                     replicas beyond {n} would never receive transfers",
+                    sc.name, sc.n
+                )));
+            }
+        }
         let partitions = config.cluster.partitions;
         let mut stores = BTreeMap::new();
         let hints = HintLog::default();

@@ -42,8 +42,8 @@ pub struct Step {
 pub struct PendingMove {
     /// The partition.
     pub partition: u32,
-    /// Its replicas in the serving ring that can give its data (a node removed
-    /// anywhere in the history is not one).
+    /// Its replicas in the serving ring that can give its data (a node whose last
+    /// ring change is a removal is not one).
     pub sources: Vec<String>,
     /// The nodes that become its replicas in the next step.
     pub receivers: Vec<String>,
@@ -272,19 +272,46 @@ impl Topology {
             .collect()
     }
 
-    /// The replicas of `partition` (replication factor `n`) in the other step a write
-    /// must also reach while owners change: the next step's while its transfer runs,
-    /// else (when `grace`) the step before the serving one. `None` when that set is the
-    /// serving one or there is none.
-    pub fn second_set(&self, partition: u32, n: usize, grace: bool) -> Option<Vec<String>> {
-        let other = match (self.next_step(), self.previous) {
-            (Some(next), _) => &next.ring,
-            (None, Some(prev)) if grace => &self.steps[prev].ring,
-            _ => return None,
-        };
-        let set = names(other, partition, n);
+    /// The other replica sets of `partition` (replication factor `n`) a write must also
+    /// reach W of while owners change: the next step's while its transfer runs, and
+    /// (when `grace`) the ring served before the serving one, without nodes removed
+    /// since (they are dead). Sets equal to the serving one are left out.
+    pub fn second_sets(&self, partition: u32, n: usize, grace: bool) -> Vec<Vec<String>> {
         let now = names(self.ring(), partition, n);
-        (set.iter().any(|m| !now.contains(m))).then_some(set)
+        let removed = self.removed();
+        let mut out = Vec::new();
+        let mut rings: Vec<&Ring> = Vec::new();
+        if let Some(next) = self.next_step() {
+            rings.push(&next.ring);
+        }
+        if let (Some(prev), true) = (self.previous, grace) {
+            rings.push(&self.steps[prev].ring);
+        }
+        for ring in rings {
+            let set: Vec<String> = names(ring, partition, n)
+                .into_iter()
+                .filter(|m| !removed.contains(m.as_str()))
+                .collect();
+            if set.iter().any(|m| !now.contains(m)) && !out.contains(&set) {
+                out.push(set);
+            }
+        }
+        out
+    }
+
+    /// The nodes whose last ring change in the history is a `Remove`: dead, nobody's
+    /// source (a node removed and joined again is a member like any other).
+    pub fn removed(&self) -> BTreeSet<&str> {
+        let mut last: HashMap<&str, bool> = HashMap::new();
+        for c in self.history.changes().filter(|c| c.kind.is_ring_change()) {
+            let removal = matches!(c.kind, ChangeKind::Remove { .. });
+            for name in c.kind.names() {
+                last.insert(name, removal);
+            }
+        }
+        last.into_iter()
+            .filter_map(|(n, removed)| removed.then_some(n))
+            .collect()
     }
 
     /// The nodes that were replicas of `partition` in the step before the serving one
@@ -309,15 +336,7 @@ impl Topology {
         let Some(next) = self.next_step() else {
             return Vec::new();
         };
-        // A node removed anywhere in the history is dead: it is nobody's source.
-        let removed: BTreeSet<&str> = self
-            .history
-            .changes()
-            .filter_map(|c| match &c.kind {
-                ChangeKind::Remove { name } => Some(name.as_str()),
-                _ => None,
-            })
-            .collect();
+        let removed = self.removed();
         let now = self.ring();
         (0..now.partition_count())
             .filter_map(|p| {

@@ -389,7 +389,10 @@ pub async fn drop_loop(node: LocalNode) {
         let Some(view) = node.core.view() else {
             continue;
         };
-        if view.next_step().is_some() || node.core.serving_for() < node.core.membership_grace() {
+        if !node.core.config.node.drop_moved_partitions
+            || view.next_step().is_some()
+            || node.core.serving_for() < node.core.membership_grace()
+        {
             continue;
         }
         let serving = view.serving_digest();
@@ -402,7 +405,7 @@ pub async fn drop_loop(node: LocalNode) {
         owners.sort();
         owners.dedup();
         let stores: Vec<_> = node.core.stores.values().cloned().collect();
-        for store in stores {
+        'pass: for store in stores {
             let n = store.config().n;
             for p in 0..view.ring().partition_count() {
                 let mine = |r: &crate::ring::Ring| {
@@ -414,7 +417,7 @@ pub async fn drop_loop(node: LocalNode) {
                 if mine(view.ring()) || mine(view.target()) || done.contains(&key) {
                     continue;
                 }
-                match drop_partition(&node, &store, p, &owners).await {
+                match drop_partition(&node, &view, &store, p, &owners).await {
                     Ok(0) => {}
                     Ok(k) => eprintln!(
                         "{}: dropped {k} key(s) of partition {p} of store {}: no longer a replica",
@@ -422,8 +425,9 @@ pub async fn drop_loop(node: LocalNode) {
                         store.name()
                     ),
                     Err(e) => {
+                        // The view changed (or the store failed): start a fresh pass.
                         eprintln!("{}: dropping partition {p}: {}", node.name(), e.message);
-                        continue;
+                        break 'pass;
                     }
                 }
                 done.insert(key);
@@ -433,9 +437,12 @@ pub async fn drop_loop(node: LocalNode) {
 }
 
 /// Drops partition `p` of `store` here, a page at a time, but for keys with a hint
-/// waiting for any of `owners`. Returns the keys dropped.
+/// waiting for any of `owners`; stops as soon as the view is no longer `view` (a
+/// change may make this node a receiver of `p` again, and its pull must not be
+/// deleted). Returns the keys dropped.
 async fn drop_partition(
     node: &LocalNode,
+    view: &std::sync::Arc<Topology>,
     store: &std::sync::Arc<VersionedStore>,
     p: u32,
     owners: &[String],
@@ -444,15 +451,25 @@ async fn drop_partition(
     let mut dropped = 0;
     loop {
         let (st, owners, from) = (store.clone(), owners.to_vec(), after.clone());
+        let (core, seen) = (node.core.clone(), view.clone());
         let (n, last, more) = node
             .engine_any("dropping a partition", move || {
-                let (keys, more) = st.keys_after(p, &from, 500)?;
+                let (keys, more) = st.keys_after(p, &from, 100)?;
                 let mut n = 0;
                 for k in &keys {
+                    let same = core
+                        .view()
+                        .is_some_and(|now| std::sync::Arc::ptr_eq(&now, &seen));
+                    if !same {
+                        return Err(DynamoError::new(
+                            ErrorKind::Unavailable,
+                            "the membership changed; the drop waits for the next pass",
+                        ));
+                    }
+                    let siblings = st.get(k)?.siblings;
                     if super::hints::HintLog::pending_for_key(&st, &owners, k)? {
                         continue;
                     }
-                    let siblings = st.get(k)?.siblings;
                     if st.forget(k, &siblings)? {
                         n += 1;
                     }
