@@ -1277,12 +1277,16 @@ impl State {
         }
         let mut errors = Vec::new();
         let mut timed_out = false;
+        let mut attempts = 0;
         for round in 0..=self.options.retries {
             if round > 0 {
                 tokio::time::sleep(retry_pause(round)).await;
             }
             for address in self.route(&layout, &summary, key) {
-                match self.send(&address, &op, store, key).await {
+                // Any attempt after the first may follow one that was applied.
+                let retry = attempts > 0;
+                attempts += 1;
+                match self.send(&address, &op, store, key, retry).await {
                     Ok(a) => return Ok(a),
                     // Unreachable, shutting down or slow: another node can take it.
                     Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) => {
@@ -1522,6 +1526,7 @@ impl State {
         op: &Op,
         store: &str,
         key: &[u8],
+        retry: bool,
     ) -> Result<Answer, DynamoError> {
         let conn = self
             .conn(address)
@@ -1547,6 +1552,7 @@ impl State {
                         context,
                         w: *w,
                         request_id: *request_id,
+                        retry,
                     };
                     let p = rpc::call_put(&conn.dynamo, address, &req, false).await?;
                     self.note_ring_version(p.ring_version);

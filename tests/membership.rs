@@ -166,7 +166,10 @@ fn start_writer(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<WriterResult> {
     std::thread::spawn(move || {
-        let c = client(&addrs, mode);
+        // A generous timeout: on these shared 2 cores, a put that times out is retried
+        // at another coordinator, which may not have its first copy yet and then makes a
+        // second sibling of the same value (a retry limitation, not a membership one).
+        let c = client_with_timeout(&addrs, mode, std::time::Duration::from_secs(15));
         let mut acked = std::collections::BTreeMap::new();
         let mut failures = 0;
         let mut round = 0u64;

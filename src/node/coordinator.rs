@@ -199,6 +199,7 @@ impl LocalNode {
     /// Coordinates a put (value `Some`) or delete (`None`). Returns the new context's
     /// token. With a `request_id` that already wrote a version here, that version is
     /// replicated again instead of writing a new one (a retried request).
+    #[allow(clippy::too_many_arguments)]
     pub async fn coordinate_put(
         &self,
         store: &Arc<VersionedStore>,
@@ -207,6 +208,7 @@ impl LocalNode {
         context: Option<String>,
         w: Option<u8>,
         request_id: Option<u64>,
+        retry: bool,
     ) -> Result<String, DynamoError> {
         let op = if value.is_some() { "put" } else { "delete" };
         let cfg = store.config();
@@ -234,6 +236,10 @@ impl LocalNode {
         let local = me.is_some();
         let hint_for = me.as_ref().and_then(|t| t.hint_for.clone());
         let hint_for_me = hint_for.clone();
+        if let (true, true, Some(id)) = (retry, local, request_id) {
+            self.take_earlier_attempt(store, &key, id, &plan, hint_for.as_deref())
+                .await;
+        }
         let written = self
             .engine(store.name(), &key, move || {
                 let r = if local {
@@ -322,6 +328,48 @@ impl LocalNode {
                 }
             ),
         ))
+    }
+
+    /// A retried write: an earlier attempt may have been applied at another coordinator
+    /// whose reply was lost. Its version (found by request id on the key's replicas) is
+    /// merged here first, so the write below replays it instead of making a second
+    /// sibling of the same value. Best effort: replicas that fail are skipped.
+    async fn take_earlier_attempt(
+        &self,
+        store: &Arc<VersionedStore>,
+        key: &[u8],
+        id: u64,
+        plan: &Plan,
+        hint_for: Option<&str>,
+    ) {
+        let key_rc = Rc::new(key.to_vec());
+        let reads = plan
+            .targets
+            .iter()
+            .filter(|t| t.name != self.name())
+            .map(|t| self.replica_read(&t.name, store, key_rc.clone()));
+        let found: Vec<Version> = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .flatten()
+            .filter(|v| v.request_id == Some(id))
+            .collect();
+        if found.is_empty() {
+            return;
+        }
+        let (core, s, k, hint) = (
+            self.core.clone(),
+            store.clone(),
+            key.to_vec(),
+            hint_for.map(str::to_owned),
+        );
+        let _ = self
+            .engine(store.name(), key, move || {
+                core.hints.merge(&s, &k, found, hint.as_deref())?;
+                Ok(())
+            })
+            .await;
     }
 
     /// A stand-in for a replica that failed during a request: the next healthy member

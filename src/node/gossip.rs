@@ -235,6 +235,37 @@ async fn call_address(
         })
 }
 
+/// Makes sure member `peer` holds every change of `mine`: pushes it, then asks until
+/// the peer's history includes it (it merges in the background), for up to 3 s.
+pub(crate) async fn confirm_known(
+    node: &LocalNode,
+    peer: &str,
+    mine: &History,
+) -> Result<(), DynamoError> {
+    let target = Target::Member(peer.to_owned());
+    let json = history_json(mine);
+    let mut pushed = false;
+    for _ in 0..30 {
+        let push = (!pushed).then_some(json.as_str());
+        let (digest, theirs) = call(node, &target, &mine.digest(), push).await?;
+        pushed = true;
+        if digest.as_slice() == mine.digest().as_slice() {
+            return Ok(());
+        }
+        if let Some(t) = theirs {
+            let t = parse_history(&t, peer)?;
+            if mine.ids().iter().all(|id| t.contains(id)) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(DynamoError::new(
+        ErrorKind::Unavailable,
+        format!("{peer} did not take the membership change within 3 s"),
+    ))
+}
+
 /// The history of the node at `address` (`None` when it has none), on a connection of
 /// its own.
 pub(crate) async fn fetch_history(

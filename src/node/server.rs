@@ -174,18 +174,23 @@ impl DynamoServer {
         w: Option<u8>,
         forwarded: bool,
         request_id: Option<u64>,
+        retry: bool,
     ) -> Result<PutResponse, DynamoError> {
         self.check_open()?;
         let st = self.node.core.store(&store)?.clone();
-        let req = rpc::WriteRequest {
-            store: &store,
-            key: &key,
-            value: value.as_deref(),
-            context: &context,
-            w,
-            request_id,
-        };
+        let mut retry = retry;
         for owner in self.forward_targets(&st, &key, forwarded) {
+            let req = rpc::WriteRequest {
+                store: &store,
+                key: &key,
+                value: value.as_deref(),
+                context: &context,
+                w,
+                request_id,
+                retry,
+            };
+            // A forward that failed may have been applied: the next one is a retry.
+            retry = true;
             let attempt = async {
                 let d = self.node.dynamo_of(&owner).await?;
                 let answer = rpc::call_put(&d, &owner, &req, true).await;
@@ -207,7 +212,7 @@ impl DynamoServer {
         let context = (!context.is_empty()).then_some(context);
         let token = self
             .node
-            .coordinate_put(&st, key, value, context, w, request_id)
+            .coordinate_put(&st, key, value, context, w, request_id, retry)
             .await?;
         let delay = self.node.core.config.faults.delay_write_reply_ms;
         if delay > 0 {
@@ -305,9 +310,10 @@ impl dynamo::Server for DynamoServer {
         })();
         let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
         let id = request_id(p.get_request_id());
+        let retry = p.get_retry();
         let answer = match parsed {
             Ok((store, key, value, ctx)) => {
-                self.handle_put(store, key, Some(value), ctx, w, fwd, id)
+                self.handle_put(store, key, Some(value), ctx, w, fwd, id, retry)
                     .await
             }
             Err(e) => Err(e),
@@ -332,8 +338,12 @@ impl dynamo::Server for DynamoServer {
         })();
         let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
         let id = request_id(p.get_request_id());
+        let retry = p.get_retry();
         let answer = match parsed {
-            Ok((store, key, ctx)) => self.handle_put(store, key, None, ctx, w, fwd, id).await,
+            Ok((store, key, ctx)) => {
+                self.handle_put(store, key, None, ctx, w, fwd, id, retry)
+                    .await
+            }
             Err(e) => Err(e),
         };
         rpc::answer_put(results.get().init_reply(), &answer);

@@ -4,10 +4,12 @@
 //! replica of partitions it did not hold, this node pulls them and then says so with a
 //! `Settled` change; once every receiver has, the next step serves. The pull:
 //!
-//! 1. Every member that answers is told the change first (a gossip exchange with
-//!    each), so from then on every write coordinated anywhere also comes here (see
-//!    [`Topology::pending`]). Writes started before a coordinator knew finish or fail
-//!    within twice the request timeout, which the pull waits out.
+//! 1. Every member this node believes up is told the change first, and the pull waits
+//!    until each has taken it (a member that cannot be told makes the pull start again
+//!    later), so from then on every write coordinated anywhere also comes here (see
+//!    [`Topology::second_sets`]). Writes started before a coordinator knew finish or
+//!    fail within twice the request timeout, which the pull waits out. A member believed
+//!    down asks its peers for the membership when it starts, before it serves.
 //! 2. Each partition is read from its sources (its replicas in the serving ring), a
 //!    page at a time (at most [`PAGE_KEYS`] keys and [`PAGE_BYTES`] of values; the
 //!    next page is asked only once this one is merged: that is the backpressure), and
@@ -257,10 +259,24 @@ async fn pull(
     let base = view
         .next_step()
         .map(|s| (view.serving_digest(), s.change.clone()));
+    // Every member that may coordinate a write must know the change before the copy
+    // starts, so that its writes reach this node from then on. A member this node
+    // believes down is skipped: it asks its peers for the membership when it starts.
     for peer in view.member_names() {
-        if peer != node.name() {
-            let _ = gossip::exchange(node, &Target::Member(peer)).await;
+        if peer == node.name() || !node.is_healthy(&peer) {
+            continue;
         }
+        gossip::confirm_known(node, &peer, view.history())
+            .await
+            .map_err(|e| {
+                DynamoError::new(
+                    e.kind,
+                    format!(
+                        "telling {peer} about the change before copying: {}",
+                        e.message
+                    ),
+                )
+            })?;
     }
     tokio::time::sleep(node.core.request_timeout() * 2 + Duration::from_millis(100)).await;
     board.update(|t| t.phase = "copying".into());

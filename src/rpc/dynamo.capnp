@@ -105,14 +105,16 @@ struct StatusReply {
 # request on to a coordinator in the key's preference list (server-driven coordination);
 # a forwarded request is never forwarded again. `requestId` (0: none) is chosen by the
 # client once per put or delete and kept across its retries: a node that finds a version
-# written by that id answers with it instead of writing again.
+# written by that id answers with it instead of writing again. `retry` says an earlier
+# attempt of the same request may have been applied elsewhere (its reply was lost): the
+# coordinator then first looks for that request's version on the key's replicas.
 interface Dynamo {
   get @0 (store :Text, key :Data, r :UInt8, forwarded :Bool) -> (reply :GetReply);
   put @1 (store :Text, key :Data, value :Data, context :Text, w :UInt8, forwarded :Bool,
-          requestId :UInt64)
+          requestId :UInt64, retry :Bool)
       -> (reply :PutReply);
   delete @2 (store :Text, key :Data, context :Text, w :UInt8, forwarded :Bool,
-             requestId :UInt64)
+             requestId :UInt64, retry :Bool)
       -> (reply :PutReply);
   ring @3 () -> (reply :RingReply);
   status @4 () -> (reply :StatusReply);

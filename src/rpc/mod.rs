@@ -688,6 +688,8 @@ pub struct WriteRequest<'a> {
     pub w: Option<u8>,
     /// The client's id for this write, the same on every retry (`None`: no id).
     pub request_id: Option<u64>,
+    /// An earlier attempt of this request may have been applied somewhere.
+    pub retry: bool,
 }
 
 /// Calls `put` (value `Some`) or `delete` (`None`) on the node at `address`;
@@ -705,6 +707,7 @@ pub async fn call_put(
         context,
         w,
         request_id,
+        retry,
     } = *req;
     let request_id = request_id.unwrap_or(0);
     match value {
@@ -718,6 +721,7 @@ pub async fn call_put(
             p.set_w(w.unwrap_or(0));
             p.set_forwarded(forwarded);
             p.set_request_id(request_id);
+            p.set_retry(retry);
             let resp = req
                 .send()
                 .promise
@@ -735,6 +739,7 @@ pub async fn call_put(
             p.set_w(w.unwrap_or(0));
             p.set_forwarded(forwarded);
             p.set_request_id(request_id);
+            p.set_retry(retry);
             let resp = req
                 .send()
                 .promise
