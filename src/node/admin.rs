@@ -126,6 +126,9 @@ fn reply(
 
 /// Checks `kind` against the rules, issues it here and tells every member.
 async fn issue_here(node: &LocalNode, kind: ChangeKind) -> Result<AdminReply, DynamoError> {
+    // A change made with a stale history may sort before changes already carried out
+    // elsewhere; learning what the members know first keeps that window small.
+    catch_up(node).await;
     let view = node.core.topology()?;
     let summary = dry_run(node, &view, &kind).await?;
     let core = node.core.clone();
@@ -140,6 +143,17 @@ async fn issue_here(node: &LocalNode, kind: ChangeKind) -> Result<AdminReply, Dy
         summary,
         None,
     ))
+}
+
+/// Merges the history of every member this node believes up (failures are skipped).
+async fn catch_up(node: &LocalNode) {
+    if let Some(view) = node.core.view() {
+        for peer in view.member_names() {
+            if peer != node.name() && node.is_healthy(&peer) {
+                let _ = gossip::exchange(node, &Target::Member(peer)).await;
+            }
+        }
+    }
 }
 
 /// Tells every member the new history at once (gossip would, within seconds).
@@ -159,12 +173,23 @@ async fn join_through(
     seed: &str,
     kind: ChangeKind,
 ) -> Result<AdminReply, DynamoError> {
-    let theirs = gossip::fetch_history(node, seed).await?.ok_or_else(|| {
+    let mut theirs = gossip::fetch_history(node, seed).await?.ok_or_else(|| {
         DynamoError::new(
             ErrorKind::BadRequest,
             format!("refused: the node at {seed} belongs to no cluster yet"),
         )
     })?;
+    // The seed may lag: merge what its members know before making the change.
+    if let Ok(seen) = Topology::replay(theirs.clone(), &[]) {
+        for (name, address) in seen.addresses() {
+            if name == node.name() || address == seed {
+                continue;
+            }
+            if let Ok(Some(h)) = gossip::fetch_history(node, &address).await {
+                let _ = theirs.merge(&h);
+            }
+        }
+    }
     let mine = node.core.view();
     let same_cluster = mine.as_ref().is_some_and(|v| {
         let mut m: History = v.history().clone();
