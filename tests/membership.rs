@@ -164,11 +164,11 @@ fn start_writer(
     prefix: &'static str,
     keys: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    progress: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::thread::JoinHandle<WriterResult> {
     std::thread::spawn(move || {
-        // A generous timeout: on these shared 2 cores, a put that times out is retried
-        // at another coordinator, which may not have its first copy yet and then makes a
-        // second sibling of the same value (a retry limitation, not a membership one).
+        // A generous timeout: fifteen multi-process tests share these 2 cores, and a
+        // request that times out is a failure of the load, not of membership.
         let c = client_with_timeout(&addrs, mode, std::time::Duration::from_secs(15));
         let mut acked = std::collections::BTreeMap::new();
         let mut failures = 0;
@@ -187,6 +187,7 @@ fn start_writer(
                 match c.put("default", key.as_bytes(), &value, context.as_deref(), None) {
                     Ok(_) => {
                         acked.insert(key, value);
+                        progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(_) => failures += 1,
                 }
@@ -220,34 +221,12 @@ fn a_fourth_node_joins_under_load_and_every_acknowledged_write_stays_readable() 
         c.put("default", format!("pre{k}").as_bytes(), b"pre", None, None)
             .unwrap();
     }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers = [
-        start_writer(
-            addrs.clone(),
-            Coordination::ClientDriven,
-            "cd",
-            40,
-            stop.clone(),
-        ),
-        start_writer(
-            addrs.clone(),
-            Coordination::ServerDriven,
-            "sd",
-            40,
-            stop.clone(),
-        ),
-    ];
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let load = Load::start(&addrs);
     cluster.add_node(&[addrs[0].clone()]).unwrap();
     converged(&c, &cluster, 4);
     // The load goes on against the grown cluster for a while.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        let (acked, failures) = w.join().unwrap();
-        assert_eq!(failures, 0, "no request failed during the join");
-        check_acknowledged(&c, &acked);
-    }
+    load.wait_for_more_writes(40);
+    load.finish(&c, false);
     for k in 0..300 {
         let g = c
             .get("default", format!("pre{k}").as_bytes(), None)
@@ -295,30 +274,47 @@ type WriterResult = (std::collections::BTreeMap<String, Vec<u8>>, usize);
 
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Writes acknowledged so far, all writers.
+    progress: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     writers: Vec<std::thread::JoinHandle<WriterResult>>,
 }
 
 impl Load {
+    /// Starts the writers and returns once they have had writes acknowledged.
     fn start(addrs: &[String]) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writers = vec![
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writers = [
+            (Coordination::ClientDriven, "cd"),
+            (Coordination::ServerDriven, "sd"),
+        ]
+        .into_iter()
+        .map(|(mode, prefix)| {
             start_writer(
                 addrs.to_vec(),
-                Coordination::ClientDriven,
-                "cd",
+                mode,
+                prefix,
                 40,
                 stop.clone(),
-            ),
-            start_writer(
-                addrs.to_vec(),
-                Coordination::ServerDriven,
-                "sd",
-                40,
-                stop.clone(),
-            ),
-        ];
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Self { stop, writers }
+                progress.clone(),
+            )
+        })
+        .collect();
+        let load = Self {
+            stop,
+            progress,
+            writers,
+        };
+        load.wait_for_more_writes(20);
+        load
+    }
+
+    /// Waits until `n` more writes have been acknowledged.
+    fn wait_for_more_writes(&self, n: usize) {
+        let goal = self.progress.load(std::sync::atomic::Ordering::Relaxed) + n;
+        eventually(60, &format!("{n} more acknowledged writes"), || {
+            self.progress.load(std::sync::atomic::Ordering::Relaxed) >= goal
+        });
     }
 
     /// Stops the writers and checks every acknowledged write through `c`.
@@ -401,6 +397,14 @@ fn admin_refuses_what_cannot_be_done_with_the_reason() {
         (
             vec!["remove", "--nodes", &a, "node-2", "--force"],
             "node-2 answers",
+        ),
+        (
+            vec!["remove", "--nodes", &a, "node-1", "--force"],
+            "is the node answering",
+        ),
+        (
+            vec!["join", "--nodes", &a, "--seed", "127.0.0.1:1"],
+            "127.0.0.1:1",
         ),
         (
             vec!["join", "--nodes", &a, "--seed", &cluster.nodes[1].address],
