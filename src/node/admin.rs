@@ -33,7 +33,16 @@ pub async fn handle(node: &LocalNode, request: AdminRequest) -> Result<AdminRepl
                      admin leave` for a node that is up (it hands its data off first)",
                 ));
             }
-            if name != node.name() && node.ping(&name).await.is_ok() {
+            if name == node.name() {
+                return Err(DynamoError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "refused: {name} is the node answering, so it is up; use `dynamo admin \
+                         leave` (it hands its data off first), or ask another member"
+                    ),
+                ));
+            }
+            if node.ping(&name).await.is_ok() {
                 return Err(DynamoError::new(
                     ErrorKind::BadRequest,
                     format!(

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use md5::Digest as _;
 use tokio::net::TcpListener;
 
 use crate::client::{GetResponse, MemberStatus, NodeStatus, PutResponse, StoreSummary};
@@ -61,6 +60,21 @@ pub(crate) fn store_summaries(core: &NodeCore) -> Vec<StoreSummary> {
             }
         })
         .collect()
+}
+
+/// `partition` if `st` has it, else a bad-request error saying how many it has.
+fn existing_partition(st: &VersionedStore, partition: u32) -> Result<u32, DynamoError> {
+    if partition < st.partitions() {
+        return Ok(partition);
+    }
+    Err(DynamoError::new(
+        ErrorKind::BadRequest,
+        format!(
+            "partition {partition} does not exist: store {} has {} partitions",
+            st.name(),
+            st.partitions()
+        ),
+    ))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -261,9 +275,9 @@ impl DynamoServer {
             ring_version: view.as_ref().map_or(0, |v| v.version()),
             membership_changes: view.as_ref().map_or(0, |v| v.history().len() as u32),
             membership_digest: view.as_ref().map_or_else(String::new, |v| hex(&v.digest())),
-            ring_digest: view.as_ref().map_or_else(String::new, |v| {
-                hex(&md5::Md5::digest(v.ring().to_json().as_bytes()))
-            }),
+            ring_digest: view
+                .as_ref()
+                .map_or_else(String::new, |v| v.serving_digest()),
             target_ring_version: view.as_ref().map_or(0, |v| v.steps().len() as u64),
             transfer: core.transfers.snapshot(),
         })
@@ -565,17 +579,7 @@ impl internode::Server for InternodeServer {
         let p = params.get()?;
         let answer = async {
             let st = self.store(p.get_store())?;
-            let partition = p.get_partition();
-            if partition >= st.partitions() {
-                return Err(DynamoError::new(
-                    ErrorKind::BadRequest,
-                    format!(
-                        "partition {partition} does not exist: store {} has {} partitions",
-                        st.name(),
-                        st.partitions()
-                    ),
-                ));
-            }
+            let partition = existing_partition(&st, p.get_partition())?;
             let after = rpc::data(p.get_after())?;
             // At most 10,000 keys a page, so one reply stays far below any message limit.
             let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
@@ -608,17 +612,7 @@ impl internode::Server for InternodeServer {
         let p = params.get()?;
         let answer = async {
             let st = self.store(p.get_store())?;
-            let partition = p.get_partition();
-            if partition >= st.partitions() {
-                return Err(DynamoError::new(
-                    ErrorKind::BadRequest,
-                    format!(
-                        "partition {partition} does not exist: store {} has {} partitions",
-                        st.name(),
-                        st.partitions()
-                    ),
-                ));
-            }
+            let partition = existing_partition(&st, p.get_partition())?;
             let after = rpc::data(p.get_after())?;
             let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
             // A page stays far below the message limit whatever the caller asked.

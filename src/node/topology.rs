@@ -60,6 +60,10 @@ pub struct Topology {
     /// The step whose data moves now (after `serving`; steps in between whose missing
     /// receivers all left are skipped).
     next: Option<usize>,
+    /// The nodes that receive data in the next step.
+    next_receivers: BTreeSet<String>,
+    /// The nodes whose last ring change is a `Remove`.
+    removed: BTreeSet<String>,
     digest: [u8; 16],
     skipped: Vec<(ChangeId, String)>,
     /// Every member's latest address (of any step: a member leaving is still reached).
@@ -68,12 +72,10 @@ pub struct Topology {
     walks: HashMap<usize, Vec<Vec<usize>>>,
 }
 
-/// The preference list of `partition`: its first `n` members (`Ring::walk` goes on
-/// with the stand-ins).
+/// The preference list of `partition`, by name.
 fn names(ring: &Ring, partition: u32, n: usize) -> Vec<String> {
-    ring.walk(partition, n)
+    ring.preference_list(partition, n)
         .iter()
-        .take(n)
         .map(|m| m.name.clone())
         .collect()
 }
@@ -180,6 +182,10 @@ impl Topology {
                     .collect()
             });
         }
+        let next_receivers = next
+            .map(|j| receivers(&steps[serving].ring, &steps[j].ring))
+            .unwrap_or_default();
+        let removed = removed_nodes(&history);
         Ok(Self {
             digest: history.digest(),
             history,
@@ -187,6 +193,8 @@ impl Topology {
             serving,
             previous,
             next,
+            next_receivers,
+            removed,
             skipped,
             addresses,
             walks,
@@ -258,28 +266,11 @@ impl Topology {
         }
     }
 
-    /// The nodes that are becoming replicas of `partition` (replication factor `n`) in
-    /// the next step: writes go to them too, so that nothing written while their
-    /// transfer runs is missing when the next step serves.
-    pub fn pending(&self, partition: u32, n: usize) -> Vec<String> {
-        let Some(next) = self.next_step() else {
-            return Vec::new();
-        };
-        let now = names(self.ring(), partition, n);
-        names(&next.ring, partition, n)
-            .into_iter()
-            .filter(|r| !now.contains(r))
-            .collect()
-    }
-
     /// The other replica sets of `partition` (replication factor `n`) a write must also
     /// reach W of while owners change: the next step's while its transfer runs, and
     /// (when `grace`) the ring served before the serving one, without nodes removed
     /// since (they are dead). Sets equal to the serving one are left out.
     pub fn second_sets(&self, partition: u32, n: usize, grace: bool) -> Vec<Vec<String>> {
-        let now = names(self.ring(), partition, n);
-        let removed = self.removed();
-        let mut out = Vec::new();
         let mut rings: Vec<&Ring> = Vec::new();
         if let Some(next) = self.next_step() {
             rings.push(&next.ring);
@@ -287,10 +278,16 @@ impl Topology {
         if let (Some(prev), true) = (self.previous, grace) {
             rings.push(&self.steps[prev].ring);
         }
+        let mut out = Vec::new();
+        if rings.is_empty() {
+            // The common case, on every write: no membership change in progress.
+            return out;
+        }
+        let now = names(self.ring(), partition, n);
         for ring in rings {
             let set: Vec<String> = names(ring, partition, n)
                 .into_iter()
-                .filter(|m| !removed.contains(m.as_str()))
+                .filter(|m| !self.removed.contains(m))
                 .collect();
             if set.iter().any(|m| !now.contains(m)) && !out.contains(&set) {
                 out.push(set);
@@ -301,32 +298,8 @@ impl Topology {
 
     /// The nodes whose last ring change in the history is a `Remove`: dead, nobody's
     /// source (a node removed and joined again is a member like any other).
-    pub fn removed(&self) -> BTreeSet<&str> {
-        let mut last: HashMap<&str, bool> = HashMap::new();
-        for c in self.history.changes().filter(|c| c.kind.is_ring_change()) {
-            let removal = matches!(c.kind, ChangeKind::Remove { .. });
-            for name in c.kind.names() {
-                last.insert(name, removal);
-            }
-        }
-        last.into_iter()
-            .filter_map(|(n, removed)| removed.then_some(n))
-            .collect()
-    }
-
-    /// The nodes that were replicas of `partition` in the step before the serving one
-    /// and are not any more: for a while after a switch, writes still go to them, so
-    /// that a reader whose view has not switched yet (a client's cached ring, a node
-    /// that has not heard) still finds every write on the replicas it asks.
-    pub fn former(&self, partition: u32, n: usize) -> Vec<String> {
-        let Some(before) = self.previous.map(|i| &self.steps[i].ring) else {
-            return Vec::new();
-        };
-        let now = names(self.ring(), partition, n);
-        names(before, partition, n)
-            .into_iter()
-            .filter(|r| !now.contains(r))
-            .collect()
+    pub fn removed(&self) -> &BTreeSet<String> {
+        &self.removed
     }
 
     /// What moves between the serving step and the next, per partition (replication
@@ -336,7 +309,7 @@ impl Topology {
         let Some(next) = self.next_step() else {
             return Vec::new();
         };
-        let removed = self.removed();
+        let removed = &self.removed;
         let now = self.ring();
         (0..now.partition_count())
             .filter_map(|p| {
@@ -360,8 +333,7 @@ impl Topology {
 
     /// Whether `node` receives data in the next step (for some replication factor).
     pub fn is_receiver(&self, node: &str) -> bool {
-        self.next_step()
-            .is_some_and(|next| receivers(self.ring(), &next.ring).contains(node))
+        self.next_receivers.contains(node)
     }
 
     /// Whether `node` has said it holds what the next step moves to it (pulled from
@@ -422,6 +394,21 @@ impl Topology {
             .collect();
         set.into_iter().collect()
     }
+}
+
+/// The nodes whose last ring change in `history` is a `Remove`.
+fn removed_nodes(history: &History) -> BTreeSet<String> {
+    let mut last: HashMap<&str, bool> = HashMap::new();
+    for c in history.changes().filter(|c| c.kind.is_ring_change()) {
+        let removal = matches!(c.kind, ChangeKind::Remove { .. });
+        for name in c.kind.names() {
+            last.insert(name, removal);
+        }
+    }
+    last.into_iter()
+        .filter(|&(_, removed)| removed)
+        .map(|(n, _)| n.to_owned())
+        .collect()
 }
 
 /// Hex MD5 of a ring's JSON.
@@ -495,14 +482,14 @@ mod tests {
         assert!(moves.iter().all(|m| m.receivers == ["d"]), "{moves:?}");
         assert!(moves.iter().all(|m| m.sources.len() == 3));
         let p = moves[0].partition;
-        assert_eq!(t.pending(p, 3), ["d"]);
+        assert!(t.second_sets(p, 3, false)[0].iter().any(|m| m == "d"));
         assert!(!t.has_settled("d"));
         settle_all(&mut h, &t);
         let t = Topology::replay(h, &[3]).unwrap();
         assert_eq!(t.serving_step(), 1);
         assert_eq!(t.ring().members().len(), 4);
         assert!(t.next_step().is_none());
-        assert!(t.pending(p, 3).is_empty());
+        assert!(t.second_sets(p, 3, false).is_empty());
         assert_eq!(t.version(), 2);
     }
 

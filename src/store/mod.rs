@@ -743,6 +743,21 @@ impl VersionedStore {
         }
     }
 
+    /// The engine range of `partition`'s keys after `after` (from its first when empty).
+    fn partition_range(partition: u32, after: &[u8]) -> KeyRange {
+        let prefix = partition.to_be_bytes();
+        let start = if after.is_empty() {
+            std::ops::Bound::Included(prefix.to_vec())
+        } else {
+            std::ops::Bound::Excluded(engine_key(partition, after))
+        };
+        let end = match dynamo_engines::prefix_successor(&prefix) {
+            Some(e) => std::ops::Bound::Excluded(e),
+            None => std::ops::Bound::Unbounded,
+        };
+        KeyRange::new(start, end)
+    }
+
     fn engine_key(&self, key: &[u8]) -> Vec<u8> {
         engine_key(self.partition_of(key), key)
     }
@@ -1131,17 +1146,7 @@ impl VersionedStore {
         after: &[u8],
         limit: usize,
     ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
-        let prefix = partition.to_be_bytes();
-        let start = if after.is_empty() {
-            std::ops::Bound::Included(prefix.to_vec())
-        } else {
-            std::ops::Bound::Excluded(engine_key(partition, after))
-        };
-        let end = match dynamo_engines::prefix_successor(&prefix) {
-            Some(e) => std::ops::Bound::Excluded(e),
-            None => std::ops::Bound::Unbounded,
-        };
-        let range = KeyRange::new(start, end);
+        let range = Self::partition_range(partition, after);
         let mut keys = Vec::new();
         for item in self
             .engine
@@ -1171,17 +1176,7 @@ impl VersionedStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Vec<KeyRecord>, bool), StoreError> {
-        let prefix = partition.to_be_bytes();
-        let start = if after.is_empty() {
-            std::ops::Bound::Included(prefix.to_vec())
-        } else {
-            std::ops::Bound::Excluded(engine_key(partition, after))
-        };
-        let end = match dynamo_engines::prefix_successor(&prefix) {
-            Some(e) => std::ops::Bound::Excluded(e),
-            None => std::ops::Bound::Unbounded,
-        };
-        let range = KeyRange::new(start, end);
+        let range = Self::partition_range(partition, after);
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for item in self
