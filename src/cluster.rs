@@ -54,7 +54,7 @@ impl ClusterSpec {
             partitions: crate::ring::DEFAULT_PARTITIONS,
             request_timeout_ms: 500,
             membership_grace_ms: 30_000,
-            drop_moved_partitions: false,
+            drop_moved_partitions: true,
         }
     }
 }

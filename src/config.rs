@@ -147,10 +147,10 @@ pub struct NodeSection {
     /// writes still also go to the replicas that were dropped, and after which those
     /// may drop the partitions they no longer hold, in milliseconds.
     pub membership_grace_ms: u64,
-    /// Delete the data of partitions this node no longer holds a replica of, once the
-    /// grace period after a switch is over. Off by default: a membership change made
-    /// concurrently and learned late can still send the serving ring back to one in
-    /// which this node is a replica again.
+    /// Delete the data of partitions this node no longer holds a replica of, once no
+    /// transfer is pending and the grace period after a switch is over (on by default:
+    /// a served ring is never taken back, see `crate::membership::sequence`). Off keeps
+    /// every copy, for an operator who wants to delete by hand.
     pub drop_moved_partitions: bool,
 }
 
@@ -165,7 +165,7 @@ impl Default for NodeSection {
             ping_interval_ms: 1000,
             gossip_interval_ms: 1000,
             membership_grace_ms: 30_000,
-            drop_moved_partitions: false,
+            drop_moved_partitions: true,
         }
     }
 }

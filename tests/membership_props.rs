@@ -73,6 +73,16 @@ fn union(nodes: &[History]) -> History {
     all
 }
 
+/// Who records the next step as done: its receivers, or when it moves no replica, one
+/// member (any member's record does).
+fn settlers(t: &Topology) -> Vec<String> {
+    if t.next_receivers().is_empty() {
+        vec![t.ring().members()[0].name.clone()]
+    } else {
+        t.next_receivers().iter().cloned().collect()
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -87,17 +97,11 @@ proptest! {
         // Receivers settle the first few steps, as their transfers would.
         for _ in 0..settles {
             let t = Topology::replay(all.clone(), &[3]).unwrap();
-            let Some(next) = t.next_step() else { break };
-            let change = next.change.clone();
-            let mut receivers: Vec<String> =
-                t.moves(3, None).into_iter().flat_map(|m| m.receivers).collect();
-            receivers.sort();
-            receivers.dedup();
-            for r in receivers {
-                all.issue(
-                    &format!("{r}-node"),
-                    ChangeKind::Settled { change: change.clone(), node: r, from: t.serving_digest() },
-                );
+            if t.next_step().is_none() {
+                break;
+            }
+            for r in settlers(&t) {
+                all.issue(&format!("{r}-node"), t.settlement(&r).unwrap());
             }
         }
         let changes: Vec<_> = all.changes().cloned().collect();
@@ -150,6 +154,46 @@ proptest! {
         prop_assert!(!ring.members().is_empty());
         for p in 0..ring.partition_count() {
             prop_assert!(ring.member(&ring.owner(p).name).is_some());
+        }
+    }
+
+    #[test]
+    fn a_served_step_is_never_taken_back(
+        steps in prop::collection::vec(step(), 0..40),
+        settle_every in 1usize..4,
+    ) {
+        // Admin nodes issue changes from their own, possibly lagging, views while the
+        // receivers of the cluster-wide view settle its next step now and then (as a
+        // receiver does once every member it reaches shared what it knows).
+        let base = History::created(16, 3, (0..3).map(|i| Member::new(name(i))).collect());
+        let mut nodes = vec![base.clone(), base.clone(), base];
+        let mut served: Vec<String> = Vec::new();
+        for (k, s) in steps.iter().enumerate() {
+            match s {
+                Step::Issue { at, kind } => {
+                    nodes[*at].issue(&format!("admin-{at}"), kind.clone());
+                }
+                Step::Gossip { from, to } => {
+                    let src = nodes[*from].clone();
+                    nodes[*to].merge(&src);
+                }
+            }
+            let mut all = union(&nodes);
+            if k % settle_every == 0 {
+                let t = Topology::replay(all.clone(), &[3]).unwrap();
+                if t.next_step().is_some() {
+                    for r in settlers(&t) {
+                        nodes[0].issue(&format!("{r}-node"), t.settlement(&r).unwrap());
+                    }
+                    all = union(&nodes);
+                }
+            }
+            let t = Topology::replay(all, &[3]).unwrap();
+            let now: Vec<String> =
+                t.steps()[..=t.serving_step()].iter().map(|s| s.ring.to_json()).collect();
+            prop_assert!(now.len() >= served.len(), "the serving step went back");
+            prop_assert_eq!(&now[..served.len()], &served[..], "a served ring changed");
+            served = now;
         }
     }
 }

@@ -11,17 +11,21 @@
 //! replicas that have received the same changes, in any order and any number of times,
 //! hold the same set.
 //!
-//! **One ring from one set.** [`History::replay`] sorts the set by the total order
-//! `(lamport, origin, seq)` and applies the changes one by one to an empty ring with the
-//! deterministic claim of [`crate::ring`]. A change that does not apply at its place in
-//! the order (joining a name already in the ring, leaving a node that is not there,
-//! leaving the last member, a second `Create`) is skipped, and the skip is reported.
-//! The replay is a pure function of the sorted sequence, and the sorted sequence is a
-//! function of the set alone, so equal sets give byte-identical rings: whatever order
-//! the changes arrived in, and whatever a node's data directory held before.
+//! **One ring from one set.** [`History::replay`] takes the changes in the total order
+//! `(lamport, origin, seq)` and applies them one by one to an empty ring with the
+//! deterministic claim of [`crate::ring`]. A change that does not apply at its place
+//! (joining a name already in the ring, leaving a node that is not there, leaving the
+//! last member, a second `Create`) is skipped, and the skip is reported. One exception
+//! to the order, decided from the set too: a change whose transfer was carried out
+//! (every receiver recorded `Settled` from the ring before it) keeps the place it was
+//! carried out at, so a change issued from a lagging view never sorts before steps
+//! already served (see [`super::sequence`]). The sequence is a pure function of the set,
+//! so equal sets give byte-identical rings: whatever order the changes arrived in, and
+//! whatever a node's data directory held before.
 //!
 //! **Proof sketch.** (1) Same set ⇒ same sequence: the order key is total (ids are
-//! unique per change and `(lamport, origin, seq)` includes the id). (2) Same sequence ⇒
+//! unique per change and `(lamport, origin, seq)` includes the id), and which changes
+//! were carried out where is read from the set's `Settled` records. (2) Same sequence ⇒
 //! same ring: every step (`Ring::new`, `join`, `leave`, `replace`, `set_zone`) is
 //! deterministic given the ring before it and the change, and skipping is decided from
 //! the same two inputs. (3) Convergence: gossip makes every node's set grow towards the
@@ -103,11 +107,13 @@ pub enum ChangeKind {
         /// Its new `host:port`.
         address: String,
     },
-    /// `node` holds, durably, every version of the partitions it receives because of
-    /// `change`, pulled from the replicas of the ring `from` (issued by `node` itself
-    /// when its transfer finished). Not a ring change: it lets the serving ring move
-    /// past `change` (see `crate::node::topology`), but only while `change` still
-    /// follows that very ring: a concurrent change ordered before it voids the record.
+    /// `node` holds, durably, every version of the partitions the ring `to` gives it
+    /// that the ring `from` did not, pulled from the replicas of `from` (issued by `node`
+    /// itself when its transfer finished), where `to` is the ring the changes `via` then
+    /// `change` lead to from `from`. Not
+    /// a ring change: it lets the serving ring move from `from` to `to` (see
+    /// [`super::sequence`]), and only there. A step that moves no replica is recorded
+    /// the same way by any member.
     Settled {
         /// The placement change whose transfer finished.
         change: ChangeId,
@@ -116,6 +122,14 @@ pub enum ChangeKind {
         /// The ring the data was pulled from: the hex MD5 of its JSON.
         #[serde(default)]
         from: String,
+        /// The changes applied between `from` and `change`, in order (steps never
+        /// served: their receivers left before they settled).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        via: Vec<ChangeId>,
+        /// The ring the data was pulled for (the ring after `change`): the hex MD5 of
+        /// its JSON.
+        #[serde(default)]
+        to: String,
     },
 }
 
@@ -404,45 +418,25 @@ impl History {
         &self.ids
     }
 
-    /// Replays the history into a ring (see the module doc). The ring's version is one
-    /// plus the number of changes applied after the creation.
+    /// Replays the history into a ring: the target of its sequence (see the module
+    /// doc and [`super::sequence`]). The ring's version is one plus the number of
+    /// changes applied after the creation.
     pub fn replay(&self) -> Result<Replay, HistoryError> {
-        let mut ring: Option<Ring> = None;
-        let mut applied = Vec::new();
-        let mut skipped = Vec::new();
-        for c in self.changes.values().filter(|c| c.kind.is_ring_change()) {
-            let step: Result<Vec<Transfer>, String> = match (&c.kind, ring.as_mut()) {
-                (
-                    ChangeKind::Create {
-                        partitions,
-                        target_n,
-                        members,
-                    },
-                    None,
-                ) => match Ring::new(*partitions, *target_n, members.clone()) {
-                    Ok(r) => {
-                        ring = Some(r);
-                        Ok(Vec::new())
-                    }
-                    Err(e) => return Err(HistoryError::BadCreate(e)),
-                },
-                (ChangeKind::Create { .. }, Some(_)) => {
-                    Err("the cluster was already created".into())
-                }
-                (_, None) => Err("no cluster has been created before it".into()),
-                (kind, Some(r)) => apply(kind, r).map_err(|e| e.to_string()),
-            };
-            match step {
-                Ok(moves) => applied.push((c.id.clone(), moves)),
-                Err(why) => skipped.push((c.id.clone(), why)),
-            }
-        }
-        let mut ring = ring.ok_or(HistoryError::NoCluster)?;
-        ring.set_version(applied.len() as u64);
+        let seq = super::sequence::sequence(self)?;
+        let applied = seq
+            .steps
+            .iter()
+            .map(|s| (s.change.clone(), s.moves.clone()))
+            .collect();
+        let ring = seq
+            .steps
+            .last()
+            .map(|s| s.ring.clone())
+            .ok_or(HistoryError::NoCluster)?;
         Ok(Replay {
             ring,
             applied,
-            skipped,
+            skipped: seq.skipped,
         })
     }
 }

@@ -236,7 +236,10 @@ async fn call_address(
 }
 
 /// Makes sure member `peer` holds every change of `mine`: pushes it, then asks until
-/// the peer's history includes it (it merges in the background), for up to 3 s.
+/// the peer's history includes it (it merges in the background), for up to 3 s. What
+/// the peer knows and this node does not (a transfer settled elsewhere, say) is merged
+/// here too, so a receiver about to settle has seen every change the members it told
+/// had.
 pub(crate) async fn confirm_known(
     node: &LocalNode,
     peer: &str,
@@ -254,7 +257,9 @@ pub(crate) async fn confirm_known(
         }
         if let Some(t) = theirs {
             let t = parse_history(&t, peer)?;
-            if mine.ids().iter().all(|id| t.contains(id)) {
+            let has_mine = mine.ids().iter().all(|id| t.contains(id));
+            node.adopt(t).await?;
+            if has_mine {
                 return Ok(());
             }
         }

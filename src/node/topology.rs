@@ -1,18 +1,12 @@
 //! The membership view a node serves with: its history, the rings that history steps
 //! through, and which of them serves.
 //!
-//! **Steps.** Replaying the history (see [`crate::membership::history`]) gives one ring
-//! per applied ring change: `steps[0]` after the creation, `steps[i]` after the i-th
-//! change. The last one is the *target*. A change that moves replicas is not served
-//! at once: the nodes that become replicas of a partition (its *receivers*: in the
-//! partition's preference list of step i but not of step i-1) first pull its data, and
-//! each says so with a `Settled { change, node, from }` change naming the ring it
-//! pulled from. The *serving* step advances over every step whose receivers have all
-//! settled from it: reads use its preference lists; writes go to them and also to the
-//! replicas of the next step (see [`Topology::second_set`]), so data moves one step at a
-//! time while nothing stops. A step whose missing receivers have all left the target
-//! ring since (a joiner removed before its transfer ended) is never served: the data
-//! moves from the serving ring straight to the step after it.
+//! **Steps.** Replaying the history gives its sequence of rings (see
+//! [`crate::membership::sequence`]): one per applied ring change, the last one the
+//! *target*, and the *serving* step, the last one whose receivers have all pulled their
+//! data and settled. Reads use the serving ring's preference lists; writes go to them
+//! and also to the replicas of the next step (see [`Topology::second_sets`]), so data
+//! moves one step at a time while nothing stops, and a step once served stays served.
 //!
 //! Invariant: a [`Topology`] never changes. Everything in it is a function of the
 //! history's set of changes, so two nodes holding the same history serve with
@@ -20,21 +14,12 @@
 //! changes builds a new topology and swaps it in whole (see
 //! [`super::NodeCore::adopt`]), so a request sees one view from start to end.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
-use crate::membership::{apply, ChangeId, ChangeKind, History, HistoryError};
+use crate::membership::sequence::names;
+use crate::membership::{receivers, ring_digest, Step};
+use crate::membership::{sequence, ChangeId, ChangeKind, History, HistoryError, Sequence};
 use crate::ring::Ring;
-
-/// One ring of the history's sequence.
-#[derive(Debug)]
-pub struct Step {
-    /// The change that produced it.
-    pub change: ChangeId,
-    /// What that change did.
-    pub kind: ChangeKind,
-    /// The ring after it (its version is the step's index plus one).
-    pub ring: Ring,
-}
 
 /// A partition that changes replicas between the serving step and the next: the
 /// receivers pull it from the sources.
@@ -72,67 +57,17 @@ pub struct Topology {
     walks: HashMap<usize, Vec<Vec<usize>>>,
 }
 
-/// The preference list of `partition`, by name.
-fn names(ring: &Ring, partition: u32, n: usize) -> Vec<String> {
-    ring.preference_list(partition, n)
-        .iter()
-        .map(|m| m.name.clone())
-        .collect()
-}
-
 impl Topology {
-    /// Replays `history`, caching walks for each replication factor in `ns`.
+    /// Replays `history` (see [`crate::membership::sequence`]), caching walks for each
+    /// replication factor in `ns`.
     pub fn replay(history: History, ns: &[usize]) -> Result<Self, HistoryError> {
-        let mut steps: Vec<Step> = Vec::new();
-        let mut skipped = Vec::new();
-        let mut settled: HashSet<(ChangeId, String, String)> = HashSet::new();
-        let mut moved: Vec<(String, String)> = Vec::new();
-        for c in history.changes() {
-            match (&c.kind, steps.last()) {
-                (ChangeKind::Settled { change, node, from }, _) => {
-                    settled.insert((change.clone(), node.clone(), from.clone()));
-                }
-                (ChangeKind::SetAddress { name, address }, _) => {
-                    moved.push((name.clone(), address.clone()));
-                }
-                (
-                    ChangeKind::Create {
-                        partitions,
-                        target_n,
-                        members,
-                    },
-                    None,
-                ) => {
-                    let ring = Ring::new(*partitions, *target_n, members.clone())
-                        .map_err(HistoryError::BadCreate)?;
-                    steps.push(Step {
-                        change: c.id.clone(),
-                        kind: c.kind.clone(),
-                        ring,
-                    });
-                }
-                (_, None) => {
-                    skipped.push((c.id.clone(), "no cluster was created before it".into()))
-                }
-                (kind, Some(last)) => {
-                    let mut ring = last.ring.clone();
-                    match apply(kind, &mut ring) {
-                        Ok(_) => steps.push(Step {
-                            change: c.id.clone(),
-                            kind: c.kind.clone(),
-                            ring,
-                        }),
-                        Err(e) => skipped.push((c.id.clone(), e.to_string())),
-                    }
-                }
-            }
-        }
-        if steps.is_empty() {
-            return Err(HistoryError::NoCluster);
-        }
-        for (i, s) in steps.iter_mut().enumerate() {
-            s.ring.set_version(i as u64 + 1);
-        }
+        let Sequence {
+            steps,
+            serving,
+            previous,
+            next,
+            skipped,
+        } = sequence(&history)?;
         let mut addresses = HashMap::new();
         for s in &steps {
             for m in s.ring.members() {
@@ -142,31 +77,10 @@ impl Topology {
             }
         }
         // Address changes, in history order, after every member's first address.
-        for (name, address) in moved {
-            addresses.insert(name, address);
-        }
-        let target = &steps[steps.len() - 1].ring;
-        let mut serving = 0;
-        let mut previous = None;
-        let mut next = None;
-        let mut j = 1;
-        while j < steps.len() {
-            let from = ring_digest(&steps[serving].ring);
-            let unsettled: Vec<String> = receivers(&steps[serving].ring, &steps[j].ring)
-                .into_iter()
-                .filter(|r| !settled.contains(&(steps[j].change.clone(), r.clone(), from.clone())))
-                .collect();
-            if unsettled.is_empty() {
-                previous = Some(serving);
-                serving = j;
-            } else if unsettled.iter().any(|r| target.member(r).is_some()) {
-                next = Some(j);
-                break;
+        for c in history.changes() {
+            if let ChangeKind::SetAddress { name, address } = &c.kind {
+                addresses.insert(name.clone(), address.clone());
             }
-            // Else every receiver still missing has left the target since (a joiner
-            // removed before its transfer ended): that step is never served; the data
-            // moves straight from the serving ring to the one after it.
-            j += 1;
         }
         let ring = &steps[serving].ring;
         let mut walks = HashMap::new();
@@ -331,22 +245,40 @@ impl Topology {
             .collect()
     }
 
+    /// The nodes that receive data in the next step (for some replication factor);
+    /// empty when the next step moves no replica (or there is none).
+    pub fn next_receivers(&self) -> &BTreeSet<String> {
+        &self.next_receivers
+    }
+
     /// Whether `node` receives data in the next step (for some replication factor).
     pub fn is_receiver(&self, node: &str) -> bool {
         self.next_receivers.contains(node)
     }
 
+    /// The `Settled` change `node` issues once it holds what the next step moves to
+    /// it: from the serving ring to the next step's (`None`: no step is pending).
+    pub fn settlement(&self, node: &str) -> Option<ChangeKind> {
+        let next = self.next?;
+        Some(ChangeKind::Settled {
+            change: self.steps[next].change.clone(),
+            node: node.to_owned(),
+            from: self.serving_digest(),
+            via: self.steps[self.serving + 1..next]
+                .iter()
+                .map(|s| s.change.clone())
+                .collect(),
+            to: ring_digest(&self.steps[next].ring),
+        })
+    }
+
     /// Whether `node` has said it holds what the next step moves to it (pulled from
-    /// the serving ring).
+    /// the serving ring, for the next step's ring).
     pub fn has_settled(&self, node: &str) -> bool {
-        let Some(next) = self.next_step() else {
+        let Some(record) = self.settlement(node) else {
             return true;
         };
-        let serving = self.serving_digest();
-        self.history.changes().any(|c| {
-            matches!(&c.kind, ChangeKind::Settled { change, node: n, from }
-                if *change == next.change && n == node && *from == serving)
-        })
+        self.history.changes().any(|c| c.kind == record)
     }
 
     /// The serving ring's digest (hex MD5 of its JSON): what a `Settled` names as the
@@ -411,33 +343,6 @@ fn removed_nodes(history: &History) -> BTreeSet<String> {
         .collect()
 }
 
-/// Hex MD5 of a ring's JSON.
-pub fn ring_digest(ring: &Ring) -> String {
-    use md5::{Digest, Md5};
-    Md5::digest(ring.to_json().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The nodes that become a replica of some partition between `before` and `after`,
-/// for any replication factor up to `after`'s target N (stores may use a smaller N, and
-/// a node can enter a partition's first two replicas while it already was the third).
-fn receivers(before: &Ring, after: &Ring) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for n in 1..=after.target_n() {
-        for p in 0..after.partition_count() {
-            let b = names(before, p, n);
-            for r in names(after, p, n) {
-                if !b.contains(&r) {
-                    out.insert(r);
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,17 +355,9 @@ mod tests {
     }
 
     fn settle_all(h: &mut History, t: &Topology) {
-        let next = t.next_step().unwrap().change.clone();
         let rs = receivers(t.ring(), &t.next_step().unwrap().ring);
         for r in rs {
-            h.issue(
-                &format!("{r}-id"),
-                ChangeKind::Settled {
-                    change: next.clone(),
-                    node: r,
-                    from: t.serving_digest(),
-                },
-            );
+            h.issue(&format!("{r}-id"), t.settlement(&r).unwrap());
         }
     }
 
@@ -498,14 +395,7 @@ mod tests {
         let next = t.next_step().unwrap();
         for r in receivers(t.ring(), &next.ring) {
             if t.target().member(&r).is_some() {
-                h.issue(
-                    &format!("{r}-id"),
-                    ChangeKind::Settled {
-                        change: next.change.clone(),
-                        node: r,
-                        from: t.serving_digest(),
-                    },
-                );
+                h.issue(&format!("{r}-id"), t.settlement(&r).unwrap());
             }
         }
     }
@@ -571,10 +461,10 @@ mod tests {
     }
 
     #[test]
-    fn a_settled_record_made_before_a_concurrent_earlier_change_is_void() {
+    fn a_served_step_stays_served_when_a_change_sorting_before_it_arrives_late() {
         let mut h = created();
         // e's join is made at an origin that sorts first, at the same Lamport time as
-        // d's: d's receiver settles knowing only its own join.
+        // d's: d's receiver settles knowing only its own join, and d's ring serves.
         let mut only_d = h.clone();
         only_d.issue(
             "b-id",
@@ -584,12 +474,8 @@ mod tests {
         );
         let t = Topology::replay(only_d.clone(), &[3]).unwrap();
         settle_all(&mut only_d, &t);
-        assert_eq!(
-            Topology::replay(only_d.clone(), &[3])
-                .unwrap()
-                .serving_step(),
-            1
-        );
+        let served = Topology::replay(only_d.clone(), &[3]).unwrap();
+        assert_eq!(served.serving_step(), 1);
         h.issue(
             "a-id",
             ChangeKind::Join {
@@ -599,18 +485,61 @@ mod tests {
         h.merge(&only_d);
         let t = Topology::replay(h.clone(), &[3]).unwrap();
         let order: Vec<String> = t.steps().iter().map(|s| transfer_name(&s.kind)).collect();
-        assert_eq!(order, ["create", "e", "d"]);
-        assert_eq!(t.serving_step(), 0);
+        assert_eq!(
+            order,
+            ["create", "d", "e"],
+            "d keeps the place it was carried out at"
+        );
+        assert_eq!(t.serving_step(), 1);
+        assert_eq!(t.ring().to_json(), served.ring().to_json());
+        assert!(!t.has_settled("e"));
         settle_all(&mut h, &t);
         let t = Topology::replay(h.clone(), &[3]).unwrap();
-        assert_eq!(
-            t.serving_step(),
-            1,
-            "d's old record does not settle the step after e"
+        assert_eq!(t.serving_step(), 2);
+        assert!(t.next_step().is_none());
+        // Learned in any order, the same set gives the same steps.
+        let mut reversed = History::new();
+        let all: Vec<_> = h.changes().cloned().collect();
+        for c in all.into_iter().rev() {
+            reversed.insert(c).unwrap();
+        }
+        let r = Topology::replay(reversed, &[3]).unwrap();
+        assert_eq!(r.target().to_json(), t.target().to_json());
+        assert_eq!(r.serving_step(), 2);
+    }
+
+    #[test]
+    fn a_change_issued_from_a_lagging_view_goes_after_the_steps_already_served() {
+        let mut h = created();
+        let lagging = h.clone();
+        h.issue(
+            "a-id",
+            ChangeKind::Join {
+                member: Member::new("d"),
+            },
         );
-        assert!(!t.has_settled("d"));
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
         settle_all(&mut h, &t);
-        assert_eq!(Topology::replay(h, &[3]).unwrap().serving_step(), 2);
+        h.issue("a-id", ChangeKind::Leave { name: "a".into() });
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        settle_all(&mut h, &t);
+        let served = Topology::replay(h.clone(), &[3]).unwrap();
+        assert_eq!(served.serving_step(), 2);
+        // Issued at a node that saw none of it: its Lamport time sorts it first.
+        let mut stale = lagging;
+        let late = stale.issue(
+            "0-id",
+            ChangeKind::Join {
+                member: Member::new("e"),
+            },
+        );
+        assert!(late.lamport < h.changes().map(|c| c.lamport).max().unwrap());
+        h.merge(&stale);
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        assert_eq!(t.serving_step(), 2);
+        assert_eq!(t.ring().to_json(), served.ring().to_json());
+        assert_eq!(t.next_step().unwrap().change, late.id);
+        assert_eq!(h.replay().unwrap().ring.to_json(), t.target().to_json());
     }
 
     fn transfer_name(k: &ChangeKind) -> String {

@@ -215,6 +215,20 @@ pub async fn transfer_loop(node: LocalNode) {
             board.update(|t| t.phase = "settled".into());
             continue;
         }
+        if view.next_receivers().is_empty() {
+            // A step that moves no replica is served once any member records it, after
+            // telling the others (so a change sorting before it is known first).
+            board.clear();
+            let record = view.settlement(node.name());
+            let recorded = match tell_members(&node, &view).await {
+                Ok(()) => settle(&node, record).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = recorded {
+                note_error(&node, &mut last_error, &e);
+            }
+            continue;
+        }
         if !view.is_receiver(node.name()) {
             board.clear();
             continue;
@@ -226,11 +240,10 @@ pub async fn transfer_loop(node: LocalNode) {
             .values()
             .map(|st| (st.clone(), view.moves(st.config().n, Some(node.name()))))
             .collect();
-        let change = next.change.clone();
-        let from = view.serving_digest();
-        board.start(&change, describe(&next.kind), &moves, node.name());
+        let record = view.settlement(node.name());
+        board.start(&next.change, describe(&next.kind), &moves, node.name());
         match pull(&node, &view, &moves).await {
-            Ok(()) => match settle(&node, change, from).await {
+            Ok(()) => match settle(&node, record).await {
                 Ok(()) => last_error.clear(),
                 Err(e) => note_error(&node, &mut last_error, &e),
             },
@@ -249,6 +262,34 @@ fn note_error(node: &LocalNode, last: &mut String, e: &DynamoError) {
     }
 }
 
+/// Tells every member of `view` about its changes and merges what each knows (see
+/// [`gossip::confirm_known`]): every member this node believes up must take them, and
+/// one believed down is tried once too (it may be up, only not heard from lately); one
+/// that does not answer then is skipped: it asks its peers for the membership when it
+/// starts, before it serves.
+async fn tell_members(node: &LocalNode, view: &Topology) -> Result<(), DynamoError> {
+    for peer in view.member_names() {
+        if peer == node.name() {
+            continue;
+        }
+        let believed_up = node.is_healthy(&peer);
+        match gossip::confirm_known(node, &peer, view.history()).await {
+            Ok(()) => {}
+            Err(_) if !believed_up => {}
+            Err(e) => {
+                return Err(DynamoError::new(
+                    e.kind,
+                    format!(
+                        "telling {peer} about the change before copying: {}",
+                        e.message
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Steps 1 to 3 of the module doc.
 async fn pull(
     node: &LocalNode,
@@ -256,28 +297,8 @@ async fn pull(
     moves: &[(std::sync::Arc<VersionedStore>, Vec<PendingMove>)],
 ) -> Result<(), DynamoError> {
     let board = &node.core.transfers;
-    let base = view
-        .next_step()
-        .map(|s| (view.serving_digest(), s.change.clone()));
-    // Every member that may coordinate a write must know the change before the copy
-    // starts, so that its writes reach this node from then on. A member this node
-    // believes down is skipped: it asks its peers for the membership when it starts.
-    for peer in view.member_names() {
-        if peer == node.name() || !node.is_healthy(&peer) {
-            continue;
-        }
-        gossip::confirm_known(node, &peer, view.history())
-            .await
-            .map_err(|e| {
-                DynamoError::new(
-                    e.kind,
-                    format!(
-                        "telling {peer} about the change before copying: {}",
-                        e.message
-                    ),
-                )
-            })?;
-    }
+    let base = view.settlement(node.name());
+    tell_members(node, view).await?;
     tokio::time::sleep(node.core.request_timeout() * 2 + Duration::from_millis(100)).await;
     board.update(|t| t.phase = "copying".into());
     // Partition by partition (all stores), so progress and ETA follow partitions.
@@ -303,11 +324,7 @@ async fn pull(
             let mut read = 0;
             let mut failures = Vec::new();
             for source in &mv.sources {
-                if node.core.view().and_then(|v| {
-                    v.next_step()
-                        .map(|s| (v.serving_digest(), s.change.clone()))
-                }) != base
-                {
+                if node.core.view().and_then(|v| v.settlement(node.name())) != base {
                     return Err(DynamoError::new(
                         ErrorKind::Unavailable,
                         "the membership changed during the transfer; starting over",
@@ -501,29 +518,20 @@ async fn drop_partition(
     }
 }
 
-/// Issues `Settled` for `change` (pulled from the ring `from`) here and tells every
-/// member at once. Not when the view moved on during the pull: the pull then starts
-/// again against the new view.
-async fn settle(node: &LocalNode, change: ChangeId, from: String) -> Result<(), DynamoError> {
-    let still = node.core.view().is_some_and(|v| {
-        v.serving_digest() == from && v.next_step().is_some_and(|s| s.change == change)
-    });
-    if !still {
+/// Issues `record` (the `Settled` change the view the pull started from gave) here
+/// and tells every member at once. Not when the view moved on during the pull (its
+/// serving or next ring is another): the pull then starts again against the new view.
+async fn settle(node: &LocalNode, record: Option<ChangeKind>) -> Result<(), DynamoError> {
+    let now = node.core.view().and_then(|v| v.settlement(node.name()));
+    let Some(record) = record.filter(|r| Some(r) == now.as_ref()) else {
         return Err(DynamoError::new(
             ErrorKind::Unavailable,
             "the membership changed during the transfer; starting over",
         ));
-    }
+    };
     let core = node.core.clone();
-    let me = node.name().to_owned();
     let (_, view) = node
-        .engine_any("membership", move || {
-            core.issue(ChangeKind::Settled {
-                change,
-                node: me,
-                from,
-            })
-        })
+        .engine_any("membership", move || core.issue(record))
         .await?;
     node.core.transfers.update(|t| t.phase = "settled".into());
     eprintln!(
