@@ -254,7 +254,7 @@ fn human_bytes(b: u64) -> String {
 
 fn print(r: &AdminReply, json: bool, dry_run: bool) -> Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        out!("{}", serde_json::to_string_pretty(r)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = String::new();
@@ -308,7 +308,7 @@ fn print(r: &AdminReply, json: bool, dry_run: bool) -> Result<ExitCode> {
             ));
         }
     }
-    print!("{out}");
+    out!("{}", out.trim_end_matches('\n'));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -375,15 +375,17 @@ fn transfers(a: TransfersArgs) -> Result<ExitCode> {
                     )
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&view)?);
+            out!("{}", serde_json::to_string_pretty(&view)?);
             return Ok(ExitCode::SUCCESS);
         }
         for s in &all {
             match &s.transfer {
-                Some(t) => println!("{}", transfer_line(&s.node, t)),
-                None => println!(
+                Some(t) => out!("{}", transfer_line(&s.node, t)),
+                None => out!(
                     "{}: no transfer (ring version {} of {})",
-                    s.node, s.ring_version, s.target_ring_version
+                    s.node,
+                    s.ring_version,
+                    s.target_ring_version
                 ),
             }
         }
@@ -424,7 +426,7 @@ fn transfers(a: TransfersArgs) -> Result<ExitCode> {
             } else {
                 let line = transfer_line(&s.node, t);
                 if last_lines.get(&s.node) != Some(&line) {
-                    println!("{line}");
+                    out!("{line}");
                     last_lines.insert(s.node.clone(), line);
                 }
             }
@@ -434,7 +436,7 @@ fn transfers(a: TransfersArgs) -> Result<ExitCode> {
                 b.finish();
             }
             let v = all.first().map_or(0, |s| s.ring_version);
-            println!("every transfer finished: ring version {v} serves on every node");
+            out!("every transfer finished: ring version {v} serves on every node");
             return Ok(ExitCode::SUCCESS);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {

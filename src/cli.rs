@@ -213,7 +213,7 @@ fn client(t: &Target) -> Result<Client, DynamoError> {
 fn fail(json: bool, e: &DynamoError) -> std::process::ExitCode {
     eprintln!("error: {e}");
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({"error": e.message, "kind": e.kind})
         );
@@ -247,10 +247,10 @@ pub fn get(args: KvArgs) -> std::process::ExitCode {
         Err(e) => fail(json, &e),
         Ok(g) => {
             if json {
-                println!("{}", get_json(&g));
+                out!("{}", get_json(&g));
             } else {
                 if g.siblings.is_empty() {
-                    println!("(not found)");
+                    out!("(not found)");
                 }
                 for (i, s) in g.siblings.iter().enumerate() {
                     let shown = match &s.value {
@@ -264,12 +264,12 @@ pub fn get(args: KvArgs) -> std::process::ExitCode {
                         },
                     };
                     if g.siblings.len() > 1 {
-                        println!("sibling {}: {shown}", i + 1);
+                        out!("sibling {}: {shown}", i + 1);
                     } else {
-                        println!("{shown}");
+                        out!("{shown}");
                     }
                 }
-                println!("context: {}", g.context);
+                out!("context: {}", g.context);
             }
             std::process::ExitCode::SUCCESS
         }
@@ -301,10 +301,10 @@ pub fn put(args: KvArgs, value: Option<String>) -> std::process::ExitCode {
         Err(e) => fail(json, &e),
         Ok(p) => {
             if json {
-                println!("{}", serde_json::json!({"context": p.context}));
+                out!("{}", serde_json::json!({"context": p.context}));
             } else {
-                println!("ok (coordinated by {})", p.coordinator);
-                println!("context: {}", p.context);
+                out!("ok (coordinated by {})", p.coordinator);
+                out!("context: {}", p.context);
             }
             std::process::ExitCode::SUCCESS
         }
@@ -414,10 +414,10 @@ pub fn status(args: StatusArgs) -> std::process::ExitCode {
         } else {
             serde_json::to_value(&all)
         };
-        println!("{}", v.unwrap_or_default());
+        out!("{}", v.unwrap_or_default());
     } else {
         for s in &all {
-            print!("{}", render_status(s));
+            out!("{}", render_status(s).trim_end_matches('\n'));
         }
     }
     std::process::ExitCode::SUCCESS

@@ -1,7 +1,28 @@
 //! The `dynamo` command: a node, a local cluster, a client CLI and benchmarks.
 
+/// Prints a line on stdout. A reader that went away (`dynamo get ... | head`) ends the
+/// command quietly, as it does any Unix tool, instead of a panic; only for commands
+/// that start no process (an exit here skips destructors).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(&e);
+        }
+    }};
+}
+
 mod admin_cli;
 mod cli;
+
+/// Ends the process after stdout failed: quietly (success) when its reader is gone.
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to stdout: {e}");
+    std::process::exit(1);
+}
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -327,6 +327,34 @@ fn cli(args: &[&str]) -> (bool, String, String) {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_cli_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(3, dir.path(), StoreConfig::default());
+    let nodes = cluster.addresses().join(",");
+    let (ok, _, err) = cli(&["put", "--nodes", &nodes, "k", "v"]);
+    assert!(ok, "{err}");
+    // As `dynamo get ... | head -0` does: the read end is closed before anything is
+    // written (the command first has to reach the cluster).
+    for args in [
+        vec!["get", "--nodes", &nodes, "k"],
+        vec!["status", "--nodes", &nodes],
+        vec!["admin", "plan", "leave", "--nodes", &nodes, "node-3"],
+    ] {
+        let mut child = Command::new(EXE)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn cli_round_trip_and_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = start(
