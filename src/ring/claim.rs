@@ -167,28 +167,57 @@ fn repair_spread(
     if w <= 1 {
         return;
     }
+    // Whether the window of `w` partitions from `start` repeats an owner (no
+    // allocation: this runs for every candidate swap).
     let bad_at = |owners: &[u32], start: usize| {
-        let window: Vec<u32> = (0..w).map(|k| owners[(start + k) % q]).collect();
-        (1..w).any(|a| window[..a].contains(&window[a]))
+        (1..w).any(|a| {
+            let x = owners[(start + a) % q];
+            (0..a).any(|b| owners[(start + b) % q] == x)
+        })
     };
-    // Window starts whose window contains p.
-    let starts = |p: usize| (0..w).map(move |k| (p + q - k) % q);
+    // The bad windows among those containing p or p2, each counted once.
+    let bad_around = |owners: &[u32], p: usize, p2: usize| {
+        let of_p = (0..w).map(|k| (p + q - k) % q);
+        let of_p2 = (0..w)
+            .map(|k| (p2 + q - k) % q)
+            .filter(|&s| (p + q - s) % q >= w);
+        of_p.chain(of_p2).filter(|&s| bad_at(owners, s)).count() as isize
+    };
+    let members = owners.iter().max().map_or(0, |&m| m as usize + 1);
     for _ in 0..max_swaps {
+        // bad[pos * members + m]: the bad windows containing `pos` were `m` its owner.
+        // When p and p2 are at least `w` apart no window holds both, and a swap's
+        // effect is the sum of its effects at each end: read from this table.
+        let mut bad = vec![0isize; q * members];
+        for pos in 0..q {
+            let own = owners[pos];
+            for m in 0..members {
+                owners[pos] = m as u32;
+                bad[pos * members + m] = (0..w)
+                    .filter(|&k| bad_at(owners, (pos + q - k) % q))
+                    .count() as isize;
+            }
+            owners[pos] = own;
+        }
+        let at = |pos: usize, m: u32| bad[pos * members + m as usize];
         let culprits: Vec<usize> = (0..q).filter(|&p| near(owners, p, owners[p], n)).collect();
         let mut best: Option<(isize, usize, usize)> = None;
         for &p in &culprits {
+            let a = owners[p];
             for p2 in 0..q {
-                if owners[p2] == owners[p] || !allowed(owners, (p, p2)) {
+                let b = owners[p2];
+                if b == a || !allowed(owners, (p, p2)) {
                     continue;
                 }
-                let mut affected: Vec<usize> = starts(p).chain(starts(p2)).collect();
-                affected.sort_unstable();
-                affected.dedup();
-                let before = affected.iter().filter(|&&s| bad_at(owners, s)).count() as isize;
-                owners.swap(p, p2);
-                let after = affected.iter().filter(|&&s| bad_at(owners, s)).count() as isize;
-                owners.swap(p, p2);
-                let delta = after - before;
+                let delta = if distance(p, p2, q) >= w {
+                    (at(p, b) - at(p, a)) + (at(p2, a) - at(p2, b))
+                } else {
+                    let before = bad_around(owners, p, p2);
+                    owners.swap(p, p2);
+                    let after = bad_around(owners, p, p2);
+                    owners.swap(p, p2);
+                    after - before
+                };
                 if delta < 0 && best.is_none_or(|(d, _, _)| delta < d) {
                     best = Some((delta, p, p2));
                 }
