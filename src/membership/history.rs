@@ -323,10 +323,8 @@ impl History {
     /// a different change under a held id is an error (nothing changes).
     pub fn insert(&mut self, change: Change) -> Result<bool, HistoryError> {
         if self.ids.contains(&change.id) {
-            let same = self
-                .changes
-                .values()
-                .any(|c| c.id == change.id && *c == change);
+            // The same change has the same order key (it includes the id).
+            let same = self.changes.get(&change.order_key()) == Some(&change);
             return if same {
                 Ok(false)
             } else {

@@ -86,7 +86,9 @@ pub fn names(ring: &Ring, partition: u32, n: usize) -> Vec<String> {
 /// a node can enter a partition's first two replicas while it already was the third).
 pub fn receivers(before: &Ring, after: &Ring) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for n in 1..=after.target_n() {
+    // Past the member count every preference list holds every member.
+    let most = before.members().len().max(after.members().len());
+    for n in 1..=after.target_n().min(most) {
         for p in 0..after.partition_count() {
             let b = names(before, p, n);
             for r in names(after, p, n) {
@@ -107,17 +109,38 @@ pub fn ring_digest(ring: &Ring) -> String {
         .collect()
 }
 
-/// `kind` applied to a copy of `ring`, numbered as step `index`.
-fn step_after(ring: &Ring, change: &Change, index: usize) -> Result<Step, String> {
-    let mut next = ring.clone();
-    let moves = apply(&change.kind, &mut next).map_err(|e| e.to_string())?;
-    next.set_version(index as u64 + 1);
-    Ok(Step {
-        change: change.id.clone(),
-        kind: change.kind.clone(),
-        ring: next,
-        moves,
-    })
+/// Applies changes to rings, remembering each result: building a sequence tries the
+/// same change on the same ring several times (as the natural order and as a run),
+/// and a claim costs milliseconds.
+#[derive(Default)]
+struct Applier {
+    done: HashMap<(String, ChangeId), Applied>,
+}
+
+/// A change applied to a ring (keyed by the ring's digest): the ring after it and the
+/// owners it moved, or why it does not apply.
+type Applied = Result<(Ring, Vec<Transfer>), String>;
+
+impl Applier {
+    /// `change` applied to a copy of `ring`, numbered as step `index`.
+    fn step_after(&mut self, ring: &Ring, change: &Change, index: usize) -> Result<Step, String> {
+        let (mut next, moves) = self
+            .done
+            .entry((ring_digest(ring), change.id.clone()))
+            .or_insert_with(|| {
+                let mut next = ring.clone();
+                let moves = apply(&change.kind, &mut next).map_err(|e| e.to_string())?;
+                Ok((next, moves))
+            })
+            .clone()?;
+        next.set_version(index as u64 + 1);
+        Ok(Step {
+            change: change.id.clone(),
+            kind: change.kind.clone(),
+            ring: next,
+            moves,
+        })
+    }
 }
 
 /// The `Settled` records of a history, grouped: (change, from, via, to) → the nodes.
@@ -141,7 +164,11 @@ pub fn sequence(history: &History) -> Result<Sequence, HistoryError> {
                 .insert(node.as_str());
         }
     }
-    let recorded: HashSet<&ChangeId> = records.keys().map(|k| k.0).collect();
+    // Every change a record names, as carried out or on the way to one.
+    let recorded: HashSet<&ChangeId> = records
+        .keys()
+        .flat_map(|k| std::iter::once(k.0).chain(k.2.iter()))
+        .collect();
     let mut skipped = Vec::new();
     let mut ring_changes = history.changes().filter(|c| c.kind.is_ring_change());
     let mut steps: Vec<Step> = Vec::new();
@@ -169,6 +196,7 @@ pub fn sequence(history: &History) -> Result<Sequence, HistoryError> {
         return Err(HistoryError::NoCluster);
     }
     let mut remaining: Vec<&Change> = ring_changes.collect();
+    let mut applier = Applier::default();
     let mut serving = 0;
     let mut previous = None;
     loop {
@@ -179,13 +207,14 @@ pub fn sequence(history: &History) -> Result<Sequence, HistoryError> {
         let mut failed: Vec<(usize, String)> = Vec::new();
         for (i, c) in remaining.iter().enumerate() {
             let base = pending.last().map_or(here, |s| &s.ring);
-            match step_after(base, c, steps.len() + pending.len()) {
+            match applier.step_after(base, c, steps.len() + pending.len()) {
                 Ok(step) => pending.push(step),
                 Err(why) => failed.push((i, why)),
             }
         }
         // 1. A run of changes carried out from exactly this ring comes next.
-        if let Some(run) = carried_out(&records, &from, here, &remaining, steps.len()) {
+        let run = carried_out(&mut applier, &records, &from, here, &remaining, steps.len());
+        if let Some(run) = run {
             let last = run.last().map_or(0, |(i, _)| *i);
             let mut taken: Vec<usize> = run.iter().map(|(i, _)| *i).collect();
             // A change that did not apply at its place before the run never will (but
@@ -241,6 +270,7 @@ pub fn sequence(history: &History) -> Result<Sequence, HistoryError> {
 /// every receiver (anyone, when nothing moves). Among several, the one whose `change`
 /// sorts first.
 fn carried_out(
+    applier: &mut Applier,
     records: &Records,
     from: &str,
     here: &Ring,
@@ -253,13 +283,17 @@ fn carried_out(
         .filter(|((_, f, _, _), _)| *f == from)
         .filter_map(|((change, _, via, to), nodes)| Some((position(change)?, *via, *to, nodes)))
         .collect();
-    groups.sort_by_key(|g| g.0);
+    // A total order (not the map's): equal sets must choose the same run.
+    groups.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
     'group: for (at, via, to, nodes) in groups {
         let mut run: Vec<(usize, Step)> = Vec::new();
         for i in via.iter().map(position).chain([Some(at)]) {
-            let Some(i) = i else { continue 'group };
+            // A change named twice (a malformed record) makes no run.
+            let Some(i) = i.filter(|i| run.iter().all(|(j, _)| j != i)) else {
+                continue 'group;
+            };
             let base = run.last().map_or(here, |(_, s)| &s.ring);
-            let Ok(step) = step_after(base, remaining[i], first + run.len()) else {
+            let Ok(step) = applier.step_after(base, remaining[i], first + run.len()) else {
                 continue 'group;
             };
             run.push((i, step));

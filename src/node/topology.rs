@@ -50,6 +50,9 @@ pub struct Topology {
     /// The nodes whose last ring change is a `Remove`.
     removed: BTreeSet<String>,
     digest: [u8; 16],
+    /// The serving ring's digest, and the next step's (hex MD5 of their JSON).
+    serving_digest: String,
+    next_digest: Option<String>,
     skipped: Vec<(ChangeId, String)>,
     /// Every member's latest address (of any step: a member leaving is still reached).
     addresses: HashMap<String, String>,
@@ -99,9 +102,11 @@ impl Topology {
         let next_receivers = next
             .map(|j| receivers(&steps[serving].ring, &steps[j].ring))
             .unwrap_or_default();
-        let removed = removed_nodes(&history);
+        let removed = removed_nodes(&steps);
         Ok(Self {
             digest: history.digest(),
+            serving_digest: ring_digest(&steps[serving].ring),
+            next_digest: next.map(|j| ring_digest(&steps[j].ring)),
             history,
             steps,
             serving,
@@ -263,12 +268,12 @@ impl Topology {
         Some(ChangeKind::Settled {
             change: self.steps[next].change.clone(),
             node: node.to_owned(),
-            from: self.serving_digest(),
+            from: self.serving_digest.clone(),
             via: self.steps[self.serving + 1..next]
                 .iter()
                 .map(|s| s.change.clone())
                 .collect(),
-            to: ring_digest(&self.steps[next].ring),
+            to: self.next_digest.clone().unwrap_or_default(),
         })
     }
 
@@ -284,7 +289,7 @@ impl Topology {
     /// The serving ring's digest (hex MD5 of its JSON): what a `Settled` names as the
     /// ring its data came from.
     pub fn serving_digest(&self) -> String {
-        ring_digest(self.ring())
+        self.serving_digest.clone()
     }
 
     /// Whether `name` is a member of the serving or the target ring.
@@ -328,12 +333,12 @@ impl Topology {
     }
 }
 
-/// The nodes whose last ring change in `history` is a `Remove`.
-fn removed_nodes(history: &History) -> BTreeSet<String> {
+/// The nodes whose last applied ring change (in the sequence) is a `Remove`.
+fn removed_nodes(steps: &[Step]) -> BTreeSet<String> {
     let mut last: HashMap<&str, bool> = HashMap::new();
-    for c in history.changes().filter(|c| c.kind.is_ring_change()) {
-        let removal = matches!(c.kind, ChangeKind::Remove { .. });
-        for name in c.kind.names() {
+    for s in steps {
+        let removal = matches!(s.kind, ChangeKind::Remove { .. });
+        for name in s.kind.names() {
             last.insert(name, removal);
         }
     }
@@ -547,6 +552,175 @@ mod tests {
             ChangeKind::Join { member } => member.name.clone(),
             _ => "create".into(),
         }
+    }
+
+    /// Records the next step as its receivers would (or, moving nothing, one member).
+    fn settle_next(h: &mut History, t: &Topology) {
+        let mut who: Vec<String> = t.next_receivers().iter().cloned().collect();
+        if who.is_empty() {
+            who.push(t.ring().members()[0].name.clone());
+        }
+        for r in who {
+            h.issue(&format!("{r}-id"), t.settlement(&r).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_change_only_passed_over_is_not_dropped_when_a_late_duplicate_sorts_first() {
+        let base = created();
+        // X (join f) is carried out by f knowing nothing of A (join e).
+        let mut hx = base.clone();
+        hx.issue(
+            "n2",
+            ChangeKind::Join {
+                member: Member::new("f"),
+            },
+        );
+        let t = Topology::replay(hx.clone(), &[3]).unwrap();
+        settle_next(&mut hx, &t);
+        let mut h = base.clone();
+        h.issue(
+            "n1",
+            ChangeKind::Join {
+                member: Member::new("e"),
+            },
+        );
+        h.merge(&hx);
+        assert_eq!(Topology::replay(h.clone(), &[3]).unwrap().serving_step(), 1);
+        // e dies before its transfer and is removed: the data moves past A's step.
+        h.issue("n1", ChangeKind::Remove { name: "e".into() });
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        assert_eq!(
+            t.next_step().unwrap().kind,
+            ChangeKind::Remove { name: "e".into() }
+        );
+        settle_next(&mut h, &t);
+        let served = Topology::replay(h.clone(), &[3]).unwrap();
+        assert_eq!(served.serving_step(), 3);
+        // A join of e issued from the creation's view sorts before everything.
+        let mut late = base;
+        late.issue(
+            "n0",
+            ChangeKind::Join {
+                member: Member::new("e"),
+            },
+        );
+        h.merge(&late);
+        let t = Topology::replay(h, &[3]).unwrap();
+        assert_eq!(t.ring().to_json(), served.ring().to_json());
+        assert!(t.serving_step() >= 3);
+    }
+
+    #[test]
+    fn malformed_records_neither_panic_nor_drop_a_change() {
+        let mut h = created();
+        let z = h.issue(
+            "a-id",
+            ChangeKind::SetZone {
+                name: "a".into(),
+                zone: None,
+            },
+        );
+        let j = h.issue(
+            "a-id",
+            ChangeKind::Join {
+                member: Member::new("d"),
+            },
+        );
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        let from = t.serving_digest();
+        // The change named as its own `via`, twice over, with any `to`, the ring it
+        // gives applied that many times included.
+        let applied = |times: u64| {
+            let mut r = t.ring().clone();
+            for _ in 0..times {
+                crate::membership::apply(
+                    &ChangeKind::SetZone {
+                        name: "a".into(),
+                        zone: None,
+                    },
+                    &mut r,
+                )
+                .unwrap();
+            }
+            r.set_version(times + 1);
+            ring_digest(&r)
+        };
+        for via in [vec![z.id.clone()], vec![z.id.clone(), z.id.clone()]] {
+            let times = via.len() as u64 + 1;
+            for to in [
+                String::new(),
+                from.clone(),
+                ring_digest(t.target()),
+                applied(times),
+            ] {
+                h.issue(
+                    "evil",
+                    ChangeKind::Settled {
+                        change: z.id.clone(),
+                        node: "a".into(),
+                        from: from.clone(),
+                        via: via.clone(),
+                        to,
+                    },
+                );
+            }
+        }
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        assert!(
+            t.steps().iter().any(|s| s.change == j.id),
+            "the join is kept"
+        );
+        assert_eq!(t.target().members().len(), 4);
+    }
+
+    #[test]
+    fn equal_sets_choose_the_same_run_every_time() {
+        let mut h = created();
+        let y = h.issue(
+            "a-id",
+            ChangeKind::Join {
+                member: Member::new("y"),
+            },
+        );
+        let x = h.issue(
+            "a-id",
+            ChangeKind::Join {
+                member: Member::new("x"),
+            },
+        );
+        let t = Topology::replay(h.clone(), &[3]).unwrap();
+        let from = t.serving_digest();
+        // Two complete runs from the same ring ending in x: x alone, and y then x (as
+        // receivers with different views would record them).
+        for via in [vec![], vec![y.id.clone()]] {
+            let mut ring = t.ring().clone();
+            for id in via.iter().chain([&x.id]) {
+                let kind = &h.changes().find(|c| c.id == *id).unwrap().kind;
+                crate::membership::apply(kind, &mut ring).unwrap();
+            }
+            ring.set_version(via.len() as u64 + 2);
+            for r in receivers(t.ring(), &ring) {
+                h.issue(
+                    &format!("{r}-id"),
+                    ChangeKind::Settled {
+                        change: x.id.clone(),
+                        node: r,
+                        from: from.clone(),
+                        via: via.clone(),
+                        to: ring_digest(&ring),
+                    },
+                );
+            }
+        }
+        let first = Topology::replay(h.clone(), &[3]).unwrap();
+        for _ in 0..30 {
+            let again = Topology::replay(h.clone(), &[3]).unwrap();
+            assert_eq!(again.serving_step(), first.serving_step());
+            assert_eq!(again.ring().to_json(), first.ring().to_json());
+        }
+        assert_eq!(first.serving_step(), 1, "x alone sorts first");
+        assert!(first.ring().member("x").is_some() && first.ring().member("y").is_none());
     }
 
     #[test]
