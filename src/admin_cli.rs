@@ -130,7 +130,9 @@ fn connect(t: &AdminTarget) -> Result<BlockingClient> {
     Ok(c.blocking())
 }
 
-/// Sends `request` to the first node of `t` that answers (refusals are final).
+/// Sends `request` to the first node of `t` that answers. Refusals are final, and so
+/// is a node that took the request but did not answer in time: it may have made the
+/// change, and asking the next node would then be refused for a confusing reason.
 fn send(c: &BlockingClient, t: &AdminTarget, request: &AdminRequest) -> Result<AdminReply> {
     let mut last: Option<DynamoError> = None;
     for a in &t.nodes {
@@ -138,6 +140,13 @@ fn send(c: &BlockingClient, t: &AdminTarget, request: &AdminRequest) -> Result<A
             Ok(r) => return Ok(r),
             Err(e) if e.kind == dynamo::error::ErrorKind::BadRequest => {
                 return Err(anyhow!("{}", e.message))
+            }
+            Err(e) if e.kind == dynamo::error::ErrorKind::Timeout => {
+                return Err(anyhow!(
+                    "{}; the change may have been made: check with `dynamo status` or \
+                     `dynamo admin transfers`, and raise --timeout-ms",
+                    e.message
+                ))
             }
             Err(e) => last = Some(e),
         }
