@@ -4,12 +4,13 @@
 //! replica of partitions it did not hold, this node pulls them and then says so with a
 //! `Settled` change; once every receiver has, the next step serves. The pull:
 //!
-//! 1. Every member this node believes up is told the change first, and the pull waits
-//!    until each has taken it (a member that cannot be told makes the pull start again
-//!    later), so from then on every write coordinated anywhere also comes here (see
-//!    [`Topology::second_sets`]). Writes started before a coordinator knew finish or
-//!    fail within twice the request timeout, which the pull waits out. A member believed
-//!    down asks its peers for the membership when it starts, before it serves.
+//! 1. Every member is told the change first, and the pull waits until each has taken
+//!    it, merging what each knows (a member believed up that cannot be told makes the
+//!    pull start again later; one believed down is tried once, and asks its peers for
+//!    the membership when it starts, before it serves), so from then on every write
+//!    coordinated anywhere also comes here (see [`Topology::second_sets`]). Writes
+//!    started before a coordinator knew finish or fail within twice the request
+//!    timeout, which the pull waits out.
 //! 2. Each partition is read from its sources (its replicas in the serving ring), a
 //!    page at a time (at most [`PAGE_KEYS`] keys and [`PAGE_BYTES`] of values; the
 //!    next page is asked only once this one is merged: that is the backpressure), and
@@ -17,8 +18,13 @@
 //!    made with a smaller per-request W may be on one replica only), and per store at
 //!    least N - W + 1 must have answered: every write acknowledged by the store's W
 //!    replicas is on one of them.
-//! 3. The stores are synced, and only then is `Settled` issued: the sources never
-//!    drop data before the receiver made it durable.
+//! 3. The stores are synced, what every member knows is merged once more, and only
+//!    then, if the serving and next rings are still the ones pulled from and for, is
+//!    `Settled` issued: the sources never drop data before the receiver made it
+//!    durable, and a change made concurrently elsewhere is seen before the record.
+//!
+//! A step that moves no replica has no receivers: the first member that sees it next
+//! tells the others and records it the same way, so that it keeps its place.
 //!
 //! A crash of either side only loses the pull in progress: merges are idempotent, and
 //! the loop starts the pull again (after a restart, or when a source answers again).
@@ -521,7 +527,17 @@ async fn drop_partition(
 /// Issues `record` (the `Settled` change the view the pull started from gave) here
 /// and tells every member at once. Not when the view moved on during the pull (its
 /// serving or next ring is another): the pull then starts again against the new view.
+/// Right before, it learns what every member it reaches knows, so that a change made
+/// concurrently elsewhere (and carried out first, or sorting first) is seen now rather
+/// than after this record, which would then be void.
 async fn settle(node: &LocalNode, record: Option<ChangeKind>) -> Result<(), DynamoError> {
+    if let Some(view) = node.core.view() {
+        for peer in view.member_names() {
+            if peer != node.name() {
+                let _ = gossip::exchange(node, &Target::Member(peer)).await;
+            }
+        }
+    }
     let now = node.core.view().and_then(|v| v.settlement(node.name()));
     let Some(record) = record.filter(|r| Some(r) == now.as_ref()) else {
         return Err(DynamoError::new(
