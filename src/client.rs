@@ -1342,7 +1342,10 @@ impl State {
     ) -> Result<Vec<Version>, DynamoError> {
         let node = self.internode(address).await?;
         let (versions, ring_version) = self
-            .timed(address, rpc::call_replica_read(&node, address, store, key))
+            .timed(
+                address,
+                rpc::call_replica_read(&node, address, store, key, false),
+            )
             .await?;
         self.note_ring_version(ring_version);
         Ok(versions)

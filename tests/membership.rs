@@ -623,6 +623,45 @@ fn a_node_that_left_drops_its_data_once_the_grace_period_is_over() {
         let g = c.get("default", k.as_bytes(), None).unwrap();
         assert_eq!(values(&g), vec![b"v".to_vec()], "{k}");
     }
+    // A coordinator whose ring is older still takes node-2 for an owner: asked as one,
+    // node-2 fails the read rather than answer "none" for a key it dropped; a current
+    // owner answers.
+    let owner = |key: &str| {
+        let ring = c.ring().unwrap().ring;
+        let p = ring.partition_for_key("default", key.as_bytes());
+        let name = ring.preference_list(p, 3)[0].name.clone();
+        addrs[name.trim_start_matches("node-").parse::<usize>().unwrap() - 1].clone()
+    };
+    let read_as_owner = |address: String, key: String| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async move {
+            let conn = dynamo::rpc::connect(
+                &address,
+                std::time::Duration::from_secs(5),
+                dynamo::rpc::DEFAULT_MAX_MESSAGE,
+            )
+            .await?;
+            let node = conn.dynamo.internode_request().send().pipeline.get_node();
+            let answer =
+                dynamo::rpc::call_replica_read(&node, &address, "default", key.as_bytes(), true)
+                    .await;
+            conn.close();
+            answer.map(|(versions, _)| versions)
+        })
+    };
+    let k = keys[0].clone();
+    let e = read_as_owner(addrs[1].clone(), k.clone()).unwrap_err();
+    assert_eq!(e.kind, dynamo::error::ErrorKind::Unavailable, "{e}");
+    assert!(e.message.contains("no owner"), "{e}");
+    assert!(c
+        .read_replica(&addrs[1], "default", k.as_bytes())
+        .unwrap()
+        .is_empty());
+    let versions = read_as_owner(owner(&k), k.clone()).unwrap();
+    assert_eq!(versions.len(), 1);
 }
 
 #[test]

@@ -347,7 +347,7 @@ impl LocalNode {
             .targets
             .iter()
             .filter(|t| t.name != self.name())
-            .map(|t| self.replica_read(&t.name, store, key_rc.clone()));
+            .map(|t| self.replica_read(&t.name, store, key_rc.clone(), t.hint_for.is_none()));
         let found: Vec<Version> = futures::future::join_all(reads)
             .await
             .into_iter()
@@ -408,7 +408,8 @@ impl LocalNode {
             let (node, store, key) = (self.clone(), store.clone(), key.clone());
             Rc::new(move |t: Target| {
                 let (node, store, key) = (node.clone(), store.clone(), key.clone());
-                Box::pin(async move { node.replica_read(&t.name, &store, key).await })
+                let as_owner = t.hint_for.is_none();
+                Box::pin(async move { node.replica_read(&t.name, &store, key, as_owner).await })
             })
         };
         let policy = cfg.policy;

@@ -238,12 +238,14 @@ impl LocalNode {
         result
     }
 
-    /// Reads one replica's versions of `key` (this node's or a peer's).
+    /// Reads one replica's versions of `key` (this node's or a peer's); `as_owner`: the
+    /// peer is asked as one of the key's owners (see `Internode.read`).
     pub async fn replica_read(
         &self,
         target: &str,
         store: &Arc<VersionedStore>,
         key: Rc<Vec<u8>>,
+        as_owner: bool,
     ) -> Result<Vec<Version>, DynamoError> {
         if target == self.name() {
             let s = store.clone();
@@ -260,7 +262,7 @@ impl LocalNode {
         let store_name = store.name().to_owned();
         let (versions, theirs) = self
             .call_peer(target, "replica read", |c| async move {
-                rpc::call_replica_read(&c, target, &store_name, &key).await
+                rpc::call_replica_read(&c, target, &store_name, &key, as_owner).await
             })
             .await?;
         let mine = self.core.view().map_or(0, |v| v.version());

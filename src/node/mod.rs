@@ -258,6 +258,23 @@ impl NodeCore {
         Ok((change, topology))
     }
 
+    /// Records `record`, this node's `Settled` for the next step, only if the view this
+    /// node serves now still gives that very record (checked and issued under the
+    /// change lock, so no change learned in between can make it void). `None`: the
+    /// view moved on. Blocking (file I/O): call it off the event loop.
+    pub fn settle(&self, record: ChangeKind) -> Result<Option<Arc<Topology>>, DynamoError> {
+        let _one = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(view) = self.view() else {
+            return Ok(None);
+        };
+        if view.settlement(self.name()).as_ref() != Some(&record) {
+            return Ok(None);
+        }
+        let mut history = view.history().clone();
+        history.issue(&self.identity.node_id, record);
+        self.install(history).map(Some)
+    }
+
     /// Gives up this node's own membership for `history` (another cluster's) and then
     /// makes `change` here: how a node that runs alone joins a cluster. Refused when
     /// this node's history names another member (it belongs to a real cluster) or its
@@ -418,6 +435,34 @@ impl NodeCore {
                 known: self.stores.keys().cloned().collect(),
             })
         })
+    }
+
+    /// Fails unless this node is an owner of `key` in `store` in the serving or the
+    /// target ring, or (during the grace period) the ring served before: a node asked
+    /// as an owner by a caller with an older ring, that holds nothing for the key, may
+    /// have dropped the partition, and its "none" must not count as an owner's answer.
+    pub fn check_owner(&self, store: &str, key: &[u8]) -> Result<(), DynamoError> {
+        let view = self.topology()?;
+        let n = self.stores.get(store).map_or(0, |s| s.config().n);
+        let me = self.name();
+        let owns = |ring: &crate::ring::Ring| {
+            let p = ring.partition_for_key(store, key);
+            ring.preference_list(p, n).iter().any(|m| m.name == me)
+        };
+        let previous = view
+            .previous_ring()
+            .filter(|_| self.serving_for() < self.membership_grace());
+        if owns(view.ring()) || owns(view.target()) || previous.is_some_and(owns) {
+            return Ok(());
+        }
+        Err(DynamoError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{me} is no owner of this key of store {store} in ring version {} (the \
+                 caller's ring is older) and holds nothing for it",
+                view.version()
+            ),
+        ))
     }
 
     /// Every member in the order a request for `key` in `store` tries them: its

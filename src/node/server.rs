@@ -502,17 +502,22 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         self.maybe_slow(p.get_key()).await;
+        let as_owner = p.get_as_owner();
         let answer = async {
             let st = self.store(p.get_store())?;
             let key = rpc::data(p.get_key())?;
             let name = st.name().to_owned();
             let k = key.clone();
-            self.node
+            let versions = self
+                .node
                 .engine(&name, &key, move || {
-                    let versions = st.get(&k)?.siblings.into_versions();
-                    Ok(rpc::encode_versions(&versions))
+                    Ok(st.get(&k)?.siblings.into_versions())
                 })
-                .await
+                .await?;
+            if as_owner && versions.is_empty() {
+                self.node.core.check_owner(&name, &key)?;
+            }
+            Ok(rpc::encode_versions(&versions))
         }
         .await;
         match answer {

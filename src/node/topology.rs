@@ -215,6 +215,11 @@ impl Topology {
         out
     }
 
+    /// The ring served before the serving one, if any.
+    pub fn previous_ring(&self) -> Option<&Ring> {
+        self.previous.map(|i| &self.steps[i].ring)
+    }
+
     /// The nodes whose last ring change in the history is a `Remove`: dead, nobody's
     /// source (a node removed and joined again is a member like any other).
     pub fn removed(&self) -> &BTreeSet<String> {

@@ -273,27 +273,47 @@ fn note_error(node: &LocalNode, last: &mut String, e: &DynamoError) {
 /// one believed down is tried once too (it may be up, only not heard from lately); one
 /// that does not answer then is skipped: it asks its peers for the membership when it
 /// starts, before it serves.
+/// Members are told all at once; a removed node (dead) is not waited for.
 async fn tell_members(node: &LocalNode, view: &Topology) -> Result<(), DynamoError> {
-    for peer in view.member_names() {
-        if peer == node.name() {
-            continue;
+    let peers: Vec<String> = view
+        .member_names()
+        .into_iter()
+        .filter(|p| p != node.name() && !view.removed().contains(p))
+        .collect();
+    let told = futures::future::join_all(peers.iter().map(|peer| async move {
+        let believed_up = node.is_healthy(peer);
+        match gossip::confirm_known(node, peer, view.history()).await {
+            Err(e) if believed_up => Err(DynamoError::new(
+                e.kind,
+                format!(
+                    "telling {peer} about the change before copying: {}",
+                    e.message
+                ),
+            )),
+            _ => Ok(()),
         }
-        let believed_up = node.is_healthy(&peer);
-        match gossip::confirm_known(node, &peer, view.history()).await {
-            Ok(()) => {}
-            Err(_) if !believed_up => {}
-            Err(e) => {
-                return Err(DynamoError::new(
-                    e.kind,
-                    format!(
-                        "telling {peer} about the change before copying: {}",
-                        e.message
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(())
+    }))
+    .await;
+    told.into_iter().collect()
+}
+
+/// One gossip exchange with every member of the view this node serves, all at once
+/// (failures are skipped).
+async fn exchange_with_members(node: &LocalNode) {
+    let Some(view) = node.core.view() else {
+        return;
+    };
+    let peers: Vec<String> = view
+        .member_names()
+        .into_iter()
+        .filter(|p| p != node.name())
+        .collect();
+    futures::future::join_all(
+        peers
+            .into_iter()
+            .map(|p| async move { gossip::exchange(node, &Target::Member(p)).await }),
+    )
+    .await;
 }
 
 /// Steps 1 to 3 of the module doc.
@@ -531,34 +551,25 @@ async fn drop_partition(
 /// concurrently elsewhere (and carried out first, or sorting first) is seen now rather
 /// than after this record, which would then be void.
 async fn settle(node: &LocalNode, record: Option<ChangeKind>) -> Result<(), DynamoError> {
-    if let Some(view) = node.core.view() {
-        for peer in view.member_names() {
-            if peer != node.name() {
-                let _ = gossip::exchange(node, &Target::Member(peer)).await;
-            }
-        }
-    }
-    let now = node.core.view().and_then(|v| v.settlement(node.name()));
-    let Some(record) = record.filter(|r| Some(r) == now.as_ref()) else {
-        return Err(DynamoError::new(
+    exchange_with_members(node).await;
+    let changed = || {
+        DynamoError::new(
             ErrorKind::Unavailable,
             "the membership changed during the transfer; starting over",
-        ));
+        )
     };
+    let record = record.ok_or_else(changed)?;
     let core = node.core.clone();
-    let (_, view) = node
-        .engine_any("membership", move || core.issue(record))
-        .await?;
+    let view = node
+        .engine_any("membership", move || core.settle(record))
+        .await?
+        .ok_or_else(changed)?;
     node.core.transfers.update(|t| t.phase = "settled".into());
     eprintln!(
         "{}: transfer settled; serving ring version {}",
         node.name(),
         view.version()
     );
-    for peer in view.member_names() {
-        if peer != node.name() {
-            let _ = gossip::exchange(node, &Target::Member(peer)).await;
-        }
-    }
+    exchange_with_members(node).await;
     Ok(())
 }

@@ -129,8 +129,11 @@ interface Dynamo {
 interface Internode {
   # This replica's versions of `key`, hinted ones it keeps for other owners included.
   # `ringVersion` is the replica's serving ring version: a caller with an older ring
-  # refreshes it (a membership change switched owners).
-  read @0 (store :Text, key :Data)
+  # refreshes it (a membership change switched owners). With `asOwner` the caller
+  # reads this node as one of the key's owners: a node that holds nothing for the key
+  # and is no owner of its partition in the rings it knows (it may have dropped the
+  # partition since the caller's ring) fails the read instead of answering "none".
+  read @0 (store :Text, key :Data, asOwner :Bool)
       -> (failure :Failure, versions :List(VersionBytes), ringVersion :UInt64);
   # Merge `versions` into this replica. With `hintFor` set the receiver is a stand-in
   # for that owner: it keeps the versions and a hint to hand them off later.

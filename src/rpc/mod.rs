@@ -508,16 +508,19 @@ pub async fn call_get(
 
 /// Reads the versions of `key` held by the replica at `address` (its internode
 /// capability `node`), hinted copies included, whatever the store's `max_value_size`
-/// is now (it may have been lowered since they were written).
+/// is now (it may have been lowered since they were written). `as_owner`: see the
+/// schema's `Internode.read`.
 pub async fn call_replica_read(
     node: &internode::Client,
     address: &str,
     store: &str,
     key: &[u8],
+    as_owner: bool,
 ) -> Result<(Vec<Version>, u64), DynamoError> {
     let mut req = node.read_request();
     req.get().set_store(store);
     req.get().set_key(key);
+    req.get().set_as_owner(as_owner);
     let resp = req
         .send()
         .promise
