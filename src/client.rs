@@ -1515,6 +1515,7 @@ impl State {
                     &key_rc,
                     &encoded,
                     t.hint_for.as_deref(),
+                    "",
                 );
                 // A failed repair is retried by the next read (or anti-entropy).
                 let _ = st.timed(&address, write).await;

@@ -260,28 +260,42 @@ impl LocalNode {
         let token = store.context_token(&key, &written.context);
         // Replicas get the version written (its past names what it supersedes), not
         // the key's whole sibling set.
-        let mut fan = Replication::new(self.clone(), store.clone(), key, written.version, &plan);
-        // While owners change, the write needs W in the other replica sets too.
-        let seconds = self.second_sets(&view, store, &fan.key);
-        fan.acked_second = vec![Vec::new(); seconds.len()];
-        fan.second = seconds.clone();
-        if local {
-            fan.ack(self.name().to_owned(), hint_for_me.as_deref());
-        }
-        for t in plan.targets.iter().filter(|t| t.name != self.name()) {
-            fan.send(t.clone());
-        }
-        let mut extra: Vec<String> = Vec::new();
-        for m in seconds.into_iter().flatten() {
-            if !plan.targets.iter().any(|t| t.name == m) && !extra.contains(&m) {
-                extra.push(m);
+        let held = local.then(|| hint_for_me.clone());
+        let mut fan = self
+            .replicate(store, &key, &written.version, &plan, &view, held.clone(), w)
+            .await;
+        let mut plan = plan;
+        for _ in 0..PLAN_AGAIN {
+            if !fan.view_changed {
+                break;
             }
+            // A replica knew a pending change this view lacks (or another): the two
+            // nodes now hold the union of their views, and the write is planned again
+            // to reach the change's receivers too. Every round sends the same version.
+            let (again, view) = self.plan_probing(store, &key, w).await?;
+            if again.targets.len() < w {
+                return Err(self.unreachable_quorum(op, store, &key, ("W", w), &again));
+            }
+            let still_held = held.clone().filter(|h| {
+                again
+                    .targets
+                    .iter()
+                    .any(|t| t.name == self.name() && t.hint_for == *h)
+            });
+            let mut first = fan;
+            if first.pending > 0 {
+                tokio::task::spawn_local(async move {
+                    while first.pending > 0 {
+                        first.step().await;
+                    }
+                });
+            }
+            fan = self
+                .replicate(store, &key, &written.version, &again, &view, still_held, w)
+                .await;
+            plan = again;
         }
-        fan.send_to_receivers(extra);
-        while !fan.quorum(w) && fan.pending > 0 {
-            fan.step().await;
-        }
-        if fan.quorum(w) {
+        if fan.quorum(w) && !fan.view_changed {
             // The rest of the replicas still get their copy (or a stand-in does),
             // without anyone waiting for it.
             if fan.pending > 0 {
@@ -437,6 +451,52 @@ impl LocalNode {
         })
     }
 
+    /// Replicates `version` of `key` to `plan`'s targets and, while owners change, to
+    /// the other replica sets of `view`; `held`: this node stored it (standing in for
+    /// that owner, if any) and counts. Returns once W is reached in every set, every
+    /// write has answered, or a replica serves another view (`view_changed`).
+    #[allow(clippy::too_many_arguments)]
+    async fn replicate(
+        &self,
+        store: &Arc<VersionedStore>,
+        key: &[u8],
+        version: &Version,
+        plan: &Plan,
+        view: &Topology,
+        held: Option<Option<String>>,
+        w: usize,
+    ) -> Replication {
+        let mut fan = Replication::new(
+            self.clone(),
+            store.clone(),
+            key.to_vec(),
+            version.clone(),
+            plan,
+            view.step_key(),
+        );
+        // While owners change, the write needs W in the other replica sets too.
+        let seconds = self.second_sets(view, store, key);
+        fan.acked_second = vec![Vec::new(); seconds.len()];
+        fan.second = seconds.clone();
+        if let Some(hint_for) = held {
+            fan.ack(self.name().to_owned(), hint_for.as_deref());
+        }
+        for t in plan.targets.iter().filter(|t| t.name != self.name()) {
+            fan.send(t.clone());
+        }
+        let mut extra: Vec<String> = Vec::new();
+        for m in seconds.into_iter().flatten() {
+            if !plan.targets.iter().any(|t| t.name == m) && !extra.contains(&m) {
+                extra.push(m);
+            }
+        }
+        fan.send_to_receivers(extra);
+        while !fan.quorum(w) && fan.pending > 0 && !fan.view_changed {
+            fan.step().await;
+        }
+        fan
+    }
+
     async fn read_repair(
         &self,
         store: &Arc<VersionedStore>,
@@ -484,8 +544,13 @@ struct Replication {
     key: Rc<Vec<u8>>,
     versions: Rc<Vec<Version>>,
     encoded: Rc<Vec<Vec<u8>>>,
-    tx: mpsc::UnboundedSender<(Target, Result<(), DynamoError>)>,
-    rx: mpsc::UnboundedReceiver<(Target, Result<(), DynamoError>)>,
+    tx: mpsc::UnboundedSender<(Target, Result<bool, DynamoError>)>,
+    rx: mpsc::UnboundedReceiver<(Target, Result<bool, DynamoError>)>,
+    /// The membership view the write was planned with (see `Topology::step_key`).
+    step: Rc<String>,
+    /// A replica serves another view while a transfer is pending: the write must be
+    /// planned again with the view this node has learned since.
+    view_changed: bool,
     /// Members asked so far (owners, stand-ins, this node).
     used: Vec<String>,
     /// Writes sent and not answered yet.
@@ -511,6 +576,7 @@ impl Replication {
         key: Vec<u8>,
         version: Version,
         plan: &Plan,
+        step: &str,
     ) -> Self {
         let versions = vec![version];
         let encoded = rpc::encode_versions(&versions);
@@ -525,6 +591,8 @@ impl Replication {
             encoded: Rc::new(encoded),
             tx,
             rx,
+            step: Rc::new(step.to_owned()),
+            view_changed: false,
             used,
             pending: 0,
             acked: Vec::new(),
@@ -579,16 +647,18 @@ impl Replication {
     fn send(&mut self, t: Target) {
         self.pending += 1;
         let node = self.node.clone();
-        let (store, key, versions, encoded, tx) = (
+        let (store, key, versions, encoded, tx, step) = (
             self.store.clone(),
             self.key.clone(),
             self.versions.clone(),
             self.encoded.clone(),
             self.tx.clone(),
+            self.step.clone(),
         );
         tokio::task::spawn_local(async move {
+            let hint_for = t.hint_for.clone();
             let r = node
-                .replica_write(&t.name, &store, key, versions, encoded, t.hint_for.clone())
+                .replica_write_in_view(&t.name, &store, key, versions, encoded, hint_for, &step)
                 .await;
             let _ = tx.send((t, r));
         });
@@ -602,9 +672,17 @@ impl Replication {
         };
         self.pending -= 1;
         match result {
-            Ok(()) => {
+            Ok(true) => {
                 let hint_for = t.hint_for.clone();
                 self.ack(t.name, hint_for.as_deref());
+            }
+            Ok(false) => {
+                // No stand-in: the write is planned again with the view learned.
+                self.failed.push(format!(
+                    "{}: serves another membership view (a transfer is pending)",
+                    t.name
+                ));
+                self.view_changed = true;
             }
             Err(e) => {
                 self.failed.push(format!("{}: {}", t.name, e.message));
@@ -628,6 +706,10 @@ impl Replication {
         }
     }
 }
+
+/// How many times a write is planned again when a replica serves another membership
+/// view (concurrent changes can each make one round stale).
+const PLAN_AGAIN: usize = 3;
 
 /// The effective R or W: the override if given, else the store's; must be 1..=N.
 fn check_quorum(

@@ -291,6 +291,26 @@ impl LocalNode {
         encoded: Rc<Vec<Vec<u8>>>,
         hint_for: Option<String>,
     ) -> Result<(), DynamoError> {
+        self.replica_write_in_view(target, store, key, versions, encoded, hint_for, "")
+            .await
+            .map(|_| ())
+    }
+
+    /// [`LocalNode::replica_write`] planned with the membership view `step` (see
+    /// [`super::Topology::step_key`]). `Ok(false)`: the replica serves another view
+    /// while a transfer is pending and wrote nothing; this node has merged the
+    /// replica's view before returning, so the write can be planned again.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn replica_write_in_view(
+        &self,
+        target: &str,
+        store: &Arc<VersionedStore>,
+        key: Rc<Vec<u8>>,
+        versions: Rc<Vec<Version>>,
+        encoded: Rc<Vec<Vec<u8>>>,
+        hint_for: Option<String>,
+        step: &str,
+    ) -> Result<bool, DynamoError> {
         if target == self.name() {
             let core = self.core.clone();
             let s = store.clone();
@@ -299,16 +319,35 @@ impl LocalNode {
             return self
                 .engine(store.name(), &key, move || {
                     core.hints.merge(&s, &k, v, hint_for.as_deref())?;
-                    Ok(())
+                    Ok(true)
                 })
                 .await;
         }
         let store_name = store.name().to_owned();
-        self.call_peer(target, "replica write", |c| async move {
-            rpc::call_replica_write(&c, target, &store_name, &key, &encoded, hint_for.as_deref())
+        let stored = self
+            .call_peer(target, "replica write", |c| async move {
+                rpc::call_replica_write(
+                    &c,
+                    target,
+                    &store_name,
+                    &key,
+                    &encoded,
+                    hint_for.as_deref(),
+                    step,
+                )
                 .await
-        })
-        .await
+            })
+            .await?;
+        if !stored {
+            // Learn its view, then make sure it holds ours too (it adopts in the
+            // background): both then plan with the union.
+            let peer = super::gossip::Target::Member(target.to_owned());
+            let _ = super::gossip::exchange(self, &peer).await;
+            if let Some(view) = self.core.view() {
+                let _ = super::gossip::confirm_known(self, target, view.history()).await;
+            }
+        }
+        Ok(stored)
     }
 
     /// Hands `versions` of `key` off to their owner `target`.

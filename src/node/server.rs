@@ -539,6 +539,16 @@ impl internode::Server for InternodeServer {
         let p = params.get()?;
         self.maybe_slow(p.get_key()).await;
         let hint_for = rpc::text(p.get_hint_for());
+        let step = rpc::text(p.get_step()).unwrap_or_default();
+        if !step.is_empty() {
+            let differs = self.node.core.view().is_some_and(|v| {
+                v.next_step().is_some() && !v.next_receivers().is_empty() && v.step_key() != step
+            });
+            if differs {
+                results.get().set_view_differs(true);
+                return Ok(());
+            }
+        }
         let answer = self
             .merge_in(
                 p.get_store(),

@@ -53,6 +53,8 @@ pub struct Topology {
     /// The serving ring's digest, and the next step's (hex MD5 of their JSON).
     serving_digest: String,
     next_digest: Option<String>,
+    /// See [`Topology::step_key`].
+    step_key: String,
     skipped: Vec<(ChangeId, String)>,
     /// Every member's latest address (of any step: a member leaving is still reached).
     addresses: HashMap<String, String>,
@@ -107,6 +109,11 @@ impl Topology {
             digest: history.digest(),
             serving_digest: ring_digest(&steps[serving].ring),
             next_digest: next.map(|j| ring_digest(&steps[j].ring)),
+            step_key: format!(
+                "{}/{}",
+                ring_digest(&steps[serving].ring),
+                next.map_or_else(|| "-".to_owned(), |j| ring_digest(&steps[j].ring))
+            ),
             history,
             steps,
             serving,
@@ -213,6 +220,14 @@ impl Topology {
             }
         }
         out
+    }
+
+    /// Names where data stands: the serving ring and the next step's, by digest. Two
+    /// views with the same key plan writes alike (the same replicas, the same second
+    /// sets); a replica refuses writes planned with another key while a transfer is
+    /// pending (see `Internode.write`).
+    pub fn step_key(&self) -> &str {
+        &self.step_key
     }
 
     /// The ring served before the serving one, if any.

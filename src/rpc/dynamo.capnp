@@ -136,9 +136,15 @@ interface Internode {
   read @0 (store :Text, key :Data, asOwner :Bool)
       -> (failure :Failure, versions :List(VersionBytes), ringVersion :UInt64);
   # Merge `versions` into this replica. With `hintFor` set the receiver is a stand-in
-  # for that owner: it keeps the versions and a hint to hand them off later.
-  write @1 (store :Text, key :Data, versions :List(VersionBytes), hintFor :Text)
-      -> (failure :Failure);
+  # for that owner: it keeps the versions and a hint to hand them off later. `step`
+  # names the coordinator's membership view (its serving ring and pending change, see
+  # `Topology::step_key`; empty: not checked): while a transfer is pending here and the
+  # coordinator's view is another, nothing is written and `viewDiffers` is set, so the
+  # coordinator learns this node's view and writes again with it (its write must
+  # reach the receivers of the pending change).
+  write @1 (store :Text, key :Data, versions :List(VersionBytes), hintFor :Text,
+            step :Text)
+      -> (failure :Failure, viewDiffers :Bool);
   # A stand-in hands off versions it kept for this node (the intended owner). The owner
   # answers only once they are durable (synced), so the stand-in may then drop its copy.
   deliverHint @2 (store :Text, key :Data, versions :List(VersionBytes), from :Text)

@@ -645,7 +645,9 @@ pub async fn call_gossip(
 }
 
 /// Merges the encoded versions of `key` into the replica at `address`; `hint_for`
-/// makes it a stand-in's write, kept for that owner.
+/// makes it a stand-in's write, kept for that owner. `step`: the caller's membership
+/// view (see `Internode.write`; empty: not checked). `Ok(false)`: nothing was written,
+/// the replica serves another view while a transfer is pending.
 pub async fn call_replica_write(
     node: &internode::Client,
     address: &str,
@@ -653,7 +655,8 @@ pub async fn call_replica_write(
     key: &[u8],
     encoded: &[Vec<u8>],
     hint_for: Option<&str>,
-) -> Result<(), DynamoError> {
+    step: &str,
+) -> Result<bool, DynamoError> {
     let mut req = node.write_request();
     {
         let mut p = req.get();
@@ -663,6 +666,7 @@ pub async fn call_replica_write(
         if let Some(h) = hint_for {
             p.set_hint_for(h);
         }
+        p.set_step(step);
     }
     let resp = req
         .send()
@@ -672,7 +676,7 @@ pub async fn call_replica_write(
     let r = resp.get().map_err(|e| from_capnp(address, e))?;
     match read_failure(r.has_failure(), r.get_failure()) {
         Some(f) => Err(f),
-        None => Ok(()),
+        None => Ok(!r.get_view_differs()),
     }
 }
 
