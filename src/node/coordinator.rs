@@ -265,16 +265,17 @@ impl LocalNode {
             .replicate(store, &key, &written.version, &plan, &view, held.clone(), w)
             .await;
         let mut plan = plan;
+        let mut view = view;
         for _ in 0..PLAN_AGAIN {
-            if !fan.view_changed {
+            if !(fan.view_changed && self.learned_since(&view)) {
                 break;
             }
-            // A replica knew a pending change this view lacks (or another): the two
-            // nodes now hold the union of their views, and the write is planned again
-            // to reach the change's receivers too. Every round sends the same version.
-            let (again, view) = self.plan_probing(store, &key, w).await?;
+            // A replica knew a change this view lacks (or another), and this node has
+            // learned it: the write is planned again to reach the change's receivers
+            // and the new owners too. Every round sends the same version.
+            let (again, now) = self.plan_probing(store, &key, w).await?;
             if again.targets.len() < w {
-                return Err(self.unreachable_quorum(op, store, &key, ("W", w), &again));
+                break;
             }
             let still_held = held.clone().filter(|h| {
                 again
@@ -291,11 +292,12 @@ impl LocalNode {
                 });
             }
             fan = self
-                .replicate(store, &key, &written.version, &again, &view, still_held, w)
+                .replicate(store, &key, &written.version, &again, &now, still_held, w)
                 .await;
             plan = again;
+            view = now;
         }
-        if fan.quorum(w) && !fan.view_changed {
+        if fan.quorum(w) && !(fan.view_changed && self.learned_since(&view)) {
             // The rest of the replicas still get their copy (or a stand-in does),
             // without anyone waiting for it.
             if fan.pending > 0 {
@@ -478,11 +480,16 @@ impl LocalNode {
         let seconds = self.second_sets(view, store, key);
         fan.acked_second = vec![Vec::new(); seconds.len()];
         fan.second = seconds.clone();
+        let held_here = held.is_some();
         if let Some(hint_for) = held {
             fan.ack(self.name().to_owned(), hint_for.as_deref());
         }
-        for t in plan.targets.iter().filter(|t| t.name != self.name()) {
-            fan.send(t.clone());
+        for t in plan.targets.iter() {
+            // This node's own copy, when it already holds it in the role the plan
+            // gives it, is counted above; else it is written here like any other.
+            if t.name != self.name() || !held_here {
+                fan.send(t.clone());
+            }
         }
         let mut extra: Vec<String> = Vec::new();
         for m in seconds.into_iter().flatten() {
@@ -491,10 +498,20 @@ impl LocalNode {
             }
         }
         fan.send_to_receivers(extra);
-        while !fan.quorum(w) && fan.pending > 0 && !fan.view_changed {
+        while !fan.quorum(w) && fan.pending > 0 {
+            if fan.view_changed && self.learned_since(view) {
+                break;
+            }
             fan.step().await;
         }
         fan
+    }
+
+    /// Whether this node's view now plans writes differently from `view`.
+    fn learned_since(&self, view: &Topology) -> bool {
+        self.core
+            .view()
+            .is_some_and(|now| now.step_key() != view.step_key())
     }
 
     async fn read_repair(
@@ -548,8 +565,9 @@ struct Replication {
     rx: mpsc::UnboundedReceiver<(Target, Result<bool, DynamoError>)>,
     /// The membership view the write was planned with (see `Topology::step_key`).
     step: Rc<String>,
-    /// A replica serves another view while a transfer is pending: the write must be
-    /// planned again with the view this node has learned since.
+    /// A replica serves another view, and it matters (a transfer is pending there, or
+    /// it is no owner in its rings): the write is planned again if this node's view
+    /// changed by learning it.
     view_changed: bool,
     /// Members asked so far (owners, stand-ins, this node).
     used: Vec<String>,
@@ -672,17 +690,12 @@ impl Replication {
         };
         self.pending -= 1;
         match result {
-            Ok(true) => {
+            Ok(agrees) => {
+                // Stored either way; a replica with another view that matters makes
+                // the coordinator plan again with what it learned from it.
+                self.view_changed |= !agrees;
                 let hint_for = t.hint_for.clone();
                 self.ack(t.name, hint_for.as_deref());
-            }
-            Ok(false) => {
-                // No stand-in: the write is planned again with the view learned.
-                self.failed.push(format!(
-                    "{}: serves another membership view (a transfer is pending)",
-                    t.name
-                ));
-                self.view_changed = true;
             }
             Err(e) => {
                 self.failed.push(format!("{}: {}", t.name, e.message));

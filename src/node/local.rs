@@ -260,23 +260,27 @@ impl LocalNode {
                 .await;
         }
         let store_name = store.name().to_owned();
-        let (versions, theirs) = self
+        let answer = self
             .call_peer(target, "replica read", |c| async move {
                 rpc::call_replica_read(&c, target, &store_name, &key, as_owner).await
             })
-            .await?;
+            .await;
+        let (versions, theirs) = match answer {
+            // No owner in its rings (it serves a newer one): learn that view before
+            // the read picks stand-ins, so that they come from the new ring.
+            Err(e) if e.kind == ErrorKind::Quorum => {
+                self.learn_from(target).await;
+                return Err(e);
+            }
+            other => other?,
+        };
         let mine = self.core.view().map_or(0, |v| v.version());
-        if theirs > mine && self.learning.borrow_mut().insert(target.to_owned()) {
+        if theirs > mine {
             // The replica serves a newer ring: learn it now rather than at the next
-            // gossip round (one exchange per peer at a time).
+            // gossip round.
             let node = self.clone();
             let peer = target.to_owned();
-            tokio::task::spawn_local(async move {
-                let _ =
-                    super::gossip::exchange(&node, &super::gossip::Target::Member(peer.clone()))
-                        .await;
-                node.learning.borrow_mut().remove(&peer);
-            });
+            tokio::task::spawn_local(async move { node.learn_from(&peer).await });
         }
         Ok(versions)
     }
@@ -297,8 +301,8 @@ impl LocalNode {
     }
 
     /// [`LocalNode::replica_write`] planned with the membership view `step` (see
-    /// [`super::Topology::step_key`]). `Ok(false)`: the replica serves another view
-    /// while a transfer is pending and wrote nothing; this node has merged the
+    /// [`super::Topology::step_key`]). `Ok(false)`: written, but the replica serves
+    /// another view and it matters (see `Internode.write`); this node has learned the
     /// replica's view before returning, so the write can be planned again.
     #[allow(clippy::too_many_arguments)]
     pub async fn replica_write_in_view(
@@ -324,7 +328,7 @@ impl LocalNode {
                 .await;
         }
         let store_name = store.name().to_owned();
-        let stored = self
+        let agrees = self
             .call_peer(target, "replica write", |c| async move {
                 rpc::call_replica_write(
                     &c,
@@ -338,16 +342,21 @@ impl LocalNode {
                 .await
             })
             .await?;
-        if !stored {
-            // Learn its view, then make sure it holds ours too (it adopts in the
-            // background): both then plan with the union.
-            let peer = super::gossip::Target::Member(target.to_owned());
-            let _ = super::gossip::exchange(self, &peer).await;
-            if let Some(view) = self.core.view() {
-                let _ = super::gossip::confirm_known(self, target, view.history()).await;
-            }
+        if !agrees {
+            self.learn_from(target).await;
         }
-        Ok(stored)
+        Ok(agrees)
+    }
+
+    /// One gossip exchange with `peer`, unless one is running already (then this
+    /// returns at once): how a request that met a node with another view learns it.
+    pub(crate) async fn learn_from(&self, peer: &str) {
+        if !self.learning.borrow_mut().insert(peer.to_owned()) {
+            return;
+        }
+        let target = super::gossip::Target::Member(peer.to_owned());
+        let _ = super::gossip::exchange(self, &target).await;
+        self.learning.borrow_mut().remove(peer);
     }
 
     /// Hands `versions` of `key` off to their owner `target`.

@@ -437,12 +437,31 @@ impl NodeCore {
         })
     }
 
-    /// Fails unless this node is an owner of `key` in `store` in the serving or the
-    /// target ring, or (during the grace period) the ring served before: a node asked
-    /// as an owner by a caller with an older ring, that holds nothing for the key, may
-    /// have dropped the partition, and its "none" must not count as an owner's answer.
+    /// Fails unless this node is an owner of `key` (see [`NodeCore::is_owner`]): a node
+    /// asked as an owner by a caller with an older ring, that holds nothing for the key,
+    /// may have dropped the partition, and its "none" must not count as an owner's
+    /// answer. The error's kind is `Quorum` (this node is up; the caller learns its
+    /// view and asks the owners of the new ring).
     pub fn check_owner(&self, store: &str, key: &[u8]) -> Result<(), DynamoError> {
         let view = self.topology()?;
+        if self.is_owner(&view, store, key) {
+            return Ok(());
+        }
+        let me = self.name();
+        // Not Unavailable: this node is up, and the caller must not take it for down.
+        Err(DynamoError::new(
+            ErrorKind::Quorum,
+            format!(
+                "{me} is no owner of this key of store {store} in ring version {} (the \
+                 caller's ring is older) and holds nothing for it",
+                view.version()
+            ),
+        ))
+    }
+
+    /// Whether this node is an owner of `key` in `store` in `view`'s serving, next or
+    /// target ring, or (during the grace period) the ring served before.
+    pub fn is_owner(&self, view: &Topology, store: &str, key: &[u8]) -> bool {
         let n = self.stores.get(store).map_or(0, |s| s.config().n);
         let me = self.name();
         let owns = |ring: &crate::ring::Ring| {
@@ -452,17 +471,10 @@ impl NodeCore {
         let previous = view
             .previous_ring()
             .filter(|_| self.serving_for() < self.membership_grace());
-        if owns(view.ring()) || owns(view.target()) || previous.is_some_and(owns) {
-            return Ok(());
-        }
-        Err(DynamoError::new(
-            ErrorKind::Unavailable,
-            format!(
-                "{me} is no owner of this key of store {store} in ring version {} (the \
-                 caller's ring is older) and holds nothing for it",
-                view.version()
-            ),
-        ))
+        owns(view.ring())
+            || view.next_step().is_some_and(|s| owns(&s.ring))
+            || owns(view.target())
+            || previous.is_some_and(owns)
     }
 
     /// Every member in the order a request for `key` in `store` tries them: its

@@ -540,15 +540,15 @@ impl internode::Server for InternodeServer {
         self.maybe_slow(p.get_key()).await;
         let hint_for = rpc::text(p.get_hint_for());
         let step = rpc::text(p.get_step()).unwrap_or_default();
-        if !step.is_empty() {
-            let differs = self.node.core.view().is_some_and(|v| {
-                v.next_step().is_some() && !v.next_receivers().is_empty() && v.step_key() != step
+        let differs = !step.is_empty()
+            && self.node.core.view().is_some_and(|v| {
+                v.step_key() != step
+                    && ((v.next_step().is_some() && !v.next_receivers().is_empty())
+                        || !rpc::text(p.get_store()).is_ok_and(|s| {
+                            rpc::data(p.get_key())
+                                .is_ok_and(|k| self.node.core.is_owner(&v, &s, &k))
+                        }))
             });
-            if differs {
-                results.get().set_view_differs(true);
-                return Ok(());
-            }
-        }
         let answer = self
             .merge_in(
                 p.get_store(),
@@ -558,8 +558,9 @@ impl internode::Server for InternodeServer {
                 false,
             )
             .await;
-        if let Err(e) = answer {
-            rpc::write_failure(results.get().init_failure(), &e);
+        match answer {
+            Ok(()) => results.get().set_view_differs(differs),
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
         }
         Ok(())
     }

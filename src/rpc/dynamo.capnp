@@ -138,10 +138,11 @@ interface Internode {
   # Merge `versions` into this replica. With `hintFor` set the receiver is a stand-in
   # for that owner: it keeps the versions and a hint to hand them off later. `step`
   # names the coordinator's membership view (its serving ring and pending change, see
-  # `Topology::step_key`; empty: not checked): while a transfer is pending here and the
-  # coordinator's view is another, nothing is written and `viewDiffers` is set, so the
-  # coordinator learns this node's view and writes again with it (its write must
-  # reach the receivers of the pending change).
+  # `Topology::step_key`; empty: not checked). The versions are stored either way; when
+  # the coordinator's view is another and it matters (a transfer is pending here, or
+  # this node is no owner of the key in its own rings) `viewDiffers` is set: the
+  # coordinator learns this node's view and plans the write again with it (it must
+  # reach the receivers of a pending change, and the owners of a switched one).
   write @1 (store :Text, key :Data, versions :List(VersionBytes), hintFor :Text,
             step :Text)
       -> (failure :Failure, viewDiffers :Bool);

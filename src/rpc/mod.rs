@@ -646,8 +646,8 @@ pub async fn call_gossip(
 
 /// Merges the encoded versions of `key` into the replica at `address`; `hint_for`
 /// makes it a stand-in's write, kept for that owner. `step`: the caller's membership
-/// view (see `Internode.write`; empty: not checked). `Ok(false)`: nothing was written,
-/// the replica serves another view while a transfer is pending.
+/// view (see `Internode.write`; empty: not checked). `Ok(false)`: written, but the
+/// replica serves another view, and it matters (see `Internode.write`).
 pub async fn call_replica_write(
     node: &internode::Client,
     address: &str,
