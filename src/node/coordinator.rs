@@ -266,6 +266,8 @@ impl LocalNode {
             .await;
         let mut plan = plan;
         let mut view = view;
+        let mut replanned = 0;
+        let mut short: Option<Plan> = None;
         for _ in 0..PLAN_AGAIN {
             if !(fan.view_changed && self.learned_since(&view)) {
                 break;
@@ -275,8 +277,10 @@ impl LocalNode {
             // and the new owners too. Every round sends the same version.
             let (again, now) = self.plan_probing(store, &key, w).await?;
             if again.targets.len() < w {
+                short = Some(again);
                 break;
             }
+            replanned += 1;
             let still_held = held.clone().filter(|h| {
                 again
                     .targets
@@ -310,6 +314,24 @@ impl LocalNode {
             return Ok(token);
         }
         let mut missing = fan.failed;
+        if fan.view_changed && self.learned_since(&view) {
+            missing.push(match &short {
+                Some(p) => format!(
+                    "the membership changed during the write and its new replicas are not \
+                     reachable: only {} of W={w} ({})",
+                    p.targets.len(),
+                    p.down
+                        .iter()
+                        .map(|(m, why)| format!("{m}: down ({why})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!(
+                    "the membership changed during the write (planned again {replanned} \
+                     time(s)); retry"
+                ),
+            });
+        }
         for (m, why) in &plan.down {
             missing.push(format!("{m}: down ({why})"));
         }

@@ -37,9 +37,14 @@ pub struct LocalNode {
     connecting: Rc<RefCell<HashMap<String, Rc<tokio::sync::Mutex<()>>>>>,
     /// Per peer, calls that timed out since its last answer.
     timeouts: Rc<RefCell<HashMap<String, u32>>>,
-    /// Peers a gossip exchange is running with because they reported a newer ring.
-    learning: Rc<RefCell<std::collections::HashSet<String>>>,
+    /// Per peer, the gossip exchange running with it because a reply showed it serves
+    /// another view: later callers wait for that one (whoever polls it drives it, so
+    /// a caller that goes away leaves nothing stuck).
+    learning: Rc<RefCell<HashMap<String, Learning>>>,
 }
+
+/// A gossip exchange several requests may wait for.
+type Learning = futures::future::Shared<futures::future::LocalBoxFuture<'static, ()>>;
 
 impl LocalNode {
     /// Wraps the core for use on this thread.
@@ -348,15 +353,30 @@ impl LocalNode {
         Ok(agrees)
     }
 
-    /// One gossip exchange with `peer`, unless one is running already (then this
-    /// returns at once): how a request that met a node with another view learns it.
+    /// One gossip exchange with `peer`, or, when one is running already, waiting for
+    /// it: how a request that met a node with another view learns that view before
+    /// it goes on.
     pub(crate) async fn learn_from(&self, peer: &str) {
-        if !self.learning.borrow_mut().insert(peer.to_owned()) {
-            return;
-        }
-        let target = super::gossip::Target::Member(peer.to_owned());
-        let _ = super::gossip::exchange(self, &target).await;
-        self.learning.borrow_mut().remove(peer);
+        use futures::FutureExt;
+        let running = self.learning.borrow().get(peer).cloned();
+        let exchange = match running {
+            Some(exchange) => exchange,
+            None => {
+                let (node, name) = (self.clone(), peer.to_owned());
+                let exchange = async move {
+                    let target = super::gossip::Target::Member(name.clone());
+                    let _ = super::gossip::exchange(&node, &target).await;
+                    node.learning.borrow_mut().remove(&name);
+                }
+                .boxed_local()
+                .shared();
+                self.learning
+                    .borrow_mut()
+                    .insert(peer.to_owned(), exchange.clone());
+                exchange
+            }
+        };
+        exchange.await;
     }
 
     /// Hands `versions` of `key` off to their owner `target`.
