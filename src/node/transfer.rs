@@ -95,11 +95,17 @@ pub struct TransferStatus {
 /// The shared progress record (thread-safe: status is served from it).
 #[derive(Debug, Default)]
 pub struct TransferBoard {
-    state: Mutex<Option<(TransferStatus, Instant)>>,
+    /// The transfer, when it started, and how long it took once settled (its rate
+    /// and elapsed time stop there while the step waits for the other receivers).
+    state: Mutex<Option<(TransferStatus, Instant, Option<Duration>)>>,
 }
 
 impl TransferBoard {
-    fn with<R>(&self, f: impl FnOnce(&mut Option<(TransferStatus, Instant)>) -> R) -> R {
+    #[allow(clippy::type_complexity)]
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Option<(TransferStatus, Instant, Option<Duration>)>) -> R,
+    ) -> R {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut g)
     }
@@ -107,9 +113,9 @@ impl TransferBoard {
     /// The current transfer, if any, with its rate and ETA computed now.
     pub fn snapshot(&self) -> Option<TransferStatus> {
         self.with(|s| {
-            s.as_ref().map(|(t, started)| {
+            s.as_ref().map(|(t, started, took)| {
                 let mut t = t.clone();
-                let secs = started.elapsed().as_secs_f64();
+                let secs = took.unwrap_or_else(|| started.elapsed()).as_secs_f64();
                 t.elapsed_ms = (secs * 1000.0) as u64;
                 t.keys = t.partitions.iter().map(|p| p.keys).sum();
                 t.bytes = t.partitions.iter().map(|p| p.bytes).sum();
@@ -157,13 +163,23 @@ impl TransferBoard {
             partitions,
             ..TransferStatus::default()
         };
-        self.with(|s| *s = Some((status, Instant::now())));
+        self.with(|s| *s = Some((status, Instant::now(), None)));
     }
 
     fn update(&self, f: impl FnOnce(&mut TransferStatus)) {
         self.with(|s| {
-            if let Some((t, _)) = s.as_mut() {
+            if let Some((t, _, _)) = s.as_mut() {
                 f(t);
+            }
+        });
+    }
+
+    /// Marks the transfer settled and stops its clock (once).
+    fn settled(&self) {
+        self.with(|s| {
+            if let Some((t, started, took)) = s.as_mut() {
+                t.phase = "settled".into();
+                took.get_or_insert_with(|| started.elapsed());
             }
         });
     }
@@ -218,7 +234,7 @@ pub async fn transfer_loop(node: LocalNode) {
             continue;
         };
         if view.has_settled(node.name()) {
-            board.update(|t| t.phase = "settled".into());
+            board.settled();
             continue;
         }
         if view.next_receivers().is_empty() {
@@ -564,7 +580,7 @@ async fn settle(node: &LocalNode, record: Option<ChangeKind>) -> Result<(), Dyna
         .engine_any("membership", move || core.settle(record))
         .await?
         .ok_or_else(changed)?;
-    node.core.transfers.update(|t| t.phase = "settled".into());
+    node.core.transfers.settled();
     eprintln!(
         "{}: transfer settled; serving ring version {}",
         node.name(),
@@ -572,4 +588,38 @@ async fn settle(node: &LocalNode, record: Option<ChangeKind>) -> Result<(), Dyna
     );
     exchange_with_members(node).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settled_transfer_keeps_its_elapsed_time_and_rate() {
+        let board = TransferBoard::default();
+        let change = ChangeId {
+            origin: "o".into(),
+            seq: 1,
+        };
+        board.start(&change, "join d".into(), &[], "d");
+        board.update(|t| {
+            t.partitions.push(PartitionTransfer {
+                partition: 0,
+                bytes: 1_000_000,
+                keys: 10,
+                state: "done".into(),
+                ..PartitionTransfer::default()
+            })
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        board.settled();
+        let first = board.snapshot().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let later = board.snapshot().unwrap();
+        assert_eq!(first.phase, "settled");
+        assert_eq!(later.elapsed_ms, first.elapsed_ms);
+        assert_eq!(later.rate_bytes_per_s, first.rate_bytes_per_s);
+        assert!(first.rate_bytes_per_s > 0);
+        assert_eq!(later.bytes, 1_000_000);
+    }
 }
