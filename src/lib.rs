@@ -28,6 +28,7 @@ pub mod codec;
 pub mod config;
 pub mod context;
 pub mod dot;
+pub mod durable_file;
 pub mod error;
 pub mod local_ports;
 pub mod membership;

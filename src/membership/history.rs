@@ -56,6 +56,13 @@ pub struct ChangeId {
     pub seq: u64,
 }
 
+impl std::fmt::Display for ChangeId {
+    /// `origin#seq`, as status, logs and admin replies name a change.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.origin, self.seq)
+    }
+}
+
 /// What a change does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]

@@ -11,7 +11,6 @@
 //! new one, never a mix; a stale temporary file from such a crash is ignored.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -152,19 +151,8 @@ impl HistoryFile {
         };
         let text = serde_json::to_string_pretty(&disk)
             .map_err(|e| self.invalid(format!("cannot encode: {e}")))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(self.io(dir))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = fs::File::create(&tmp).map_err(self.io(&tmp))?;
-        f.write_all(text.as_bytes()).map_err(self.io(&tmp))?;
-        f.sync_all().map_err(self.io(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &self.path).map_err(self.io(&self.path))?;
-        // The rename is durable only once the directory entry is.
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(self.io(dir))?;
-        Ok(())
+        crate::durable_file::replace(&self.path, text.as_bytes())
+            .map_err(|(path, e)| self.io(&path)(e))
     }
 }
 

@@ -148,7 +148,7 @@ async fn issue_here(node: &LocalNode, kind: ChangeKind) -> Result<AdminReply, Dy
         node,
         &view,
         describe(&kind),
-        Some(format!("{}#{}", change.id.origin, change.id.seq)),
+        Some(change.id.to_string()),
         summary,
         None,
     ))
@@ -241,7 +241,7 @@ async fn join_through(
         node,
         &view,
         describe(&kind),
-        Some(format!("{}#{}", change.id.origin, change.id.seq)),
+        Some(change.id.to_string()),
         summary,
         None,
     ))

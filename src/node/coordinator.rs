@@ -259,10 +259,17 @@ impl LocalNode {
             .await?;
         let token = store.context_token(&key, &written.context);
         // Replicas get the version written (its past names what it supersedes), not
-        // the key's whole sibling set.
+        // the key's whole sibling set; encoded once for every round.
+        let versions = Rc::new(vec![written.version]);
+        let payload = Payload {
+            encoded: Rc::new(rpc::encode_versions(&versions)),
+            versions,
+            key: Rc::new(key),
+        };
+        let key = payload.key.clone();
         let held = local.then(|| hint_for_me.clone());
         let mut fan = self
-            .replicate(store, &key, &written.version, &plan, &view, held.clone(), w)
+            .replicate(store, &payload, &plan, &view, held.clone(), w)
             .await;
         let mut plan = plan;
         let mut view = view;
@@ -296,7 +303,7 @@ impl LocalNode {
                 });
             }
             fan = self
-                .replicate(store, &key, &written.version, &again, &now, still_held, w)
+                .replicate(store, &payload, &again, &now, still_held, w)
                 .await;
             plan = again;
             view = now;
@@ -483,23 +490,15 @@ impl LocalNode {
     async fn replicate(
         &self,
         store: &Arc<VersionedStore>,
-        key: &[u8],
-        version: &Version,
+        payload: &Payload,
         plan: &Plan,
         view: &Topology,
         held: Option<Option<String>>,
         w: usize,
     ) -> Replication {
-        let mut fan = Replication::new(
-            self.clone(),
-            store.clone(),
-            key.to_vec(),
-            version.clone(),
-            plan,
-            view.step_key(),
-        );
+        let mut fan = Replication::new(self.clone(), store.clone(), payload, plan, view.step_key());
         // While owners change, the write needs W in the other replica sets too.
-        let seconds = self.second_sets(view, store, key);
+        let seconds = self.second_sets(view, store, &payload.key);
         fan.acked_second = vec![Vec::new(); seconds.len()];
         fan.second = seconds.clone();
         let held_here = held.is_some();
@@ -559,6 +558,8 @@ impl LocalNode {
                     versions.clone(),
                     encoded.clone(),
                     t.hint_for.clone(),
+                    // A repair merges what the replica lacks, whatever view it has.
+                    "",
                 )
                 .await;
             if let Err(e) = r {
@@ -572,6 +573,13 @@ impl LocalNode {
             }
         }
     }
+}
+
+/// What a write sends to every replica: the key and the version written, encoded once.
+struct Payload {
+    key: Rc<Vec<u8>>,
+    versions: Rc<Vec<Version>>,
+    encoded: Rc<Vec<Vec<u8>>>,
 }
 
 /// The replica writes of one put: sent in parallel; a replica that fails gets a
@@ -613,22 +621,19 @@ impl Replication {
     fn new(
         node: LocalNode,
         store: Arc<VersionedStore>,
-        key: Vec<u8>,
-        version: Version,
+        payload: &Payload,
         plan: &Plan,
         step: &str,
     ) -> Self {
-        let versions = vec![version];
-        let encoded = rpc::encode_versions(&versions);
         let (tx, rx) = mpsc::unbounded_channel();
         let mut used: Vec<String> = plan.targets.iter().map(|t| t.name.clone()).collect();
         used.push(node.name().to_owned());
         Self {
             node,
             store,
-            key: Rc::new(key),
-            versions: Rc::new(versions),
-            encoded: Rc::new(encoded),
+            key: payload.key.clone(),
+            versions: payload.versions.clone(),
+            encoded: payload.encoded.clone(),
             tx,
             rx,
             step: Rc::new(step.to_owned()),
@@ -698,7 +703,7 @@ impl Replication {
         tokio::task::spawn_local(async move {
             let hint_for = t.hint_for.clone();
             let r = node
-                .replica_write_in_view(&t.name, &store, key, versions, encoded, hint_for, &step)
+                .replica_write(&t.name, &store, key, versions, encoded, hint_for, &step)
                 .await;
             let _ = tx.send((t, r));
         });

@@ -397,10 +397,9 @@ async fn maybe_join(node: &LocalNode) -> Result<(), DynamoError> {
         })
         .await?;
     eprintln!(
-        "{}: joined the cluster (change {}#{}): ring version {}, {} partitions owned",
+        "{}: joined the cluster (change {}): ring version {}, {} partitions owned",
         node.name(),
-        change.id.origin,
-        change.id.seq,
+        change.id,
         view.version(),
         view.ring().partitions_of(node.name()).len()
     );

@@ -7,7 +7,6 @@
 //! actor ids inside their engines, so dots are never reused either way).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -62,12 +61,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
 
 /// Writes `contents` to `path` atomically (temp file, fsync, rename).
 fn write_atomic(path: &Path, contents: &str) -> Result<(), IdentityError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(contents.as_bytes()).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
-    Ok(())
+    crate::durable_file::replace(path, contents.as_bytes()).map_err(|(p, e)| io(&p)(e))
 }
 
 impl Identity {

@@ -291,26 +291,13 @@ impl LocalNode {
     }
 
     /// Writes a version set to one replica; `hint_for` makes it a stand-in's write.
-    pub async fn replica_write(
-        &self,
-        target: &str,
-        store: &Arc<VersionedStore>,
-        key: Rc<Vec<u8>>,
-        versions: Rc<Vec<Version>>,
-        encoded: Rc<Vec<Vec<u8>>>,
-        hint_for: Option<String>,
-    ) -> Result<(), DynamoError> {
-        self.replica_write_in_view(target, store, key, versions, encoded, hint_for, "")
-            .await
-            .map(|_| ())
-    }
-
-    /// [`LocalNode::replica_write`] planned with the membership view `step` (see
-    /// [`super::Topology::step_key`]). `Ok(false)`: written, but the replica serves
-    /// another view and it matters (see `Internode.write`); this node has learned the
-    /// replica's view before returning, so the write can be planned again.
+    /// `step`: the membership view the write was planned with (see
+    /// [`super::Topology::step_key`]; empty: not checked). `Ok(false)`: written, but
+    /// the replica serves another view and it matters (see `Internode.write`); this
+    /// node has learned the replica's view before returning, so the write can be
+    /// planned again.
     #[allow(clippy::too_many_arguments)]
-    pub async fn replica_write_in_view(
+    pub async fn replica_write(
         &self,
         target: &str,
         store: &Arc<VersionedStore>,

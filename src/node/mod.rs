@@ -578,22 +578,8 @@ fn write_marker(marker: &Path, engine: &str) -> Result<(), String> {
     if std::fs::read_to_string(marker).is_ok_and(|s| s.trim() == engine) {
         return Ok(());
     }
-    let fail = |e: std::io::Error| format!("writing {}: {e}", marker.display());
-    let tmp = marker.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-        f.write_all(format!("{engine}\n").as_bytes())
-            .map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-    }
-    std::fs::rename(&tmp, marker).map_err(fail)?;
-    if let Some(parent) = marker.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(fail)?;
-    }
-    Ok(())
+    crate::durable_file::replace(marker, format!("{engine}\n").as_bytes())
+        .map_err(|(path, e)| format!("writing {}: {e}", path.display()))
 }
 
 /// The largest message any request or reply of these stores can need: a record at its

@@ -157,7 +157,7 @@ impl TransferBoard {
         }
         partitions.sort_by_key(|p| p.partition);
         let status = TransferStatus {
-            change: format!("{}#{}", change.origin, change.seq),
+            change: change.to_string(),
             action,
             phase: "waiting".into(),
             partitions,
@@ -213,7 +213,7 @@ pub fn describe(kind: &ChangeKind) -> String {
         }
         ChangeKind::SetAddress { name, address } => format!("{name} now at {address}"),
         ChangeKind::Settled { change, node, .. } => {
-            format!("{node} settled {}#{}", change.origin, change.seq)
+            format!("{node} settled {change}")
         }
     }
 }
