@@ -58,7 +58,7 @@ pub struct AdminTarget {
     #[arg(long)]
     pub json: bool,
     /// Per-call timeout in milliseconds.
-    #[arg(long, default_value_t = 15000)]
+    #[arg(long, default_value_t = 15000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub timeout_ms: u64,
 }
 
@@ -114,7 +114,7 @@ pub struct TransfersArgs {
     #[arg(long)]
     pub watch: bool,
     /// With --watch: give up after this many seconds (0: never).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub timeout_s: u64,
 }
 

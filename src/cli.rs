@@ -178,7 +178,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         (t, 1.0)
     };
     match num.trim().parse::<f64>() {
-        Ok(v) if v >= 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v * scale)),
+        Ok(v) if v >= 0.0 => Duration::try_from_secs_f64(v * scale)
+            .map_err(|_| format!("{s:?} is too long a duration")),
         _ => Err(format!("{s:?} is not a duration like 5s, 500ms or 2m")),
     }
 }

@@ -154,6 +154,11 @@ pub struct NodeSection {
     pub drop_moved_partitions: bool,
 }
 
+/// An hour, in milliseconds: the most a node's timeouts and intervals may be.
+const HOUR_MS: u64 = 3_600_000;
+/// A day, in milliseconds: the longest membership grace period.
+const DAY_MS: u64 = 86_400_000;
+
 impl Default for NodeSection {
     fn default() -> Self {
         Self {
@@ -296,22 +301,27 @@ impl NodeConfig {
         if self.node.data_dir.as_os_str().is_empty() {
             return Err(bad("node.data_dir".into(), "must not be empty".into()));
         }
-        if self.node.request_timeout_ms == 0 {
-            return Err(bad(
-                "node.request_timeout_ms".into(),
-                "must be at least 1".into(),
-            ));
+        // An hour at most: a larger interval would stall membership, and timer
+        // arithmetic on it must not overflow.
+        for (field, value) in [
+            ("node.request_timeout_ms", self.node.request_timeout_ms),
+            ("node.ping_interval_ms", self.node.ping_interval_ms),
+            ("node.gossip_interval_ms", self.node.gossip_interval_ms),
+        ] {
+            if value == 0 || value > HOUR_MS {
+                return Err(bad(
+                    field.into(),
+                    format!("must be between 1 and {HOUR_MS} (an hour)"),
+                ));
+            }
         }
-        if self.node.ping_interval_ms == 0 {
+        if self.node.membership_grace_ms > DAY_MS {
             return Err(bad(
-                "node.ping_interval_ms".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        if self.node.gossip_interval_ms == 0 {
-            return Err(bad(
-                "node.gossip_interval_ms".into(),
-                "must be at least 1".into(),
+                "node.membership_grace_ms".into(),
+                format!(
+                    "must be at most {DAY_MS} (a day): during it every write also needs W of \
+                     the previous replicas, and moved partitions are kept"
+                ),
             ));
         }
         for (i, seed) in self.cluster.seeds.iter().enumerate() {
@@ -420,6 +430,30 @@ mod tests {
         assert_eq!(c.members().unwrap().len(), 2);
         assert_eq!(c.stores[0].name, "carts");
         assert_eq!(c.node.zone.as_deref(), Some("rack-1"));
+    }
+
+    #[test]
+    fn timeouts_intervals_and_the_grace_period_are_bounded() {
+        for (text, field) in [
+            ("[node]\ngossip_interval_ms = 0", "node.gossip_interval_ms"),
+            (
+                "[node]\ngossip_interval_ms = 9223372036854775807",
+                "node.gossip_interval_ms",
+            ),
+            (
+                "[node]\nrequest_timeout_ms = 3600001",
+                "node.request_timeout_ms",
+            ),
+            ("[node]\nping_interval_ms = 0", "node.ping_interval_ms"),
+            (
+                "[node]\nmembership_grace_ms = 86400001",
+                "node.membership_grace_ms",
+            ),
+        ] {
+            assert_eq!(invalid_field(text), field, "{text}");
+        }
+        let c = NodeConfig::parse("[node]\nmembership_grace_ms = 0", "t").unwrap();
+        assert_eq!(c.node.membership_grace_ms, 0);
     }
 
     #[test]

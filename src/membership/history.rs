@@ -364,7 +364,13 @@ impl History {
     /// Makes a new change at node `origin`: its Lamport timestamp is one above every
     /// change held, its sequence one above `origin`'s last. The caller gossips it.
     pub fn issue(&mut self, origin: &str, kind: ChangeKind) -> Change {
-        let lamport = self.changes.keys().map(|k| k.0).max().map_or(1, |m| m + 1);
+        // Saturating: a hostile peer's u64::MAX must not wrap the next change to 0.
+        let lamport = self
+            .changes
+            .keys()
+            .map(|k| k.0)
+            .max()
+            .map_or(1, |m| m.saturating_add(1));
         let seq = self
             .ids
             .iter()

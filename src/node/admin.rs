@@ -19,6 +19,21 @@ fn refused(e: PlanError) -> DynamoError {
 pub async fn handle(node: &LocalNode, request: AdminRequest) -> Result<AdminReply, DynamoError> {
     match request {
         AdminRequest::Plan { change } => {
+            if !matches!(
+                change,
+                ChangeKind::Join { .. }
+                    | ChangeKind::Leave { .. }
+                    | ChangeKind::Replace { .. }
+                    | ChangeKind::Remove { .. }
+            ) {
+                return Err(DynamoError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "refused: only join, leave, replace and remove can be planned, not {}",
+                        describe(&change)
+                    ),
+                ));
+            }
             let view = node.core.topology()?;
             let summary = dry_run(node, &view, &change).await?;
             Ok(reply(node, &view, describe(&change), None, summary, None))
