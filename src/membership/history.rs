@@ -415,15 +415,6 @@ impl History {
         }
     }
 
-    /// The changes `other` lacks (what to send it after comparing digests).
-    pub fn missing_from(&self, other_ids: &BTreeSet<ChangeId>) -> Vec<Change> {
-        self.changes
-            .values()
-            .filter(|c| !other_ids.contains(&c.id))
-            .cloned()
-            .collect()
-    }
-
     /// The ids held.
     pub fn ids(&self) -> &BTreeSet<ChangeId> {
         &self.ids

@@ -6,7 +6,7 @@ use crate::admin::{AdminReply, AdminRequest, PlanSummary};
 use crate::error::{DynamoError, ErrorKind};
 use crate::membership::{plan, ChangeKind, History, PlanError};
 
-use super::gossip::{self, Target};
+use super::gossip;
 use super::local::LocalNode;
 use super::transfer::describe;
 use super::Topology;
@@ -158,7 +158,7 @@ async fn issue_here(node: &LocalNode, kind: ChangeKind) -> Result<AdminReply, Dy
     let core = node.core.clone();
     let k = kind.clone();
     let (change, view) = node.engine_any("membership", move || core.issue(k)).await?;
-    spread(node, &view).await;
+    spread(node).await;
     Ok(reply(
         node,
         &view,
@@ -169,24 +169,14 @@ async fn issue_here(node: &LocalNode, kind: ChangeKind) -> Result<AdminReply, Dy
     ))
 }
 
-/// Merges the history of every member this node believes up (failures are skipped).
+/// Merges what every member knows (failures are skipped).
 async fn catch_up(node: &LocalNode) {
-    if let Some(view) = node.core.view() {
-        for peer in view.member_names() {
-            if peer != node.name() && node.is_healthy(&peer) {
-                let _ = gossip::exchange(node, &Target::Member(peer)).await;
-            }
-        }
-    }
+    gossip::exchange_with_members(node).await;
 }
 
 /// Tells every member the new history at once (gossip would, within seconds).
-async fn spread(node: &LocalNode, view: &Topology) {
-    for peer in view.member_names() {
-        if peer != node.name() {
-            let _ = gossip::exchange(node, &Target::Member(peer)).await;
-        }
-    }
+async fn spread(node: &LocalNode) {
+    gossip::exchange_with_members(node).await;
 }
 
 /// Join or replace: this node takes the history of `seed`'s cluster (giving up a
@@ -251,7 +241,7 @@ async fn join_through(
         describe(&kind),
         view.version()
     );
-    spread(node, &view).await;
+    spread(node).await;
     Ok(reply(
         node,
         &view,

@@ -151,14 +151,13 @@ fn targets(node: &LocalNode, order: &Rc<RefCell<Vec<String>>>) -> Vec<Target> {
 /// One exchange with `target` (see the module doc). Returns whether this node learned
 /// changes.
 pub(crate) async fn exchange(node: &LocalNode, target: &Target) -> Result<bool, DynamoError> {
-    let mine = node
-        .core
-        .view()
-        .map(|t| t.history().clone())
-        .unwrap_or_default();
-    let (their_digest, theirs) = call(node, target, &mine.digest(), None).await?;
+    let view = node.core.view();
+    let digest = view
+        .as_ref()
+        .map_or(History::new().digest(), |v| v.digest());
+    let (their_digest, theirs) = call(node, target, &digest, None).await?;
     let mut learned = false;
-    let mut merged = mine;
+    let mut merged = view;
     if let Some(json) = theirs {
         let h = parse_history(&json, target.label())?;
         if let Some(view) = node.adopt(h).await? {
@@ -170,11 +169,11 @@ pub(crate) async fn exchange(node: &LocalNode, target: &Target) -> Result<bool, 
                 view.version(),
                 view.ring().members().len()
             );
-            merged = view.history().clone();
+            merged = Some(view);
         }
     }
-    if merged.digest().as_slice() != their_digest.as_slice() && !merged.is_empty() {
-        call(node, target, &merged.digest(), Some(&history_json(&merged))).await?;
+    if let Some(v) = merged.filter(|v| v.digest().as_slice() != their_digest.as_slice()) {
+        call(node, target, &v.digest(), Some(&history_json(v.history()))).await?;
     }
     Ok(learned)
 }
@@ -233,6 +232,25 @@ async fn call_address(
                 format!("{address} timed out after {} ms", (timeout * 2).as_millis()),
             ))
         })
+}
+
+/// One gossip exchange with every member of the view this node serves, all at once
+/// (failures are skipped).
+pub(crate) async fn exchange_with_members(node: &LocalNode) {
+    let Some(view) = node.core.view() else {
+        return;
+    };
+    let peers: Vec<String> = view
+        .member_names()
+        .into_iter()
+        .filter(|p| p != node.name())
+        .collect();
+    futures::future::join_all(
+        peers
+            .into_iter()
+            .map(|p| async move { exchange(node, &Target::Member(p)).await }),
+    )
+    .await;
 }
 
 /// Makes sure member `peer` holds every change of `mine`: pushes it, then asks until
@@ -386,7 +404,7 @@ async fn maybe_join(node: &LocalNode) -> Result<(), DynamoError> {
     let Some(view) = core.view() else {
         return Ok(());
     };
-    if ever_named(view.history(), node.name()) {
+    if view.is_member(node.name()) || ever_named(view.history(), node.name()) {
         return Ok(());
     }
     let me = core.config.this_member();

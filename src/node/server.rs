@@ -692,15 +692,14 @@ impl internode::Server for InternodeServer {
                     }
                 });
             }
-            let mine = self
-                .node
-                .core
-                .view()
-                .map(|t| t.history().clone())
-                .unwrap_or_default();
-            let my_digest = mine.digest();
-            let reply = (my_digest.as_slice() != digest.as_slice() && !mine.is_empty())
-                .then(|| gossip::history_json(&mine));
+            // The view's cached digest; the history is encoded only when it differs.
+            let view = self.node.core.view();
+            let my_digest = view
+                .as_ref()
+                .map_or(crate::membership::History::new().digest(), |v| v.digest());
+            let reply = view
+                .filter(|_| my_digest.as_slice() != digest.as_slice())
+                .map(|v| gossip::history_json(v.history()));
             Ok::<_, DynamoError>((my_digest, reply))
         }
         .await;

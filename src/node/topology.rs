@@ -105,15 +105,13 @@ impl Topology {
             .map(|j| receivers(&steps[serving].ring, &steps[j].ring))
             .unwrap_or_default();
         let removed = removed_nodes(&steps);
+        let serving_digest = ring_digest(&steps[serving].ring);
+        let next_digest = next.map(|j| ring_digest(&steps[j].ring));
         Ok(Self {
             digest: history.digest(),
-            serving_digest: ring_digest(&steps[serving].ring),
-            next_digest: next.map(|j| ring_digest(&steps[j].ring)),
-            step_key: format!(
-                "{}/{}",
-                ring_digest(&steps[serving].ring),
-                next.map_or_else(|| "-".to_owned(), |j| ring_digest(&steps[j].ring))
-            ),
+            step_key: format!("{serving_digest}/{}", next_digest.as_deref().unwrap_or("-")),
+            serving_digest,
+            next_digest,
             history,
             steps,
             serving,

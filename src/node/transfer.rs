@@ -40,7 +40,7 @@ use crate::membership::{ChangeId, ChangeKind};
 use crate::rpc;
 use crate::store::VersionedStore;
 
-use super::gossip::{self, Target};
+use super::gossip;
 use super::local::LocalNode;
 use super::topology::{PendingMove, Topology};
 
@@ -313,25 +313,6 @@ async fn tell_members(node: &LocalNode, view: &Topology) -> Result<(), DynamoErr
     told.into_iter().collect()
 }
 
-/// One gossip exchange with every member of the view this node serves, all at once
-/// (failures are skipped).
-async fn exchange_with_members(node: &LocalNode) {
-    let Some(view) = node.core.view() else {
-        return;
-    };
-    let peers: Vec<String> = view
-        .member_names()
-        .into_iter()
-        .filter(|p| p != node.name())
-        .collect();
-    futures::future::join_all(
-        peers
-            .into_iter()
-            .map(|p| async move { gossip::exchange(node, &Target::Member(p)).await }),
-    )
-    .await;
-}
-
 /// Steps 1 to 3 of the module doc.
 async fn pull(
     node: &LocalNode,
@@ -567,7 +548,7 @@ async fn drop_partition(
 /// concurrently elsewhere (and carried out first, or sorting first) is seen now rather
 /// than after this record, which would then be void.
 async fn settle(node: &LocalNode, record: Option<ChangeKind>) -> Result<(), DynamoError> {
-    exchange_with_members(node).await;
+    gossip::exchange_with_members(node).await;
     let changed = || {
         DynamoError::new(
             ErrorKind::Unavailable,
@@ -586,7 +567,7 @@ async fn settle(node: &LocalNode, record: Option<ChangeKind>) -> Result<(), Dyna
         node.name(),
         view.version()
     );
-    exchange_with_members(node).await;
+    gossip::exchange_with_members(node).await;
     Ok(())
 }
 
