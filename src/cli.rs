@@ -363,6 +363,9 @@ fn render_status(s: &NodeStatus) -> String {
             ));
         }
     }
+    if let Some(ae) = &s.anti_entropy {
+        out.push_str(&render_anti_entropy(ae));
+    }
     out.push_str(&format!(
         "{:<16} {:<22} {:<5} {:>10} {:>6}  {}\n",
         "member", "address", "state", "partitions", "hints", "last error"
@@ -390,6 +393,75 @@ fn render_status(s: &NodeStatus) -> String {
         out.push_str(&format!(
             "store {}: engine {}, N={} R={} W={}, policy {}, max value {} bytes\n",
             st.name, st.engine, st.n, st.r, st.w, st.policy, st.max_value_size
+        ));
+    }
+    out
+}
+
+fn render_anti_entropy(ae: &dynamo::node::anti_entropy::AntiEntropyStatus) -> String {
+    let mut out = String::new();
+    if !ae.enabled {
+        out.push_str("anti-entropy: off ([anti_entropy] enabled = false)\n");
+    } else {
+        out.push_str(&format!(
+            "anti-entropy: {} exchange(s), {} key(s) repaired ({} difference(s) seen), trees {}/{} ready, oldest exchange {}\n",
+            ae.exchanges,
+            ae.keys_repaired,
+            ae.differences_seen,
+            ae.trees_ready,
+            ae.trees_total,
+            match (ae.oldest_exchange_age_ms, &ae.oldest_exchange) {
+                (Some(ms), Some(w)) => format!("{:.1} s ago ({w})", ms as f64 / 1000.0),
+                _ => "(no partition has another replica)".into(),
+            }
+        ));
+        out.push_str(&format!(
+            "tombstones: {} held, {} reaped{}\n",
+            ae.tombstones,
+            ae.reaped,
+            ae.last_kept
+                .as_ref()
+                .map(|k| format!("; last kept: {k}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(e) = &ae.last_error {
+        out.push_str(&format!("anti-entropy last error: {e}\n"));
+    }
+    if let Some(r) = &ae.rebuild {
+        for st in &r.stores {
+            out.push_str(&format!(
+                "rebuild of store {} (data lost): {} of {} partition(s), {} keys, {} bytes, {} keys/s{}\n",
+                st.store,
+                st.done,
+                st.partitions,
+                st.keys,
+                st.bytes,
+                st.keys_per_s,
+                st.last_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let a = &ae.admission;
+    out.push_str(&format!(
+        "background budget: {} units/s (foreground p99 {:.1} ms over {} request(s), target {} ms)\n",
+        a.budget_units_per_s,
+        a.foreground_p99_us as f64 / 1000.0,
+        a.foreground_requests,
+        a.target_p99_ms
+    ));
+    for h in &ae.refused_hints {
+        out.push_str(&format!(
+            "refused hint: store {} key {} for {}: {} ({} attempt(s), next in {:.0} s)\n",
+            h.store,
+            h.key,
+            h.owner,
+            h.reason,
+            h.attempts,
+            h.retry_in_ms as f64 / 1000.0
         ));
     }
     out

@@ -303,6 +303,9 @@ pub struct NodeStatus {
     pub target_ring_version: u64,
     /// Its ownership transfer in progress (it is receiving partitions), if any.
     pub transfer: Option<crate::node::transfer::TransferStatus>,
+    /// Anti-entropy, reaping, rebuilds of lost data, the background work budget and
+    /// refused hints (`None` from a node of an older version).
+    pub anti_entropy: Option<crate::node::anti_entropy::AntiEntropyStatus>,
 }
 
 /// The cluster's layout as a node reports it.
@@ -660,8 +663,12 @@ impl Client {
         key: &[u8],
     ) -> Result<Vec<Version>, DynamoError> {
         let (address, store, key) = (address.to_owned(), store.to_owned(), key.to_vec());
-        self.run(move |st| async move { st.replica_read(&address, &store, &key).await })
-            .await
+        self.run(move |st| async move {
+            st.replica_read(&address, &store, &key)
+                .await
+                .map(|r| r.versions)
+        })
+        .await
     }
 
     /// One page of the keys of `store`, in (partition, key) order: up to `limit` keys
@@ -1339,16 +1346,16 @@ impl State {
         address: &str,
         store: &str,
         key: &[u8],
-    ) -> Result<Vec<Version>, DynamoError> {
+    ) -> Result<crate::quorum::ReplicaReply, DynamoError> {
         let node = self.internode(address).await?;
-        let (versions, ring_version) = self
+        let (reply, ring_version) = self
             .timed(
                 address,
                 rpc::call_replica_read(&node, address, store, key, false),
             )
             .await?;
         self.note_ring_version(ring_version);
-        Ok(versions)
+        Ok(reply)
     }
 
     /// Remembers the highest serving ring version a node reported.
@@ -1495,11 +1502,17 @@ impl State {
         let mut repairs = self.repairs.borrow_mut();
         while repairs.try_join_next().is_some() {}
         repairs.spawn_local(async move {
-            let (merged, replies) = q.finish().await;
-            let stale = stale_replicas(&merged, replies, policy);
+            let (merged, replies, reaped) = q.finish().await;
+            let mut stale = crate::quorum::holding_reaped(&replies, &reaped);
+            for t in stale_replicas(&merged, replies, policy) {
+                if !stale.contains(&t) {
+                    stale.push(t);
+                }
+            }
             if stale.is_empty() {
                 return;
             }
+            let reaped = (!reaped.is_empty()).then_some(reaped);
             let encoded = rpc::encode_versions(merged.versions());
             for t in stale {
                 let Ok(address) = layout.address_of(&t.name) else {
@@ -1516,6 +1529,7 @@ impl State {
                     &encoded,
                     t.hint_for.as_deref(),
                     "",
+                    reaped.as_ref(),
                 );
                 // A failed repair is retried by the next read (or anti-entropy).
                 let _ = st.timed(&address, write).await;

@@ -41,6 +41,8 @@ pub struct ClusterSpec {
     pub membership_grace_ms: u64,
     /// `node.drop_moved_partitions` of every node.
     pub drop_moved_partitions: bool,
+    /// `[anti_entropy]` of every node.
+    pub anti_entropy: crate::config::AntiEntropyConfig,
 }
 
 impl ClusterSpec {
@@ -55,6 +57,7 @@ impl ClusterSpec {
             request_timeout_ms: 500,
             membership_grace_ms: 30_000,
             drop_moved_partitions: true,
+            anti_entropy: crate::config::AntiEntropyConfig::default(),
         }
     }
 }
@@ -151,6 +154,7 @@ impl LocalCluster {
             cfg.node.request_timeout_ms = spec.request_timeout_ms;
             cfg.node.membership_grace_ms = spec.membership_grace_ms;
             cfg.node.drop_moved_partitions = spec.drop_moved_partitions;
+            cfg.anti_entropy = spec.anti_entropy.clone();
             cfg.cluster.partitions = spec.partitions;
             cfg.cluster.members = members.clone();
             cfg.stores = spec.stores.clone();

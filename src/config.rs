@@ -38,6 +38,19 @@
 //! max_key_size = 4096
 //! max_value_size = 1048576
 //! prune_threshold = 10
+//!
+//! [anti_entropy]                  # see docs/anti-entropy.md
+//! enabled = true
+//! interval_ms = 1000              # one exchange with the next peer per interval
+//! confirm_delay_ms = 200          # a difference must persist this long to count
+//! max_keys_per_exchange = 1000    # repairs per exchange
+//! reap_delay_ms = 3600000         # a tombstone is reaped no sooner than this
+//! reaped_retention_ms = 864000000 # reaped keys are remembered this long (10 days)
+//!
+//! [admission]                     # the budget of background work (paper 6.5)
+//! target_p99_ms = 50              # foreground p99 above this shrinks the budget
+//! min_units_per_s = 2000
+//! max_units_per_s = 100000
 //! ```
 
 use std::collections::BTreeSet;
@@ -92,9 +105,73 @@ pub struct NodeConfig {
     pub cluster: ClusterSection,
     /// The stores it hosts (`[[stores]]`; see [`StoreConfig`] for the fields).
     pub stores: Vec<StoreConfig>,
+    /// Anti-entropy and tombstone reaping (`[anti_entropy]`).
+    pub anti_entropy: AntiEntropyConfig,
+    /// The budget of background work (`[admission]`).
+    pub admission: AdmissionConfig,
     /// Test-only fault injection (`[faults]`); absent in production configs.
     #[serde(skip_serializing_if = "Faults::is_none")]
     pub faults: Faults,
+}
+
+/// `[anti_entropy]`: how replicas compare and repair their partitions, and when
+/// tombstones are reaped (see `docs/anti-entropy.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntiEntropyConfig {
+    /// Run exchanges, rebuilds of trees and reaping at all (off: replicas converge only
+    /// by read repair and hinted handoff, and tombstones are never reaped).
+    pub enabled: bool,
+    /// One exchange (every partition shared with the next peer in rotation, per store)
+    /// per interval, in milliseconds.
+    pub interval_ms: u64,
+    /// A difference found by a comparison is acted on only if a second comparison this
+    /// much later still finds it (writes in flight are not repair work), ms.
+    pub confirm_delay_ms: u64,
+    /// Most keys repaired in one exchange.
+    pub max_keys_per_exchange: usize,
+    /// A tombstone is reaped no sooner than this after it was written, ms.
+    pub reap_delay_ms: u64,
+    /// How long a reaped key's dots are remembered, ms: within it no replica restored
+    /// from an older copy can bring the key back.
+    pub reaped_retention_ms: u64,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 1000,
+            confirm_delay_ms: 200,
+            max_keys_per_exchange: 1000,
+            reap_delay_ms: 3_600_000,
+            reaped_retention_ms: 10 * DAY_MS,
+        }
+    }
+}
+
+/// `[admission]`: the budget of background work and the foreground latency it
+/// follows (see [`crate::node::admission`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// Foreground p99 (ms) above which the budget shrinks.
+    pub target_p99_ms: u64,
+    /// The smallest budget, in work units (keys) per second: background work always
+    /// moves at least this fast.
+    pub min_units_per_s: u64,
+    /// The largest budget, in work units per second.
+    pub max_units_per_s: u64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            target_p99_ms: 50,
+            min_units_per_s: 2_000,
+            max_units_per_s: 100_000,
+        }
+    }
 }
 
 /// `[faults]`: deliberate misbehaviour for fault tests. Every field defaults to off;
@@ -314,6 +391,62 @@ impl NodeConfig {
                     format!("must be between 1 and {HOUR_MS} (an hour)"),
                 ));
             }
+        }
+        let ae = &self.anti_entropy;
+        for (field, value) in [
+            ("anti_entropy.interval_ms", ae.interval_ms),
+            ("anti_entropy.confirm_delay_ms", ae.confirm_delay_ms.max(1)),
+        ] {
+            if value == 0 || value > HOUR_MS {
+                return Err(bad(
+                    field.into(),
+                    format!("must be between 1 and {HOUR_MS} (an hour)"),
+                ));
+            }
+        }
+        if ae.max_keys_per_exchange == 0 || ae.max_keys_per_exchange > 100_000 {
+            return Err(bad(
+                "anti_entropy.max_keys_per_exchange".into(),
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        // A year at most (timer and clock arithmetic stays far from overflow).
+        const YEAR_MS: u64 = 365 * DAY_MS;
+        for (field, value) in [
+            ("anti_entropy.reap_delay_ms", ae.reap_delay_ms),
+            ("anti_entropy.reaped_retention_ms", ae.reaped_retention_ms),
+        ] {
+            if value > YEAR_MS {
+                return Err(bad(
+                    field.into(),
+                    format!("must be at most {YEAR_MS} (a year)"),
+                ));
+            }
+        }
+        if ae.reaped_retention_ms < ae.reap_delay_ms {
+            return Err(bad(
+                "anti_entropy.reaped_retention_ms".into(),
+                "must be at least anti_entropy.reap_delay_ms".into(),
+            ));
+        }
+        let ad = &self.admission;
+        if ad.target_p99_ms == 0 || ad.target_p99_ms > HOUR_MS {
+            return Err(bad(
+                "admission.target_p99_ms".into(),
+                format!("must be between 1 and {HOUR_MS}"),
+            ));
+        }
+        if ad.min_units_per_s == 0 || ad.min_units_per_s > ad.max_units_per_s {
+            return Err(bad(
+                "admission.min_units_per_s".into(),
+                "must be at least 1 and at most admission.max_units_per_s".into(),
+            ));
+        }
+        if ad.max_units_per_s > 100_000_000 {
+            return Err(bad(
+                "admission.max_units_per_s".into(),
+                "must be at most 100000000".into(),
+            ));
         }
         if self.node.membership_grace_ms > DAY_MS {
             return Err(bad(

@@ -7,8 +7,13 @@
 //! - replies from stand-ins count toward R only once every owner that was asked has
 //!   replied or failed, so a stand-in's "not found" never hides a value an owner could
 //!   still return; owners alone answer as soon as R of them replied;
-//! - replies are merged as they come (supersession by dots); replies that arrive after
-//!   the answer are still collected for read repair.
+//! - a replica that lost its data and has not rebuilt the key's partition yet says so
+//!   (`rebuilding`), and its reply counts as a stand-in's: its "not found" never hides
+//!   a value either;
+//! - replies are merged as they come (supersession by dots), and versions covered by a
+//!   reaped context any reply carries are dead and dropped (a replica restored from an
+//!   old copy never brings a reaped key back); replies that arrive after the answer are
+//!   still collected for read repair.
 //!
 //! Reads are spawned with `spawn_local`: callers run on a `LocalSet` (capnp-rpc is
 //! `!Send`).
@@ -19,6 +24,7 @@ use std::rc::Rc;
 
 use tokio::sync::mpsc;
 
+use crate::context::Context;
 use crate::error::{DynamoError, ErrorKind};
 use crate::store::printable_key;
 use crate::version::{ConflictPolicy, Siblings, Version};
@@ -42,11 +48,23 @@ impl Target {
     }
 }
 
+/// What one replica answered to a read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaReply {
+    /// Its versions of the key.
+    pub versions: Vec<Version>,
+    /// It lost its data and has not rebuilt the key's partition: its answer counts as
+    /// a stand-in's.
+    pub rebuilding: bool,
+    /// The key's reaped context there (versions it covers are dead).
+    pub reaped: Option<Context>,
+}
+
 /// Reads one member's versions of the key.
 pub type ReadFn =
-    Rc<dyn Fn(Target) -> Pin<Box<dyn Future<Output = Result<Vec<Version>, DynamoError>>>>>;
+    Rc<dyn Fn(Target) -> Pin<Box<dyn Future<Output = Result<ReplicaReply, DynamoError>>>>>;
 
-type Reply = (Target, Result<Vec<Version>, DynamoError>);
+type Reply = (Target, Result<ReplicaReply, DynamoError>);
 
 /// One quorum read in progress. Invariant: `pending` counts reads sent and not yet
 /// received; `owners_pending` those among them sent to owners.
@@ -59,10 +77,15 @@ pub struct QuorumRead {
     used: Vec<String>,
     pending: usize,
     owners_pending: usize,
-    /// Everything the replies so far hold, merged.
+    /// Everything the replies so far hold, merged, less what `reaped` covers.
     pub merged: Siblings,
     /// The replies so far, by member.
     pub replies: Vec<(Target, Vec<Version>)>,
+    /// Members whose reply counts as a stand-in's although they were asked as owners
+    /// (they are rebuilding).
+    pub rebuilding: Vec<String>,
+    /// The union of the reaped contexts the replies carried.
+    pub reaped: Context,
     /// Failed reads, as "member: why".
     pub failed: Vec<String>,
     /// The errors of the failed reads, in the same order.
@@ -84,6 +107,8 @@ impl QuorumRead {
             owners_pending: 0,
             merged: Siblings::new(),
             replies: Vec::new(),
+            rebuilding: Vec::new(),
+            reaped: Context::new(),
             failed: Vec::new(),
             errors: Vec::new(),
         };
@@ -112,7 +137,7 @@ impl QuorumRead {
         let from_owners = self
             .replies
             .iter()
-            .filter(|(t, _)| t.hint_for.is_none())
+            .filter(|(t, _)| t.hint_for.is_none() && !self.rebuilding.contains(&t.name))
             .count();
         from_owners >= self.r || (self.owners_pending == 0 && self.replies.len() >= self.r)
     }
@@ -163,15 +188,25 @@ impl QuorumRead {
     }
 
     /// Counts one reply; false when the read failed.
-    fn record(&mut self, t: &Target, res: Result<Vec<Version>, DynamoError>) -> bool {
+    fn record(&mut self, t: &Target, res: Result<ReplicaReply, DynamoError>) -> bool {
         self.pending -= 1;
         if t.hint_for.is_none() {
             self.owners_pending -= 1;
         }
         match res {
-            Ok(versions) => {
-                self.merged.merge(versions.iter().cloned(), self.policy);
-                self.replies.push((t.clone(), versions));
+            Ok(reply) => {
+                if reply.rebuilding {
+                    self.rebuilding.push(t.name.clone());
+                }
+                if let Some(r) = &reply.reaped {
+                    self.reaped.merge(r);
+                }
+                self.merged
+                    .merge(reply.versions.iter().cloned(), self.policy);
+                if !self.reaped.is_empty() {
+                    self.merged = drop_reaped(&self.merged, &self.reaped, self.policy);
+                }
+                self.replies.push((t.clone(), reply.versions));
                 true
             }
             Err(e) => {
@@ -183,8 +218,8 @@ impl QuorumRead {
     }
 
     /// Collects the replies still in flight (late ones count for read repair), then
-    /// gives everything merged and every reply.
-    pub async fn finish(mut self) -> (Siblings, Vec<(Target, Vec<Version>)>) {
+    /// gives everything merged, every reply and the reaped contexts seen.
+    pub async fn finish(mut self) -> (Siblings, Vec<(Target, Vec<Version>)>, Context) {
         self.tx = None;
         while self.pending > 0 {
             match self.rx.recv().await {
@@ -194,8 +229,35 @@ impl QuorumRead {
                 None => break,
             }
         }
-        (self.merged, self.replies)
+        (self.merged, self.replies, self.reaped)
     }
+}
+
+/// `set` without the versions `reaped` covers.
+pub fn drop_reaped(set: &Siblings, reaped: &Context, policy: ConflictPolicy) -> Siblings {
+    let kept: Vec<Version> = set
+        .versions()
+        .iter()
+        .filter(|v| !reaped.covers(&v.dot))
+        .cloned()
+        .collect();
+    if kept.len() == set.len() {
+        return set.clone();
+    }
+    Siblings::from_versions(kept, policy)
+}
+
+/// The replicas among `replies` that still hold a version `reaped` covers: read
+/// repair sends them the reaped context.
+pub fn holding_reaped(replies: &[(Target, Vec<Version>)], reaped: &Context) -> Vec<Target> {
+    if reaped.is_empty() {
+        return Vec::new();
+    }
+    replies
+        .iter()
+        .filter(|(_, had)| had.iter().any(|v| reaped.covers(&v.dot)))
+        .map(|(t, _)| t.clone())
+        .collect()
 }
 
 /// The replicas among `replies` that lack a version of `newest` (no version with its

@@ -638,7 +638,8 @@ fn a_replica_flags_writes_planned_with_another_view_while_a_transfer_is_pending(
     eventually(30, "node-1 knows the pending join", pending);
     let write = |step: &'static str| {
         internode(&addrs[0], |node, address| async move {
-            dynamo::rpc::call_replica_write(&node, &address, "default", b"k", &[], None, step).await
+            dynamo::rpc::call_replica_write(&node, &address, "default", b"k", &[], None, step, None)
+                .await
         })
     };
     // The write of a coordinator whose view lacks the pending join (or has another) is
@@ -707,7 +708,7 @@ fn a_node_that_left_drops_its_data_once_the_grace_period_is_over() {
         internode(&address, |node, address| async move {
             dynamo::rpc::call_replica_read(&node, &address, "default", key.as_bytes(), true)
                 .await
-                .map(|(versions, _)| versions)
+                .map(|(reply, _)| reply.versions)
         })
     };
     let k = keys[0].clone();

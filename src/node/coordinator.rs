@@ -21,7 +21,7 @@ use crate::version::{Siblings, Version};
 
 use super::local::LocalNode;
 use super::{NodeCore, Topology};
-use crate::quorum::{stale_replicas, QuorumRead, ReadFn, Target};
+use crate::quorum::{holding_reaped, stale_replicas, QuorumRead, ReadFn, Target};
 
 /// The replicas of one request and the owners left out.
 struct Plan {
@@ -397,7 +397,7 @@ impl LocalNode {
             .await
             .into_iter()
             .filter_map(Result::ok)
-            .flatten()
+            .flat_map(|r| r.versions)
             .filter(|v| v.request_id == Some(id))
             .collect();
         if found.is_empty() {
@@ -473,8 +473,9 @@ impl LocalNode {
         let node = self.clone();
         let store2 = store.clone();
         tokio::task::spawn_local(async move {
-            let (merged, replies) = q.finish().await;
-            node.read_repair(&store2, key, merged, replies).await;
+            let (merged, replies, reaped) = q.finish().await;
+            node.read_repair(&store2, key, merged, replies, reaped)
+                .await;
         });
         Ok(GetOutcome {
             siblings: answer,
@@ -541,12 +542,20 @@ impl LocalNode {
         key: Rc<Vec<u8>>,
         newest: Siblings,
         replies: Vec<(Target, Vec<Version>)>,
+        reaped: Context,
     ) {
         let policy = store.config().policy;
-        let stale = stale_replicas(&newest, replies, policy);
+        // Replicas holding versions reaped elsewhere get the reaped context too.
+        let mut stale = holding_reaped(&replies, &reaped);
+        for t in stale_replicas(&newest, replies, policy) {
+            if !stale.contains(&t) {
+                stale.push(t);
+            }
+        }
         if stale.is_empty() {
             return;
         }
+        let reaped = (!reaped.is_empty()).then(|| Rc::new(reaped));
         let versions = Rc::new(newest.into_versions());
         let encoded = Rc::new(rpc::encode_versions(&versions));
         for t in stale {
@@ -560,6 +569,7 @@ impl LocalNode {
                     t.hint_for.clone(),
                     // A repair merges what the replica lacks, whatever view it has.
                     "",
+                    reaped.clone(),
                 )
                 .await;
             if let Err(e) = r {
@@ -703,7 +713,9 @@ impl Replication {
         tokio::task::spawn_local(async move {
             let hint_for = t.hint_for.clone();
             let r = node
-                .replica_write(&t.name, &store, key, versions, encoded, hint_for, &step)
+                .replica_write(
+                    &t.name, &store, key, versions, encoded, hint_for, &step, None,
+                )
                 .await;
             let _ = tx.send((t, r));
         });

@@ -1,15 +1,27 @@
 //! Background loops: local failure detection (peers believed down are probed) and
 //! hinted handoff (deliver hints to owners that answer again, remove them once
 //! the owner has made them durable).
+//!
+//! Handoff never stalls on one hint: each (store, owner) walks its hints from where
+//! the last batch stopped (wrapping around at the end), and a hint that fails to
+//! deliver for any reason but the owner being unreachable (the owner refuses it: the
+//! merged record is over its size limit, a value over its `max_value_size`, a store it
+//! does not host; or the stand-in's own copy cannot be read) is retried later with
+//! exponential backoff, from 2 s up to 10 minutes, while the owner's other hints go
+//! on. Such hints are listed in `dynamo status` (store, key, owner, reason); the copy
+//! stays here meanwhile, and anti-entropy converges the owners from the replicas that
+//! took the write. Only a connection failure ends an owner's batch (it is down).
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::error::DynamoError;
-use crate::store::VersionedStore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DynamoError, ErrorKind};
+use crate::store::{printable_key, VersionedStore};
 
 use super::hints::HintLog;
 use super::local::LocalNode;
@@ -92,23 +104,153 @@ fn deliverable(node: &LocalNode) -> Vec<(Arc<VersionedStore>, String)> {
     out
 }
 
-async fn handoff_logged(node: &LocalNode, store: &Arc<VersionedStore>, owner: &str) {
-    match handoff_owner(node, store, owner).await {
-        Ok(_) => {}
-        Err(e) => {
-            eprintln!(
-                "{}: hinted handoff to {owner} (store {}): {}",
-                node.name(),
-                store.name(),
-                e.message
-            );
-        }
+/// A hint an owner refused (or that could not be read here), waiting for its retry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedHint {
+    /// The store.
+    pub store: String,
+    /// The key, printable.
+    pub key: String,
+    /// The owner it is for.
+    pub owner: String,
+    /// Why the last attempt failed.
+    pub reason: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Milliseconds until the next attempt.
+    pub retry_in_ms: u64,
+}
+
+/// First backoff after a refusal; it doubles per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest wait between attempts of one hint.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Most refused hints listed by status.
+const LISTED: usize = 100;
+
+struct Backoff {
+    attempts: u32,
+    next: Instant,
+    reason: String,
+}
+
+#[derive(Default)]
+struct HandoffState {
+    /// (store, owner, key) → its backoff.
+    backoff: BTreeMap<(String, String, Vec<u8>), Backoff>,
+    /// (store, owner) → the last key of the last batch (the next starts after it).
+    cursor: BTreeMap<(String, String), Vec<u8>>,
+}
+
+/// Handoff bookkeeping shared with status: cursors and refused hints.
+#[derive(Default)]
+pub struct HandoffBoard {
+    inner: Mutex<HandoffState>,
+}
+
+impl std::fmt::Debug for HandoffBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandoffBoard")
     }
 }
 
-/// Delivers a batch of `owner`'s hints in `store`, in key order, stopping at the first
-/// failure (the owner is then marked down and retried on a later tick). The hints of
-/// an owner gone from the membership go to the key's owners in the target ring.
+impl HandoffBoard {
+    fn with<R>(&self, f: impl FnOnce(&mut HandoffState) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn waiting(&self, store: &str, owner: &str, key: &[u8]) -> bool {
+        self.with(|s| {
+            s.backoff
+                .get(&(store.to_owned(), owner.to_owned(), key.to_vec()))
+                .is_some_and(|b| b.next > Instant::now())
+        })
+    }
+
+    fn refuse(&self, store: &str, owner: &str, key: &[u8], reason: String) {
+        self.with(|s| {
+            let b = s
+                .backoff
+                .entry((store.to_owned(), owner.to_owned(), key.to_vec()))
+                .or_insert(Backoff {
+                    attempts: 0,
+                    next: Instant::now(),
+                    reason: String::new(),
+                });
+            b.attempts = b.attempts.saturating_add(1);
+            let wait = FIRST_BACKOFF
+                .saturating_mul(1 << b.attempts.saturating_sub(1).min(16))
+                .min(MAX_BACKOFF);
+            b.next = Instant::now() + wait;
+            b.reason = reason;
+        });
+    }
+
+    fn delivered(&self, store: &str, owner: &str, key: &[u8]) {
+        self.with(|s| {
+            s.backoff
+                .remove(&(store.to_owned(), owner.to_owned(), key.to_vec()))
+        });
+    }
+
+    fn cursor(&self, store: &str, owner: &str) -> Vec<u8> {
+        self.with(|s| {
+            s.cursor
+                .get(&(store.to_owned(), owner.to_owned()))
+                .cloned()
+                .unwrap_or_default()
+        })
+    }
+
+    fn set_cursor(&self, store: &str, owner: &str, at: Vec<u8>) {
+        self.with(|s| s.cursor.insert((store.to_owned(), owner.to_owned()), at));
+    }
+
+    /// The hints waiting after a refusal (at most 100), most attempts first.
+    pub fn refused(&self) -> Vec<RefusedHint> {
+        let now = Instant::now();
+        self.with(|s| {
+            let mut out: Vec<RefusedHint> = s
+                .backoff
+                .iter()
+                .map(|((store, owner, key), b)| RefusedHint {
+                    store: store.clone(),
+                    key: printable_key(key),
+                    owner: owner.clone(),
+                    reason: b.reason.clone(),
+                    attempts: b.attempts,
+                    retry_in_ms: b.next.saturating_duration_since(now).as_millis() as u64,
+                })
+                .collect();
+            out.sort_by_key(|h| std::cmp::Reverse(h.attempts));
+            out.truncate(LISTED);
+            out
+        })
+    }
+}
+
+async fn handoff_logged(node: &LocalNode, store: &Arc<VersionedStore>, owner: &str) {
+    if let Err(e) = handoff_owner(node, store, owner).await {
+        eprintln!(
+            "{}: hinted handoff to {owner} (store {}): {}",
+            node.name(),
+            store.name(),
+            e.message
+        );
+    }
+}
+
+/// Whether a failed delivery means the target is unreachable (the batch ends) rather
+/// than that it refused this one hint.
+fn unreachable(e: &DynamoError) -> bool {
+    matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
+}
+
+/// Delivers the next batch of `owner`'s hints in `store`, in key order from where the
+/// last batch stopped; a refused hint waits for its backoff and the others go on; a
+/// connection failure ends the batch (the owner is then marked down and retried on a
+/// later tick). The hints of an owner gone from the membership go to the key's owners
+/// in the target ring.
 async fn handoff_owner(
     node: &LocalNode,
     store: &Arc<VersionedStore>,
@@ -118,19 +260,43 @@ async fn handoff_owner(
     let gone = view.target().member(owner).is_none() && view.ring().member(owner).is_none();
     let s = store.clone();
     let o = owner.to_owned();
+    let board = &node.core.handoff;
+    let after = board.cursor(store.name(), owner);
     let hints = node
         .engine_any(store.name(), move || {
-            HintLog::list_for(&s, &o, HANDOFF_BATCH).map_err(DynamoError::from)
+            HintLog::list_for(&s, &o, &after, HANDOFF_BATCH).map_err(DynamoError::from)
         })
         .await?;
+    // The next batch starts after this one, or from the first hint again.
+    let next = match hints.last() {
+        Some(h) if hints.len() == HANDOFF_BATCH => h.key.clone(),
+        _ => Vec::new(),
+    };
+    board.set_cursor(store.name(), owner, next);
     let members: Vec<String> = view.member_names();
     let mut delivered = 0;
     for hint in hints {
+        if board.waiting(store.name(), owner, &hint.key) {
+            continue;
+        }
+        node.core.admission.acquire(1).await;
         let s = store.clone();
         let key = hint.key.clone();
-        let siblings = node
+        let siblings = match node
             .engine(store.name(), &hint.key, move || Ok(s.get(&key)?.siblings))
-            .await?;
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                board.refuse(
+                    store.name(),
+                    owner,
+                    &hint.key,
+                    format!("reading this stand-in's copy: {}", e.message),
+                );
+                continue;
+            }
+        };
         let n = store.config().n;
         let serving_owners: Vec<String> = {
             let r = view.ring();
@@ -162,20 +328,22 @@ async fn handoff_owner(
         } else {
             vec![owner.to_owned()]
         };
-        let mut failed = false;
+        let mut refused = None;
         for t in &targets {
-            if node
-                .deliver_hint(t, store, &hint.key, &siblings)
-                .await
-                .is_err()
-            {
-                failed = true;
+            if let Err(e) = node.deliver_hint(t, store, &hint.key, &siblings).await {
+                if unreachable(&e) {
+                    // The owner (or a new owner) is down: the rest waits for it.
+                    return Ok(delivered);
+                }
+                refused = Some(format!("{t} refused it: {}", e.message));
                 break;
             }
         }
-        if failed {
-            break;
+        if let Some(why) = refused {
+            board.refuse(store.name(), owner, &hint.key, why);
+            continue;
         }
+        board.delivered(store.name(), owner, &hint.key);
         delivered += 1;
         let core = node.core.clone();
         let s = store.clone();

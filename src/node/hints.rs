@@ -157,11 +157,24 @@ impl HintLog {
         versions: Vec<Version>,
         hint_for: Option<&str>,
     ) -> Result<(Siblings, bool), StoreError> {
+        self.merge_with_reaped(store, key, versions, None, hint_for)
+    }
+
+    /// [`HintLog::merge`] with a reaped context from the peer (see
+    /// [`VersionedStore::merge_remote_full`]).
+    pub fn merge_with_reaped(
+        &self,
+        store: &VersionedStore,
+        key: &[u8],
+        versions: Vec<Version>,
+        reaped: Option<&Context>,
+        hint_for: Option<&str>,
+    ) -> Result<(Siblings, bool), StoreError> {
         let Some(owner) = hint_for else {
-            return store.merge_remote(key, versions);
+            return store.merge_remote_full(key, versions, reaped, &mut |_| Ok(()));
         };
         let mut new = false;
-        let out = store.merge_remote_with(key, versions, &mut |b| {
+        let out = store.merge_remote_full(key, versions, reaped, &mut |b| {
             self.attach_hint(store, owner, key, b, &mut new)
         });
         self.uncount_failed(store, Some(owner), new, &out);
@@ -188,21 +201,28 @@ impl HintLog {
         out
     }
 
-    /// Up to `limit` hints for `owner` in `store`, in key order. Reads only that
-    /// owner's range.
+    /// Up to `limit` hints for `owner` in `store` for keys after `after` (from the
+    /// first when empty), in key order. Reads only that owner's range.
     pub fn list_for(
         store: &VersionedStore,
         owner: &str,
+        after: &[u8],
         limit: usize,
     ) -> Result<Vec<Hint>, StoreError> {
         let mut out = Vec::new();
+        let prefix = hint_key(owner, b"");
+        let range = if after.is_empty() {
+            KeyRange::prefix(&prefix)
+        } else {
+            let end = match dynamo_engines::prefix_successor(&prefix) {
+                Some(e) => std::ops::Bound::Excluded(e),
+                None => std::ops::Bound::Unbounded,
+            };
+            KeyRange::new(std::ops::Bound::Excluded(hint_key(owner, after)), end)
+        };
         let iter = store
             .engine()
-            .scan(
-                HINTS_KEYSPACE,
-                &KeyRange::prefix(&hint_key(owner, b"")),
-                Direction::Forward,
-            )
+            .scan(HINTS_KEYSPACE, &range, Direction::Forward)
             .map_err(engine_err(store, "listing hints"))?;
         for item in iter.take(limit) {
             let (k, v) = item.map_err(engine_err(store, "listing hints"))?;

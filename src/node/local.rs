@@ -9,7 +9,9 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::context::Context;
 use crate::error::{DynamoError, ErrorKind};
+use crate::quorum::ReplicaReply;
 use crate::rpc::{self, internode, Connection};
 use crate::store::{printable_key, VersionedStore};
 use crate::version::{Siblings, Version};
@@ -251,16 +253,19 @@ impl LocalNode {
         store: &Arc<VersionedStore>,
         key: Rc<Vec<u8>>,
         as_owner: bool,
-    ) -> Result<Vec<Version>, DynamoError> {
+    ) -> Result<ReplicaReply, DynamoError> {
         if target == self.name() {
             let s = store.clone();
             let k = key.to_vec();
+            let rebuilding = self.core.rebuilding(store, &key);
             return self
                 .engine(store.name(), &key, move || {
-                    Ok(s.get(&k)
-                        .map_err(DynamoError::from)?
-                        .siblings
-                        .into_versions())
+                    let read = s.get(&k).map_err(DynamoError::from)?;
+                    Ok(ReplicaReply {
+                        versions: read.siblings.into_versions(),
+                        rebuilding,
+                        reaped: read.reaped,
+                    })
                 })
                 .await;
         }
@@ -306,15 +311,18 @@ impl LocalNode {
         encoded: Rc<Vec<Vec<u8>>>,
         hint_for: Option<String>,
         step: &str,
+        reaped: Option<Rc<Context>>,
     ) -> Result<bool, DynamoError> {
         if target == self.name() {
             let core = self.core.clone();
             let s = store.clone();
             let k = key.to_vec();
             let v = versions.to_vec();
+            let dead = reaped.as_deref().cloned();
             return self
                 .engine(store.name(), &key, move || {
-                    core.hints.merge(&s, &k, v, hint_for.as_deref())?;
+                    core.hints
+                        .merge_with_reaped(&s, &k, v, dead.as_ref(), hint_for.as_deref())?;
                     Ok(true)
                 })
                 .await;
@@ -330,6 +338,7 @@ impl LocalNode {
                     &encoded,
                     hint_for.as_deref(),
                     step,
+                    reaped.as_deref(),
                 )
                 .await
             })

@@ -1,20 +1,24 @@
 //! A Dynamo node: one process serving the client-facing and internode RPC interfaces,
 //! coordinating requests for the keys it holds, and running the background loops
-//! (failure detection, hinted handoff).
+//! (failure detection, hinted handoff, gossip, transfers, anti-entropy and reaping,
+//! rebuilding lost data), the background ones under admission control.
 //!
 //! Threads: the core state ([`NodeCore`]) is `Send + Sync`. capnp-rpc runs on one
 //! current-thread tokio runtime inside a `LocalSet` (the thread that calls
 //! [`run`]); engine calls go to dedicated engine threads, never on the event loop.
 
 mod admin;
+pub mod admission;
+pub mod anti_entropy;
 mod coordinator;
 mod engine_threads;
 mod gossip;
-mod handoff;
+pub mod handoff;
 pub mod health;
 pub mod hints;
 pub mod identity;
 mod local;
+pub mod rebuild;
 mod server;
 pub mod topology;
 pub mod transfer;
@@ -94,6 +98,14 @@ pub struct NodeCore {
     pub hints: HintLog,
     /// This node's ownership transfer in progress, for status.
     pub transfers: transfer::TransferBoard,
+    /// Anti-entropy progress, for status.
+    pub aae: anti_entropy::AntiEntropyBoard,
+    /// Partitions of lost data still to rebuild (their reads count as a stand-in's).
+    pub rebuild: rebuild::RebuildBoard,
+    /// The background work budget.
+    pub admission: admission::Admission,
+    /// Hint delivery cursors and refused hints.
+    pub handoff: handoff::HandoffBoard,
     /// When the node started.
     pub started: Instant,
     /// Client requests being served.
@@ -126,6 +138,10 @@ impl NodeCore {
         ns.dedup();
         let history_file = HistoryFile::in_dir(&data_dir);
         let learned = gossip::peers_history_blocking(&config);
+        // A new data directory of a member whose peers answered: the member lost its
+        // data (a wiped disk). With no peer answering it cannot tell itself from a new
+        // cluster's first start, and is taken for one (nothing to rebuild from anyway).
+        let peers_answered = learned.as_ref().is_some_and(|h| !h.is_empty());
         let history =
             identity::startup_history(&config, &identity, &history_file, target_n, learned)?;
         let view = match history.is_empty() {
@@ -157,6 +173,16 @@ impl NodeCore {
         let partitions = config.cluster.partitions;
         let mut stores = BTreeMap::new();
         let hints = HintLog::default();
+        let rebuild = rebuild::RebuildBoard::default();
+        // A member that lost its data (a new data directory, or one store's data)
+        // rebuilds it before its answers count as an owner's.
+        let member = view.as_ref().is_some_and(|v| {
+            v.ring().member(&config.node.name).is_some()
+                || v.target().member(&config.node.name).is_some()
+        });
+        let others = view
+            .as_ref()
+            .is_some_and(|v| v.member_names().iter().any(|m| *m != config.node.name));
         for sc in &config.stores {
             let dir = data_dir.join("stores").join(&sc.name);
             let fail = |reason: String| NodeError::Store {
@@ -174,9 +200,23 @@ impl NodeCore {
             let store = VersionedStore::open(engine, resolved, partitions)
                 .map_err(|e| fail(e.to_string()))?;
             hints.prepare(&store).map_err(|e| fail(e.to_string()))?;
+            let lost =
+                member && others && ((created && peers_answered) || (!created && store.is_fresh()));
+            if lost {
+                eprintln!(
+                    "{}: store {} has no data from before (a new incarnation of a member): \
+                     rebuilding it from the other replicas; until then its reads count as \
+                     a stand-in's",
+                    config.node.name, sc.name
+                );
+            }
+            rebuild
+                .open(&store, lost)
+                .map_err(|e| fail(e.to_string()))?;
             stores.insert(sc.name.clone(), Arc::new(store));
         }
         let max_message = max_message(&config.stores);
+        let admission_control = admission::Admission::new(config.admission.clone());
         Ok(Self {
             config,
             identity,
@@ -195,6 +235,10 @@ impl NodeCore {
             health: HealthTable::default(),
             hints,
             transfers: transfer::TransferBoard::default(),
+            aae: anti_entropy::AntiEntropyBoard::default(),
+            rebuild,
+            admission: admission_control,
+            handoff: handoff::HandoffBoard::default(),
             started: Instant::now(),
             in_flight: AtomicU64::new(0),
             call_timeouts: AtomicU64::new(0),
@@ -420,6 +464,13 @@ impl NodeCore {
     /// This node's member name.
     pub fn name(&self) -> &str {
         &self.config.node.name
+    }
+
+    /// Whether this node is still rebuilding the partition of `key` in `store` (its
+    /// answers for it count as a stand-in's).
+    pub fn rebuilding(&self, store: &VersionedStore, key: &[u8]) -> bool {
+        self.rebuild
+            .is_rebuilding(store.name(), store.partition_of(key))
     }
 
     /// The timeout of every call to another node.

@@ -16,7 +16,7 @@ use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
 
 use super::local::LocalNode;
-use super::{gossip, handoff, transfer};
+use super::{admission, anti_entropy, gossip, handoff, rebuild, transfer};
 use super::{NodeCore, NodeError};
 
 /// How long shutdown waits for in-flight requests.
@@ -280,6 +280,7 @@ impl DynamoServer {
                 .map_or_else(String::new, |v| v.serving_digest()),
             target_ring_version: view.as_ref().map_or(0, |v| v.steps().len() as u64),
             transfer: core.transfers.snapshot(),
+            anti_entropy: Some(core.aae.status(core)),
         })
     }
 }
@@ -291,6 +292,7 @@ impl dynamo::Server for DynamoServer {
         mut results: dynamo::GetResults,
     ) -> Result<(), capnp::Error> {
         let _in = self.node.core.request_started();
+        let started = Instant::now();
         let p = params.get()?;
         let parsed =
             (|| Ok::<_, DynamoError>((rpc::text(p.get_store())?, rpc::data(p.get_key())?)))();
@@ -299,6 +301,7 @@ impl dynamo::Server for DynamoServer {
             Ok((store, key)) => self.handle_get(store, key, r, fwd).await,
             Err(e) => Err(e),
         };
+        self.node.core.admission.record(started.elapsed());
         let reply = results.get().init_reply();
         match answer {
             Ok(g) => rpc::write_get_reply(reply, &g),
@@ -325,6 +328,7 @@ impl dynamo::Server for DynamoServer {
         let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
         let id = request_id(p.get_request_id());
         let retry = p.get_retry();
+        let started = Instant::now();
         let answer = match parsed {
             Ok((store, key, value, ctx)) => {
                 self.handle_put(store, key, Some(value), ctx, w, fwd, id, retry)
@@ -332,6 +336,7 @@ impl dynamo::Server for DynamoServer {
             }
             Err(e) => Err(e),
         };
+        self.node.core.admission.record(started.elapsed());
         rpc::answer_put(results.get().init_reply(), &answer);
         Ok(())
     }
@@ -353,6 +358,7 @@ impl dynamo::Server for DynamoServer {
         let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
         let id = request_id(p.get_request_id());
         let retry = p.get_retry();
+        let started = Instant::now();
         let answer = match parsed {
             Ok((store, key, ctx)) => {
                 self.handle_put(store, key, None, ctx, w, fwd, id, retry)
@@ -360,6 +366,7 @@ impl dynamo::Server for DynamoServer {
             }
             Err(e) => Err(e),
         };
+        self.node.core.admission.record(started.elapsed());
         rpc::answer_put(results.get().init_reply(), &answer);
         Ok(())
     }
@@ -472,11 +479,23 @@ impl InternodeServer {
         key: capnp::Result<capnp::data::Reader<'_>>,
         versions: capnp::Result<capnp::data_list::Reader<'_>>,
         hint_for: Result<String, DynamoError>,
+        reaped: Option<crate::context::Context>,
         durable: bool,
     ) -> Result<(), DynamoError> {
         let st = self.store(store)?;
         let key = rpc::data(key)?;
-        let versions = rpc::decode_versions(versions, st.config().max_value_size as u64)?;
+        let max = st.config().max_value_size;
+        let versions = rpc::decode_versions(versions, max as u64).map_err(|e| {
+            DynamoError::new(
+                e.kind,
+                format!(
+                    "refused versions for key {} in store {}: {} (this node's max_value_size is {max})",
+                    crate::store::printable_key(&key),
+                    st.name(),
+                    e.message
+                ),
+            )
+        })?;
         let hint_for = hint_for?;
         let core = self.node.core.clone();
         let name = st.name().to_owned();
@@ -484,7 +503,8 @@ impl InternodeServer {
         self.node
             .engine(&name, &key, move || {
                 let hint_for = (!hint_for.is_empty()).then_some(hint_for.as_str());
-                core.hints.merge(&st, &k, versions, hint_for)?;
+                core.hints
+                    .merge_with_reaped(&st, &k, versions, reaped.as_ref(), hint_for)?;
                 if durable {
                     st.sync()?;
                 }
@@ -508,22 +528,30 @@ impl internode::Server for InternodeServer {
             let key = rpc::data(p.get_key())?;
             let name = st.name().to_owned();
             let k = key.clone();
-            let versions = self
+            let rebuilding = self.node.core.rebuilding(&st, &key);
+            let read = self
                 .node
-                .engine(&name, &key, move || {
-                    Ok(st.get(&k)?.siblings.into_versions())
-                })
+                .engine(&name, &key, move || Ok(st.get(&k)?))
                 .await?;
-            if as_owner && versions.is_empty() {
+            if as_owner && read.siblings.is_empty() {
                 self.node.core.check_owner(&name, &key)?;
             }
-            Ok(rpc::encode_versions(&versions))
+            let reaped = rpc::encode_context(read.reaped.as_ref());
+            Ok((
+                rpc::encode_versions(read.siblings.versions()),
+                rebuilding,
+                reaped,
+            ))
         }
         .await;
         match answer {
-            Ok(encoded) => {
+            Ok((encoded, rebuilding, reaped)) => {
                 let mut r = results.get();
                 r.set_ring_version(self.node.core.view().map_or(0, |v| v.version()));
+                r.set_rebuilding(rebuilding);
+                if !reaped.is_empty() {
+                    r.set_reaped(&reaped);
+                }
                 rpc::set_versions(r.init_versions(encoded.len() as u32), &encoded)
             }
             Err(e) => rpc::write_failure(results.get().init_failure(), &e),
@@ -549,15 +577,20 @@ impl internode::Server for InternodeServer {
                                 .is_ok_and(|k| self.node.core.is_owner(&v, &s, &k))
                         }))
             });
-        let answer = self
-            .merge_in(
-                p.get_store(),
-                p.get_key(),
-                p.get_versions(),
-                hint_for,
-                false,
-            )
-            .await;
+        let answer = match rpc::decode_context(p.get_reaped()) {
+            Ok(reaped) => {
+                self.merge_in(
+                    p.get_store(),
+                    p.get_key(),
+                    p.get_versions(),
+                    hint_for,
+                    reaped,
+                    false,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match answer {
             Ok(()) => results.get().set_view_differs(differs),
             Err(e) => rpc::write_failure(results.get().init_failure(), &e),
@@ -578,6 +611,7 @@ impl internode::Server for InternodeServer {
                 p.get_key(),
                 p.get_versions(),
                 Ok(String::new()),
+                None,
                 true,
             )
             .await;
@@ -714,6 +748,311 @@ impl internode::Server for InternodeServer {
         Ok(())
     }
 
+    async fn aae_roots(
+        self: Rc<Self>,
+        params: internode::AaeRootsParams,
+        mut results: internode::AaeRootsResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = (|| {
+            let st = self.store(p.get_store())?;
+            let parts = p
+                .get_partitions()
+                .map_err(|e| rpc::protocol(format!("reading partitions: {e}")))?;
+            let mut out = Vec::with_capacity(parts.len() as usize);
+            for part in parts.iter() {
+                let part = anti_entropy::check_partition(&st, part)?;
+                let rebuilding = self.node.core.rebuild.is_rebuilding(st.name(), part);
+                out.push(st.tree_root(part).filter(|_| !rebuilding));
+            }
+            Ok::<_, DynamoError>(out)
+        })();
+        match answer {
+            Ok(roots) => {
+                let mut r = results.get();
+                let mut rl = r.reborrow().init_roots(roots.len() as u32);
+                for (i, x) in roots.iter().enumerate() {
+                    rl.set(i as u32, x.unwrap_or(0));
+                }
+                let mut ready = r.init_ready(roots.len() as u32);
+                for (i, x) in roots.iter().enumerate() {
+                    ready.set(i as u32, x.is_some());
+                }
+            }
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
+    async fn aae_tree(
+        self: Rc<Self>,
+        params: internode::AaeTreeParams,
+        mut results: internode::AaeTreeResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = (|| {
+            let st = self.store(p.get_store())?;
+            let part = anti_entropy::check_partition(&st, p.get_partition())?;
+            let branches: Vec<u16> = p
+                .get_branches()
+                .map_err(|e| rpc::protocol(format!("reading branches: {e}")))?
+                .iter()
+                .take(crate::store::tree::BRANCHES)
+                .collect();
+            if self.node.core.rebuild.is_rebuilding(st.name(), part) {
+                return Ok(None);
+            }
+            Ok::<_, DynamoError>(if branches.is_empty() {
+                st.tree_branches(part)
+            } else {
+                st.tree_leaves(part, &branches)
+            })
+        })();
+        match answer {
+            Ok(hashes) => {
+                let mut r = results.get();
+                r.set_ready(hashes.is_some());
+                let hashes = hashes.unwrap_or_default();
+                let mut l = r.init_hashes(hashes.len() as u32);
+                for (i, h) in hashes.iter().enumerate() {
+                    l.set(i as u32, *h);
+                }
+            }
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
+    async fn aae_segments(
+        self: Rc<Self>,
+        params: internode::AaeSegmentsParams,
+        mut results: internode::AaeSegmentsResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let part = anti_entropy::check_partition(&st, p.get_partition())?;
+            let segments: Vec<u8> = p
+                .get_segments()
+                .map_err(|e| rpc::protocol(format!("reading segments: {e}")))?
+                .iter()
+                .take(crate::store::tree::SEGMENTS)
+                .map(|s| s.min(255) as u8)
+                .collect();
+            let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
+            self.node
+                .engine_any("listing segments", move || {
+                    let mut all = Vec::new();
+                    let mut more = false;
+                    for seg in segments {
+                        let (keys, m) = st.segment_hashes(part, seg, limit)?;
+                        all.extend(keys);
+                        more |= m;
+                    }
+                    Ok((all, more))
+                })
+                .await
+        }
+        .await;
+        match answer {
+            Ok((keys, more)) => {
+                let mut r = results.get();
+                let mut kl = r.reborrow().init_keys(keys.len() as u32);
+                for (i, (k, _)) in keys.iter().enumerate() {
+                    kl.set(i as u32, k);
+                }
+                let mut hl = r.reborrow().init_hashes(keys.len() as u32);
+                for (i, (_, h)) in keys.iter().enumerate() {
+                    hl.set(i as u32, *h);
+                }
+                r.set_more(more);
+            }
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
+    async fn fetch(
+        self: Rc<Self>,
+        params: internode::FetchParams,
+        mut results: internode::FetchResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let list = p
+                .get_keys()
+                .map_err(|e| rpc::protocol(format!("reading keys: {e}")))?;
+            if list.len() as usize > crate::rpc::anti_entropy::MAX_RECORDS_PER_CALL {
+                return Err(rpc::protocol(format!(
+                    "{} keys in one fetch; at most {}",
+                    list.len(),
+                    crate::rpc::anti_entropy::MAX_RECORDS_PER_CALL
+                )));
+            }
+            let mut keys = Vec::with_capacity(list.len() as usize);
+            for k in list.iter() {
+                let k = k.map_err(|e| rpc::protocol(format!("reading a key: {e}")))?;
+                st.check_key(k)?;
+                keys.push(k.to_vec());
+            }
+            self.node
+                .engine_any("reading keys for anti-entropy", move || {
+                    let mut out = Vec::with_capacity(keys.len());
+                    for key in keys {
+                        let read = st.get(&key)?;
+                        out.push(crate::store::KeyState {
+                            key,
+                            versions: read.siblings.into_versions(),
+                            reaped: read.reaped,
+                        });
+                    }
+                    Ok(out)
+                })
+                .await
+        }
+        .await;
+        match answer {
+            Ok(states) => crate::rpc::anti_entropy::write_key_states(
+                results.get().init_records(states.len() as u32),
+                &states,
+            ),
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
+    async fn merge_records(
+        self: Rc<Self>,
+        params: internode::MergeRecordsParams,
+        mut results: internode::MergeRecordsResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let records = crate::rpc::anti_entropy::read_key_states(
+                p.get_records(),
+                st.config().max_value_size as u64,
+            )?;
+            let core = self.node.core.clone();
+            self.node
+                .engine_any("merging an anti-entropy repair", move || {
+                    // One record refused (over this node's limits, say) must not keep
+                    // the others out.
+                    let total = records.len();
+                    let mut refused: Vec<DynamoError> = Vec::new();
+                    for r in records {
+                        if let Err(e) = core.hints.merge_with_reaped(
+                            &st,
+                            &r.key,
+                            r.versions,
+                            r.reaped.as_ref(),
+                            None,
+                        ) {
+                            refused.push(e.into());
+                        }
+                    }
+                    match refused.first() {
+                        None => Ok(()),
+                        Some(e) => Err(DynamoError::new(
+                            e.kind,
+                            format!(
+                                "{} of {total} record(s) refused, the others merged; first: {}",
+                                refused.len(),
+                                e.message
+                            ),
+                        )),
+                    }
+                })
+                .await
+        }
+        .await;
+        if let Err(e) = answer {
+            rpc::write_failure(results.get().init_failure(), &e);
+        }
+        Ok(())
+    }
+
+    async fn reap_check(
+        self: Rc<Self>,
+        params: internode::ReapCheckParams,
+        mut results: internode::ReapCheckResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let records =
+                crate::rpc::anti_entropy::read_key_states(p.get_records(), u64::from(u32::MAX))?;
+            let view = self.node.core.topology()?;
+            let moving = view.next_step().is_some()
+                || self.node.core.serving_for() < self.node.core.membership_grace();
+            let names = anti_entropy::history_names(&view);
+            let states = self
+                .node
+                .engine_any("checking tombstones", move || {
+                    records
+                        .iter()
+                        .map(|r| anti_entropy::reap_state(&st, &names, r))
+                        .collect::<Result<Vec<u8>, DynamoError>>()
+                })
+                .await?;
+            Ok::<_, DynamoError>((states, moving))
+        }
+        .await;
+        match answer {
+            Ok((states, moving)) => {
+                let mut r = results.get();
+                r.set_moving(moving);
+                let mut l = r.init_states(states.len() as u32);
+                for (i, x) in states.iter().enumerate() {
+                    l.set(i as u32, *x);
+                }
+            }
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
+    async fn reap(
+        self: Rc<Self>,
+        params: internode::ReapParams,
+        mut results: internode::ReapResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let answer = async {
+            let st = self.store(p.get_store())?;
+            let records =
+                crate::rpc::anti_entropy::read_key_states(p.get_records(), u64::from(u32::MAX))?;
+            let core = self.node.core.clone();
+            self.node
+                .engine_any("reaping", move || {
+                    let policy = st.config().policy;
+                    let mut out = Vec::with_capacity(records.len());
+                    for r in records {
+                        let observed = crate::version::Siblings::from_versions(r.versions, policy);
+                        let reaped = st.reap(&r.key, &observed)?;
+                        if reaped {
+                            core.aae.count_reaped(1);
+                        }
+                        out.push(reaped);
+                    }
+                    Ok(out)
+                })
+                .await
+        }
+        .await;
+        match answer {
+            Ok(reaped) => {
+                let mut l = results.get().init_reaped(reaped.len() as u32);
+                for (i, x) in reaped.iter().enumerate() {
+                    l.set(i as u32, *x);
+                }
+            }
+            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        }
+        Ok(())
+    }
+
     async fn ping(
         self: Rc<Self>,
         _: internode::PingParams,
@@ -779,6 +1118,9 @@ pub async fn serve_until(
     let transfer_task = tokio::task::spawn_local(transfer::transfer_loop(node.clone()));
     let drop_task = tokio::task::spawn_local(transfer::drop_loop(node.clone()));
     let handoff_task = tokio::task::spawn_local(handoff::handoff_loop(node.clone()));
+    let ae_task = tokio::task::spawn_local(anti_entropy::anti_entropy_loop(node.clone()));
+    let rebuild_task = tokio::task::spawn_local(rebuild::rebuild_loop(node.clone()));
+    let admission_task = tokio::task::spawn_local(admission::feedback_loop(core.clone()));
     tokio::pin!(stop);
     match core.view() {
         Some(v) => eprintln!(
@@ -812,6 +1154,9 @@ pub async fn serve_until(
     transfer_task.abort();
     drop_task.abort();
     handoff_task.abort();
+    ae_task.abort();
+    rebuild_task.abort();
+    admission_task.abort();
     let start = Instant::now();
     while core.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN {
         tokio::time::sleep(Duration::from_millis(10)).await;

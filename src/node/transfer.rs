@@ -353,7 +353,14 @@ async fn pull(
                         "the membership changed during the transfer; starting over",
                     ));
                 }
-                match copy(node, store, partition, source).await {
+                let board = &node.core.transfers;
+                let progress = |keys, bytes| {
+                    board.partition(partition, |x| {
+                        x.keys += keys;
+                        x.bytes += bytes;
+                    })
+                };
+                match copy(node, store, partition, source, &progress).await {
                     Ok(()) => read += 1,
                     Err(e) => failures.push(format!("{source}: {}", e.message)),
                 }
@@ -384,12 +391,14 @@ async fn pull(
     Ok(())
 }
 
-/// Copies partition `p` of `store` from `source`, page by page.
-async fn copy(
+/// Copies partition `p` of `store` from `source`, page by page, each page under the
+/// admission budget; `progress` gets each page's keys and value bytes.
+pub(super) async fn copy(
     node: &LocalNode,
     store: &std::sync::Arc<VersionedStore>,
     p: u32,
     source: &str,
+    progress: &dyn Fn(u64, u64),
 ) -> Result<(), DynamoError> {
     let mut after: Vec<u8> = Vec::new();
     loop {
@@ -421,10 +430,8 @@ async fn copy(
             Ok(())
         })
         .await?;
-        node.core.transfers.partition(p, |x| {
-            x.keys += keys;
-            x.bytes += bytes;
-        });
+        progress(keys, bytes);
+        node.core.admission.acquire(keys.max(1)).await;
         if !more {
             return Ok(());
         }

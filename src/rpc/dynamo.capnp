@@ -98,6 +98,8 @@ struct StatusReply {
   ringDigest @13 :Text;      # hex MD5 of the ring's JSON (byte-for-byte comparison)
   targetRingVersion @14 :UInt64;  # the version every applied change leads to
   transferJson @15 :Text;    # this node's ownership transfer (JSON), empty when none
+  antiEntropyJson @16 :Text; # anti-entropy, rebuilds, reaping, admission control and
+                             # refused hints (JSON, src/node/anti_entropy.rs), empty: none
 }
 
 # The client-facing interface; it is also the bootstrap capability of every node.
@@ -133,8 +135,13 @@ interface Internode {
   # reads this node as one of the key's owners: a node that holds nothing for the key
   # and is no owner of its partition in the rings it knows (it may have dropped the
   # partition since the caller's ring) fails the read instead of answering "none".
+  # `rebuilding`: this node lost its data (a new incarnation, or a store's data missing)
+  # and has not rebuilt the key's partition yet, so its answer counts as a stand-in's.
+  # `reaped`: the key's reaped context here (src/context.rs encoding; empty: none):
+  # versions it covers are dead, and the reader drops them from other replies.
   read @0 (store :Text, key :Data, asOwner :Bool)
-      -> (failure :Failure, versions :List(VersionBytes), ringVersion :UInt64);
+      -> (failure :Failure, versions :List(VersionBytes), ringVersion :UInt64,
+          rebuilding :Bool, reaped :Data);
   # Merge `versions` into this replica. With `hintFor` set the receiver is a stand-in
   # for that owner: it keeps the versions and a hint to hand them off later. `step`
   # names the coordinator's membership view (its serving ring and pending change, see
@@ -143,8 +150,10 @@ interface Internode {
   # this node is no owner of the key in its own rings) `viewDiffers` is set: the
   # coordinator learns this node's view and plans the write again with it (it must
   # reach the receivers of a pending change, and the owners of a switched one).
+  # `reaped` (empty: none): a reaped context the receiver takes in too (read repair of a
+  # replica that still holds versions reaped elsewhere).
   write @1 (store :Text, key :Data, versions :List(VersionBytes), hintFor :Text,
-            step :Text)
+            step :Text, reaped :Data)
       -> (failure :Failure, viewDiffers :Bool);
   # A stand-in hands off versions it kept for this node (the intended owner). The owner
   # answers only once they are durable (synced), so the stand-in may then drop its copy.
@@ -170,10 +179,39 @@ interface Internode {
   partitionRecords @6 (store :Text, partition :UInt32, after :Data, limit :UInt32,
                        maxBytes :UInt64, from :Text)
       -> (failure :Failure, records :List(KeyVersions), more :Bool);
+  # Anti-entropy (src/node/anti_entropy.rs). The roots of `partitions` of `store`'s
+  # trees here; `ready` is false for a tree not built yet or a partition this node is
+  # rebuilding (its root means nothing then).
+  aaeRoots @7 (store :Text, partitions :List(UInt32))
+      -> (failure :Failure, roots :List(UInt64), ready :List(Bool));
+  # With `branches` empty, the 16 branch hashes of the partition's tree; else the 16
+  # leaf hashes under each branch named. `ready` as for `aaeRoots`.
+  aaeTree @8 (store :Text, partition :UInt32, branches :List(UInt16))
+      -> (failure :Failure, ready :Bool, hashes :List(UInt64));
+  # The keys of the named leaf segments with their state hashes (at most `limit` per
+  # segment; `more` when a segment had more).
+  aaeSegments @9 (store :Text, partition :UInt32, segments :List(UInt16), limit :UInt32)
+      -> (failure :Failure, keys :List(Data), hashes :List(UInt64), more :Bool);
+  # Every version this replica holds of each key, and its reaped context.
+  fetch @10 (store :Text, keys :List(Data))
+      -> (failure :Failure, records :List(KeyVersions));
+  # Merges each record (versions and reaped context) into this replica.
+  mergeRecords @11 (store :Text, records :List(KeyVersions)) -> (failure :Failure);
+  # Before a reap: for each record (a key with the tombstones the reaper holds), what
+  # this node holds: 0 something else, 1 exactly those tombstones, 2 no versions and a
+  # reaped context covering them, 3 a hint for the key waiting here. `moving`: this
+  # node's view has a membership change pending.
+  reapCheck @12 (store :Text, records :List(KeyVersions))
+      -> (failure :Failure, states :List(UInt8), moving :Bool);
+  # Reaps each key whose versions here are exactly the record's (see
+  # `VersionedStore::reap`); `reaped` per record.
+  reap @13 (store :Text, records :List(KeyVersions))
+      -> (failure :Failure, reaped :List(Bool));
 }
 
 # One key and its versions (a transfer page).
 struct KeyVersions {
   key @0 :Data;
   versions @1 :List(VersionBytes);
+  reaped @2 :Data;           # the key's reaped context (empty: none)
 }

@@ -17,8 +17,12 @@ use tokio::net::TcpStream;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::codec::Reader;
+use crate::context::Context;
 use crate::error::{DynamoError, ErrorKind};
+use crate::quorum::ReplicaReply;
 use crate::version::Version;
+
+pub mod anti_entropy;
 
 /// Code generated from `src/rpc/dynamo.capnp` by build.rs (see the schema for docs).
 #[allow(missing_docs)]
@@ -409,6 +413,12 @@ pub fn write_status(mut b: dynamo_capnp::status_reply::Builder<'_>, s: &NodeStat
         .and_then(|t| serde_json::to_string(t).ok())
         .unwrap_or_default();
     b.set_transfer_json(transfer.as_str());
+    let ae = s
+        .anti_entropy
+        .as_ref()
+        .and_then(|a| serde_json::to_string(a).ok())
+        .unwrap_or_default();
+    b.set_anti_entropy_json(ae.as_str());
     let all_hints = s.hints.iter().map(|h| (h, false));
     let orphaned = s.hints_for_non_members.iter().map(|h| (h, true));
     let count = s.hints.len() + s.hints_for_non_members.len();
@@ -468,6 +478,18 @@ pub fn read_status(
         membership_digest: text(r.get_membership_digest())?,
         ring_digest: text(r.get_ring_digest())?,
         target_ring_version: r.get_target_ring_version(),
+        anti_entropy: {
+            let t = text(r.get_anti_entropy_json())?;
+            if t.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(&t).map_err(|e| {
+                    protocol(format!(
+                        "reading the anti-entropy status from {address}: {e}"
+                    ))
+                })?)
+            }
+        },
         transfer: {
             let t = text(r.get_transfer_json())?;
             if t.is_empty() {
@@ -516,7 +538,7 @@ pub async fn call_replica_read(
     store: &str,
     key: &[u8],
     as_owner: bool,
-) -> Result<(Vec<Version>, u64), DynamoError> {
+) -> Result<(ReplicaReply, u64), DynamoError> {
     let mut req = node.read_request();
     req.get().set_store(store);
     req.get().set_key(key);
@@ -530,10 +552,32 @@ pub async fn call_replica_read(
     if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
         return Err(f);
     }
-    Ok((
-        decode_versions(r.get_versions(), u64::from(u32::MAX))?,
-        r.get_ring_version(),
-    ))
+    let reply = ReplicaReply {
+        versions: decode_versions(r.get_versions(), u64::from(u32::MAX))?,
+        rebuilding: r.get_rebuilding(),
+        reaped: decode_context(r.get_reaped())?,
+    };
+    Ok((reply, r.get_ring_version()))
+}
+
+/// Encodes an optional context for a `Data` field (empty: none).
+pub fn encode_context(c: Option<&Context>) -> Vec<u8> {
+    c.filter(|c| !c.is_empty())
+        .map(Context::encode)
+        .unwrap_or_default()
+}
+
+/// Reads an optional context from a `Data` field (empty: none).
+pub fn decode_context(
+    r: capnp::Result<capnp::data::Reader<'_>>,
+) -> Result<Option<Context>, DynamoError> {
+    let bytes = r.map_err(|e| protocol(format!("reading a context: {e}")))?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    Context::decode(bytes)
+        .map(Some)
+        .map_err(|e| protocol(format!("malformed reaped context: {e}")))
 }
 
 /// Up to `limit` keys the replica at `address` holds in `partition` of `store` after
@@ -646,8 +690,10 @@ pub async fn call_gossip(
 
 /// Merges the encoded versions of `key` into the replica at `address`; `hint_for`
 /// makes it a stand-in's write, kept for that owner. `step`: the caller's membership
-/// view (see `Internode.write`; empty: not checked). `Ok(false)`: written, but the
-/// replica serves another view, and it matters (see `Internode.write`).
+/// view (see `Internode.write`; empty: not checked). `reaped`: a reaped context the
+/// replica takes in too. `Ok(false)`: written, but the replica serves another view,
+/// and it matters (see `Internode.write`).
+#[allow(clippy::too_many_arguments)]
 pub async fn call_replica_write(
     node: &internode::Client,
     address: &str,
@@ -656,6 +702,7 @@ pub async fn call_replica_write(
     encoded: &[Vec<u8>],
     hint_for: Option<&str>,
     step: &str,
+    reaped: Option<&Context>,
 ) -> Result<bool, DynamoError> {
     let mut req = node.write_request();
     {
@@ -667,6 +714,10 @@ pub async fn call_replica_write(
             p.set_hint_for(h);
         }
         p.set_step(step);
+        let r = encode_context(reaped);
+        if !r.is_empty() {
+            p.set_reaped(&r);
+        }
     }
     let resp = req
         .send()

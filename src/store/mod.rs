@@ -14,7 +14,12 @@
 //!   (replication, handoff, read repair, anti-entropy); it is idempotent, commutative
 //!   and order-independent.
 //! - [`VersionedStore::reap`] removes a key whose tombstones anti-entropy has proven
-//!   settled (see [`reap`]).
+//!   settled (see [`reap`]); the reaped dots are remembered (the `reaped` keyspace, or
+//!   the record once the key is written again), and no merge ever takes a version they
+//!   cover back in, so a reaped key never comes back.
+//! - Every change of a record also updates, in the same atomic batch, the key's state
+//!   hash in the `aae` keyspace and its entry in the `tombstones` keyspace, and then
+//!   the partition's anti-entropy [`tree`].
 //!
 //! The actor that issues dots is this store's *incarnation* (random, created with the
 //! data and kept in it) plus a per-key *epoch* (see [`crate::dot`]). Invariant: no dot
@@ -27,8 +32,10 @@
 pub mod reap;
 pub mod record;
 pub mod registry;
+pub mod tree;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,7 +51,31 @@ use crate::version::{ConflictPolicy, Siblings, Version};
 
 /// A key with every version a replica holds of it (a transfer page's entry).
 pub type KeyRecord = (Vec<u8>, Vec<Version>);
+
+/// A key and its anti-entropy state hash (see [`tree::state_hash`]).
+pub type KeyHash = (Vec<u8>, u64);
+
+/// A key, every version a replica holds of it, and its reaped context there: what
+/// anti-entropy exchanges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyState {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its versions.
+    pub versions: Vec<Version>,
+    /// The dots reaped from it (versions they cover are dead).
+    pub reaped: Option<Context>,
+}
 use record::{engine_key, split_engine_key, CoordinatorState, Record};
+use tree::HashTree;
+
+/// Keyspace of the per-key anti-entropy state hashes: (partition, segment, key) → hash.
+pub const AAE_KEYSPACE: &str = "aae";
+/// Keyspace of keys whose versions are all tombstones: (partition, key) → the newest
+/// tombstone's timestamp (what reaping looks at, without scanning the records).
+pub const TOMBSTONES_KEYSPACE: &str = "tombstones";
+/// Keyspace of reaped keys: (partition, key) → reap time and the reaped context.
+pub const REAPED_KEYSPACE: &str = "reaped";
 
 /// Largest N a store may have: N, R and W travel as 8-bit numbers on the wire.
 pub const MAX_REPLICAS: usize = u8::MAX as usize;
@@ -469,6 +500,9 @@ pub struct ReadResult {
     pub siblings: Siblings,
     /// A context covering exactly those versions; pass it to the next put.
     pub context: Context,
+    /// The dots reaped from this key, if it was ever reaped here: versions they cover
+    /// are dead (a reader drops them from what other replicas return).
+    pub reaped: Option<Context>,
 }
 
 impl ReadResult {
@@ -520,6 +554,12 @@ pub struct VersionedStore {
     epochs: Mutex<EpochAllocator>,
     stripes: Vec<Mutex<()>>,
     clock: ClockFn,
+    tree: HashTree,
+    /// The incarnation was created by this open: the store's data is new (or was lost).
+    fresh: bool,
+    /// Whether the `aae` keyspace holds a state hash for every record (false only
+    /// while a store written before it existed is being indexed).
+    indexed: AtomicBool,
 }
 
 impl fmt::Debug for VersionedStore {
@@ -570,6 +610,11 @@ impl VersionedStore {
         engine
             .ensure_keyspace(META_KEYSPACE)
             .map_err(eng("creating the metadata keyspace"))?;
+        for ks in [AAE_KEYSPACE, TOMBSTONES_KEYSPACE, REAPED_KEYSPACE] {
+            engine
+                .ensure_keyspace(ks)
+                .map_err(eng("creating the anti-entropy keyspaces"))?;
+        }
         let meta_key = |what: &str| format!("store/{}/{what}", config.name).into_bytes();
         let read_u64 = |what: &str| -> Result<Option<u64>, StoreError> {
             let raw = engine
@@ -590,6 +635,7 @@ impl VersionedStore {
             })
             .transpose()
         };
+        let fresh = read_u64("incarnation")?.is_none();
         let incarnation = match read_u64("incarnation")? {
             Some(i) => i,
             None => {
@@ -621,7 +667,32 @@ impl VersionedStore {
             .map_err(eng("recording the boot"))?;
         engine.sync().map_err(eng("syncing the boot"))?;
         let reserved = read_u64("epochs")?.unwrap_or(1);
+        // A store with records but no index marker was written before the `aae`
+        // keyspace existed: it is indexed in the background (see `index_page`).
+        let indexed = match read_u64("aae-index")? {
+            Some(_) => true,
+            None => {
+                let empty = engine
+                    .scan(
+                        &keyspace,
+                        &KeyRange::all(),
+                        dynamo_engines::Direction::Forward,
+                    )
+                    .map_err(eng("looking for records"))?
+                    .next()
+                    .is_none();
+                if empty {
+                    engine
+                        .put(META_KEYSPACE, &meta_key("aae-index"), &1u64.to_be_bytes())
+                        .map_err(eng("marking the anti-entropy index"))?;
+                }
+                empty
+            }
+        };
         Ok(Self {
+            fresh,
+            tree: HashTree::new(partitions),
+            indexed: AtomicBool::new(indexed),
             keyspace,
             partitions,
             incarnation,
@@ -656,6 +727,31 @@ impl VersionedStore {
     /// The incarnation id this replica issues dots under.
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// Whether this open created the store's incarnation: its data is new, or was lost.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// The store's metadata entry `what` (node bookkeeping kept with the data, so it
+    /// lives and dies with it).
+    pub fn read_meta(&self, what: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = format!("store/{}/{what}", self.config.name).into_bytes();
+        self.engine
+            .get(META_KEYSPACE, &key)
+            .map_err(self.engine_err("reading store metadata"))
+    }
+
+    /// Writes the metadata entry `what` durably (synced before it returns).
+    pub fn write_meta(&self, what: &str, value: &[u8]) -> Result<(), StoreError> {
+        let key = format!("store/{}/{what}", self.config.name).into_bytes();
+        self.engine
+            .put(META_KEYSPACE, &key, value)
+            .map_err(self.engine_err("writing store metadata"))?;
+        self.engine
+            .sync()
+            .map_err(self.engine_err("syncing store metadata"))
     }
 
     /// This store's boot: 1 for the first open of its data, one more after each open
@@ -768,7 +864,120 @@ impl VersionedStore {
             .engine
             .get(&self.keyspace, &ek)
             .map_err(self.engine_err("reading a record"))?;
-        raw.map(|bytes| self.decode_record(key, &bytes)).transpose()
+        if let Some(bytes) = raw {
+            return self.decode_record(key, &bytes).map(Some);
+        }
+        let grave = self
+            .engine
+            .get(REAPED_KEYSPACE, &ek)
+            .map_err(self.engine_err("reading a reaped key"))?;
+        grave
+            .map(|bytes| {
+                let (_, reaped) = decode_reaped(&bytes).map_err(|source| StoreError::Corrupt {
+                    store: self.config.name.clone(),
+                    key: printable_key(key),
+                    source,
+                })?;
+                Ok(Record {
+                    reaped: Some(reaped),
+                    in_graveyard: true,
+                    ..Record::default()
+                })
+            })
+            .transpose()
+    }
+
+    /// The segment of `key` in its partition's tree.
+    pub fn segment_of(&self, key: &[u8]) -> u8 {
+        tree::segment_of(key_position(&self.config.name, key), self.partitions)
+    }
+
+    /// Writes `key`'s state `after` (no versions: the record goes, and its reaped
+    /// context, if any, is kept in the `reaped` keyspace) together with its state hash,
+    /// its tombstone entry and whatever `attach` adds, in one atomic batch, then brings
+    /// the partition's tree up to date. `before` is what [`Self::load`] gave. The
+    /// caller holds the key's lock.
+    fn commit(
+        &self,
+        key: &[u8],
+        before: &Record,
+        after: &Record,
+        attach: Attach<'_>,
+    ) -> Result<(), StoreError> {
+        let p = self.partition_of(key);
+        let segment = self.segment_of(key);
+        let ek = engine_key(p, key);
+        let old_hash = tree::state_hash(key, &before.siblings);
+        let new_hash = tree::state_hash(key, &after.siblings);
+        let mut batch = WriteBatch::new();
+        let unchanged = before.siblings == after.siblings && before.reaped == after.reaped;
+        if !unchanged {
+            let had_record = !before.in_graveyard && !before.siblings.is_empty();
+            let reaped = after.reaped.as_ref().filter(|c| !c.is_empty());
+            if !after.siblings.is_empty() {
+                batch.put(&self.keyspace, &ek, &after.encode());
+                if before.in_graveyard {
+                    batch.delete(REAPED_KEYSPACE, &ek);
+                }
+            } else {
+                if had_record {
+                    batch.delete(&self.keyspace, &ek);
+                }
+                match reaped {
+                    Some(r) => {
+                        batch.put(REAPED_KEYSPACE, &ek, &encode_reaped((self.clock)(), r));
+                    }
+                    None if before.in_graveyard => {
+                        batch.delete(REAPED_KEYSPACE, &ek);
+                    }
+                    None => {}
+                }
+            }
+            if old_hash != new_hash {
+                let ik = tree::index_key(p, segment, key);
+                if new_hash == 0 {
+                    batch.delete(AAE_KEYSPACE, &ik);
+                } else {
+                    batch.put(AAE_KEYSPACE, &ik, &new_hash.to_be_bytes());
+                }
+                let was = before.siblings.all_tombstones();
+                if after.siblings.all_tombstones() {
+                    let newest = after
+                        .siblings
+                        .versions()
+                        .iter()
+                        .map(|v| v.timestamp_ms)
+                        .max()
+                        .unwrap_or(0);
+                    batch.put(TOMBSTONES_KEYSPACE, &ek, &newest.to_be_bytes());
+                } else if was {
+                    batch.delete(TOMBSTONES_KEYSPACE, &ek);
+                }
+            }
+        }
+        attach(&mut batch)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // A ready tree is ready for good: the write and the XOR need not be one step.
+        // Otherwise a rebuild may be listing this partition, and the partition's lock
+        // makes the write and its XOR one step with respect to it.
+        let mut guard = self.tree.lock(p);
+        if guard.is_ready() {
+            drop(guard);
+            self.engine
+                .write_batch(batch)
+                .map_err(self.engine_err("writing a record"))?;
+            self.tree.apply(p, segment, key, old_hash, new_hash);
+        } else {
+            self.engine
+                .write_batch(batch)
+                .map_err(self.engine_err("writing a record"))?;
+            if old_hash != new_hash {
+                guard.apply(segment, key, old_hash ^ new_hash);
+            }
+        }
+        Ok(())
     }
 
     fn decode_record(&self, key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
@@ -783,16 +992,6 @@ impl VersionedStore {
         })
     }
 
-    /// Writes `record` and whatever `attach` adds, in one atomic batch.
-    fn save(&self, key: &[u8], record: &Record, attach: Attach<'_>) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::new();
-        batch.put(&self.keyspace, &self.engine_key(key), &record.encode());
-        attach(&mut batch)?;
-        self.engine
-            .write_batch(batch)
-            .map_err(self.engine_err("writing a record"))
-    }
-
     /// Runs `f` holding `key`'s lock: writes of the key (and their attachments) do not
     /// interleave with it.
     pub fn with_key_lock<T>(&self, key: &[u8], f: impl FnOnce() -> T) -> T {
@@ -803,9 +1002,13 @@ impl VersionedStore {
     /// The siblings of `key` and a context covering exactly them (empty if none).
     pub fn get(&self, key: &[u8]) -> Result<ReadResult, StoreError> {
         self.check_key(key)?;
-        let siblings = self.load(key)?.map(|r| r.siblings).unwrap_or_default();
-        let context = siblings.context();
-        Ok(ReadResult { siblings, context })
+        let record = self.load(key)?.unwrap_or_default();
+        let context = record.siblings.context();
+        Ok(ReadResult {
+            siblings: record.siblings,
+            context,
+            reaped: record.reaped,
+        })
     }
 
     /// Writes `value` (`None` writes a tombstone: a delete) as a new version
@@ -838,10 +1041,11 @@ impl VersionedStore {
         let ctx = context.unwrap_or(&empty);
         let _guard = self.lock(key);
         let mut record = self.load(key)?.unwrap_or_default();
+        let before = record.clone();
         if let Some(done) = request_id.and_then(|id| record.siblings.written_by(id)) {
             let version = done.clone();
             let context = self.context_after(&record.siblings, &version, ctx);
-            self.save(key, &record, attach)?;
+            self.commit(key, &before, &record, attach)?;
             return Ok(WriteResult {
                 version,
                 context,
@@ -851,15 +1055,15 @@ impl VersionedStore {
         }
         let dot = self.next_dot(&record, ctx)?;
         let version = self.new_version(dot, value, ctx, &record.siblings, request_id);
-        let before = (record.siblings.len(), record.siblings.value_bytes());
+        let size = (record.siblings.len(), record.siblings.value_bytes());
         record.siblings.merge([version.clone()], self.config.policy);
-        self.check_record(key, before, &record.siblings, self.config.record_limit())?;
+        self.check_record(key, size, &record.siblings, self.config.record_limit())?;
         record.coordinator = Some(CoordinatorState {
             epoch: dot.actor.epoch,
             counter: dot.counter,
             boot: self.boot,
         });
-        self.save(key, &record, attach)?;
+        self.commit(key, &before, &record, attach)?;
         let context = self.context_after(&record.siblings, &version, ctx);
         Ok(WriteResult {
             version,
@@ -1027,6 +1231,20 @@ impl VersionedStore {
         versions: Vec<Version>,
         attach: Attach<'_>,
     ) -> Result<(Siblings, bool), StoreError> {
+        self.merge_remote_full(key, versions, None, attach)
+    }
+
+    /// [`VersionedStore::merge_remote_with`] plus a reaped context from another
+    /// replica: the dots it covers are dead, so local versions it covers go and are
+    /// remembered as reaped here too. Versions covered by what this replica knows to
+    /// be reaped are never taken in.
+    pub fn merge_remote_full(
+        &self,
+        key: &[u8],
+        versions: Vec<Version>,
+        reaped: Option<&Context>,
+        attach: Attach<'_>,
+    ) -> Result<(Siblings, bool), StoreError> {
         self.check_key(key)?;
         for v in &versions {
             if let Some(val) = &v.value {
@@ -1046,32 +1264,48 @@ impl VersionedStore {
         }
         let _guard = self.lock(key);
         let mut record = self.load(key)?.unwrap_or_default();
-        let before = (record.siblings.len(), record.siblings.value_bytes());
+        let before = record.clone();
+        let size = (record.siblings.len(), record.siblings.value_bytes());
+        if let Some(incoming) = reaped.filter(|c| !c.is_empty()) {
+            let mut all = record.reaped.take().unwrap_or_default();
+            all.merge(incoming);
+            let kept: Vec<Version> = record
+                .siblings
+                .versions()
+                .iter()
+                .filter(|v| !all.covers(&v.dot))
+                .cloned()
+                .collect();
+            if kept.len() != record.siblings.len() {
+                record.siblings = Siblings::from_versions(kept, self.config.policy);
+            }
+            record.reaped = Some(all);
+        }
+        let mut versions = versions;
+        if let Some(dead) = &record.reaped {
+            versions.retain(|v| !dead.covers(&v.dot));
+        }
         let changed = record.siblings.merge(versions, self.config.policy);
         if changed {
             self.check_record(
                 key,
-                before,
+                size,
                 &record.siblings,
                 self.config.replica_record_limit(),
             )?;
         }
-        let mut batch = WriteBatch::new();
-        if changed {
-            batch.put(&self.keyspace, &self.engine_key(key), &record.encode());
-        }
-        attach(&mut batch)?;
-        if !batch.is_empty() {
-            self.engine
-                .write_batch(batch)
-                .map_err(self.engine_err("writing a record"))?;
-        }
+        self.commit(key, &before, &record, attach)?;
+        let changed = record != before;
         Ok((record.siblings, changed))
     }
 
     /// Deletes `key`'s record if it still holds exactly `observed` (the settled
     /// tombstones anti-entropy checked with [`reap::reap_decision`]). Returns true if
     /// it was removed; false if a write arrived in between (then nothing changes).
+    ///
+    /// The reaped context (the tombstones' context: their dots and everything they
+    /// superseded) is kept in the `reaped` keyspace, so that no replica, hint or
+    /// transfer can bring a covered version back here.
     pub fn reap(&self, key: &[u8], observed: &Siblings) -> Result<bool, StoreError> {
         self.check_key(key)?;
         if !observed.all_tombstones() {
@@ -1084,10 +1318,13 @@ impl VersionedStore {
         if &record.siblings != observed {
             return Ok(false);
         }
-        let ek = engine_key(self.partition_of(key), key);
-        self.engine
-            .delete(&self.keyspace, &ek)
-            .map_err(self.engine_err("reaping a record"))?;
+        let mut dead = record.reaped.clone().unwrap_or_default();
+        dead.merge(&observed.context());
+        let after = Record {
+            reaped: Some(dead),
+            ..Record::default()
+        };
+        self.commit(key, &record, &after, &mut attach_nothing)?;
         Ok(true)
     }
 
@@ -1103,10 +1340,7 @@ impl VersionedStore {
         if &record.siblings != observed {
             return Ok(false);
         }
-        let ek = engine_key(self.partition_of(key), key);
-        self.engine
-            .delete(&self.keyspace, &ek)
-            .map_err(self.engine_err("dropping a handed-off record"))?;
+        self.commit(key, &record, &Record::default(), &mut attach_nothing)?;
         Ok(true)
     }
 
@@ -1219,6 +1453,293 @@ impl VersionedStore {
             .put(META_KEYSPACE, &key, &self.boot.to_be_bytes())
             .map_err(self.engine_err("marking a clean close"))?;
         self.sync()
+    }
+}
+
+/// A `reaped` keyspace value: the reap time (ms, big-endian) then the context.
+fn encode_reaped(at_ms: u64, reaped: &Context) -> Vec<u8> {
+    let mut out = at_ms.to_be_bytes().to_vec();
+    out.extend_from_slice(&reaped.encode());
+    out
+}
+
+/// Reads a `reaped` keyspace value: (reap time, context).
+fn decode_reaped(bytes: &[u8]) -> Result<(u64, Context), DecodeError> {
+    let Some((at, ctx)) = bytes.split_first_chunk::<8>() else {
+        return Err(DecodeError {
+            what: "reaped key",
+            reason: format!("{} bytes, expected at least 8", bytes.len()),
+            offset: 0,
+        });
+    };
+    Ok((u64::from_be_bytes(*at), Context::decode(ctx)?))
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(bytes).map_or(0, u64::from_be_bytes)
+}
+
+/// The anti-entropy side of a store replica: its trees, the state hashes behind them,
+/// tombstones waiting to be reaped, and the reaped keys.
+impl VersionedStore {
+    /// Whether partition `p`'s tree is current (built since the store opened).
+    pub fn tree_ready(&self, p: u32) -> bool {
+        self.tree.lock(p).is_ready()
+    }
+
+    /// How many partitions' trees are current.
+    pub fn trees_ready(&self) -> usize {
+        self.tree.ready_count()
+    }
+
+    /// Partition `p`'s root, or `None` while its tree is not current.
+    pub fn tree_root(&self, p: u32) -> Option<u64> {
+        let t = self.tree.lock(p);
+        t.is_ready().then(|| t.root())
+    }
+
+    /// Partition `p`'s branch hashes, or `None` while its tree is not current.
+    pub fn tree_branches(&self, p: u32) -> Option<Vec<u64>> {
+        let t = self.tree.lock(p);
+        t.is_ready().then(|| t.branches())
+    }
+
+    /// The leaf hashes under each of `branches` (16 per branch, in order), or `None`
+    /// while the tree is not current.
+    pub fn tree_leaves(&self, p: u32, branches: &[u16]) -> Option<Vec<u64>> {
+        let t = self.tree.lock(p);
+        t.is_ready().then(|| {
+            branches
+                .iter()
+                .flat_map(|b| t.leaves_of(usize::from(*b)).to_vec())
+                .collect()
+        })
+    }
+
+    /// The keys of `segment` in partition `p` with their state hashes, in key order,
+    /// at most `limit` (a range read of the `aae` keyspace, no record is read), and
+    /// whether more follow.
+    pub fn segment_hashes(
+        &self,
+        p: u32,
+        segment: u8,
+        limit: usize,
+    ) -> Result<(Vec<KeyHash>, bool), StoreError> {
+        let prefix = tree::index_key(p, segment, b"");
+        let mut out = Vec::new();
+        for item in self
+            .engine
+            .scan(
+                AAE_KEYSPACE,
+                &KeyRange::prefix(&prefix),
+                dynamo_engines::Direction::Forward,
+            )
+            .map_err(self.engine_err("listing a segment"))?
+        {
+            let (k, v) = item.map_err(self.engine_err("listing a segment"))?;
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            if let Some((_, _, key)) = tree::split_index_key(&k) {
+                out.push((key.to_vec(), be_u64(&v)));
+            }
+        }
+        Ok((out, false))
+    }
+
+    /// Builds up to `limit` keys more of partition `p`'s tree from the `aae` keyspace
+    /// (see [`tree`]); returns whether the tree is ready and the keys counted. Holds
+    /// the partition's lock for one page: writes to it wait that long.
+    pub fn rebuild_tree_page(&self, p: u32, limit: usize) -> Result<(bool, usize), StoreError> {
+        if !self.indexed.load(Ordering::Acquire) {
+            return Ok((false, 0));
+        }
+        let mut g = self.tree.lock(p);
+        if g.is_ready() {
+            return Ok((true, 0));
+        }
+        HashTree::begin(&mut g);
+        let prefix = p.to_be_bytes();
+        let start = match &g.state {
+            tree::TreeState::Building {
+                cursor: Some((s, k)),
+            } => std::ops::Bound::Excluded(tree::index_key(p, *s, k)),
+            _ => std::ops::Bound::Included(prefix.to_vec()),
+        };
+        let end = match dynamo_engines::prefix_successor(&prefix) {
+            Some(e) => std::ops::Bound::Excluded(e),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut counted = 0;
+        for item in self
+            .engine
+            .scan(
+                AAE_KEYSPACE,
+                &KeyRange::new(start, end),
+                dynamo_engines::Direction::Forward,
+            )
+            .map_err(self.engine_err("rebuilding a tree"))?
+        {
+            let (k, v) = item.map_err(self.engine_err("rebuilding a tree"))?;
+            if let Some((_, segment, key)) = tree::split_index_key(&k) {
+                HashTree::count(&mut g, segment, key, be_u64(&v));
+                counted += 1;
+            }
+            if counted == limit {
+                return Ok((false, counted));
+            }
+        }
+        self.tree.finish(&mut g);
+        Ok((true, counted))
+    }
+
+    /// Whether every record has its state hash in the `aae` keyspace.
+    pub fn is_indexed(&self) -> bool {
+        self.indexed.load(Ordering::Acquire)
+    }
+
+    /// Writes the state hash (and tombstone entry) of up to `limit` records of
+    /// partition `p` after `after`, each under its key's lock: how a store written
+    /// before the `aae` keyspace existed is indexed. Returns the last key done and
+    /// whether more follow; [`Self::finish_indexing`] marks the store indexed.
+    pub fn index_page(
+        &self,
+        p: u32,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<(Option<Vec<u8>>, bool), StoreError> {
+        let (keys, more) = self.keys_after(p, after, limit)?;
+        for key in &keys {
+            let _guard = self.lock(key);
+            let Some(record) = self.load(key)? else {
+                continue;
+            };
+            let mut batch = WriteBatch::new();
+            let hash = tree::state_hash(key, &record.siblings);
+            if hash != 0 {
+                batch.put(
+                    AAE_KEYSPACE,
+                    &tree::index_key(p, self.segment_of(key), key),
+                    &hash.to_be_bytes(),
+                );
+            }
+            if record.siblings.all_tombstones() {
+                let newest = record.siblings.versions().iter().map(|v| v.timestamp_ms);
+                batch.put(
+                    TOMBSTONES_KEYSPACE,
+                    &engine_key(p, key),
+                    &newest.max().unwrap_or(0).to_be_bytes(),
+                );
+            }
+            if !batch.is_empty() {
+                self.engine
+                    .write_batch(batch)
+                    .map_err(self.engine_err("indexing a record"))?;
+            }
+        }
+        Ok((keys.last().cloned(), more))
+    }
+
+    /// Marks the store indexed (every partition went through [`Self::index_page`]).
+    pub fn finish_indexing(&self) -> Result<(), StoreError> {
+        let key = format!("store/{}/aae-index", self.config.name).into_bytes();
+        self.engine
+            .put(META_KEYSPACE, &key, &1u64.to_be_bytes())
+            .map_err(self.engine_err("marking the anti-entropy index"))?;
+        self.indexed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Up to `limit` keys of partition `p` after `after` whose versions are all
+    /// tombstones, the newest written before `before_ms`, and whether more follow.
+    pub fn tombstones_before(
+        &self,
+        p: u32,
+        after: &[u8],
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        let range = Self::partition_range(p, after);
+        let mut out = Vec::new();
+        for item in self
+            .engine
+            .scan(
+                TOMBSTONES_KEYSPACE,
+                &range,
+                dynamo_engines::Direction::Forward,
+            )
+            .map_err(self.engine_err("listing tombstones"))?
+        {
+            let (ek, v) = item.map_err(self.engine_err("listing tombstones"))?;
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            if let Some((_, key)) = split_engine_key(&ek) {
+                if be_u64(&v) < before_ms {
+                    out.push(key.to_vec());
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    /// How many keys of partition `p` hold only tombstones (a range count of the
+    /// `tombstones` keyspace).
+    pub fn tombstone_count(&self, p: u32) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self
+            .engine
+            .scan(
+                TOMBSTONES_KEYSPACE,
+                &KeyRange::prefix(&p.to_be_bytes()),
+                dynamo_engines::Direction::Forward,
+            )
+            .map_err(self.engine_err("counting tombstones"))?
+        {
+            item.map_err(self.engine_err("counting tombstones"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Forgets reaped keys of partition `p` reaped before `before_ms` (after the
+    /// retention period a replica restored from an older backup could bring them
+    /// back; see docs/anti-entropy.md). A key written again keeps its reaped context in
+    /// its record. Returns how many were forgotten.
+    pub fn expire_reaped(&self, p: u32, before_ms: u64) -> Result<usize, StoreError> {
+        let mut old = Vec::new();
+        for item in self
+            .engine
+            .scan(
+                REAPED_KEYSPACE,
+                &KeyRange::prefix(&p.to_be_bytes()),
+                dynamo_engines::Direction::Forward,
+            )
+            .map_err(self.engine_err("listing reaped keys"))?
+        {
+            let (ek, v) = item.map_err(self.engine_err("listing reaped keys"))?;
+            if v.len() >= 8 && be_u64(&v[..8]) < before_ms {
+                old.push(ek);
+            }
+        }
+        for ek in &old {
+            let Some((_, key)) = split_engine_key(ek) else {
+                continue;
+            };
+            let _guard = self.lock(key);
+            // Only if it is still a reaped key with no record (a write in between
+            // moved the context into the record).
+            let raw = self
+                .engine
+                .get(REAPED_KEYSPACE, ek)
+                .map_err(self.engine_err("reading a reaped key"))?;
+            if raw.is_some_and(|v| v.len() >= 8 && be_u64(&v[..8]) < before_ms) {
+                self.engine
+                    .delete(REAPED_KEYSPACE, ek)
+                    .map_err(self.engine_err("forgetting a reaped key"))?;
+            }
+        }
+        Ok(old.len())
     }
 }
 

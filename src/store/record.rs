@@ -4,10 +4,13 @@
 //! partition is one contiguous key range (anti-entropy and handoff scan it alone).
 //!
 //! Record: format byte [`RECORD_FORMAT`], a flags byte, the coordinator state (when
-//! this replica has coordinated writes for the key: its epoch and last counter), then
-//! the sibling versions. The coordinator state is local: it is never replicated.
+//! this replica has coordinated writes for the key: its epoch and last counter), the
+//! reaped context (when the key was reaped before and written again: the dots that
+//! are dead for ever), then the sibling versions. The coordinator state is local: it
+//! is never replicated.
 
-use crate::codec::{put_varint, DecodeError, Reader};
+use crate::codec::{put_bytes, put_varint, DecodeError, Reader};
+use crate::context::Context;
 use crate::version::{ConflictPolicy, Siblings, Version};
 
 /// Format byte of a stored record. A record with another byte is refused as corrupt
@@ -18,6 +21,10 @@ const FLAG_COORDINATED: u8 = 1;
 /// The coordinator state carries the boot it was written in (records written before
 /// boots were tracked lack it and read as boot 0, which no running store has).
 const FLAG_BOOT: u8 = 2;
+/// A reaped context follows the coordinator state.
+const FLAG_REAPED: u8 = 4;
+/// Largest encoded reaped context a record may hold (guards against corrupt lengths).
+const MAX_REAPED_BYTES: u64 = 1 << 20;
 
 /// Most siblings a record may hold when decoded (guards against corrupt counts).
 const MAX_SIBLINGS: u64 = 1 << 16;
@@ -47,20 +54,33 @@ pub struct Record {
     pub coordinator: Option<CoordinatorState>,
     /// The versions.
     pub siblings: Siblings,
+    /// The dots of tombstones reaped from this key (and everything they superseded):
+    /// dead for ever, so a version they cover is never taken in again. Kept in the
+    /// record once the key is written again after a reap, else in the store's
+    /// `reaped` keyspace (see [`super::VersionedStore::reap`]).
+    pub reaped: Option<Context>,
+    /// Not stored: the record was loaded from the `reaped` keyspace (the key holds no
+    /// versions), so saving it with versions moves the reaped context into the record.
+    pub in_graveyard: bool,
 }
 
 impl Record {
     /// Encodes the record (format byte first).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECORD_FORMAT];
+        let reaped = self.reaped.as_ref().filter(|c| !c.is_empty());
+        let flag = if reaped.is_some() { FLAG_REAPED } else { 0 };
         match self.coordinator {
             Some(c) => {
-                out.push(FLAG_COORDINATED | FLAG_BOOT);
+                out.push(FLAG_COORDINATED | FLAG_BOOT | flag);
                 put_varint(&mut out, c.epoch);
                 put_varint(&mut out, c.counter);
                 put_varint(&mut out, c.boot);
             }
-            None => out.push(0),
+            None => out.push(flag),
+        }
+        if let Some(c) = reaped {
+            put_bytes(&mut out, &c.encode());
         }
         put_varint(&mut out, self.siblings.len() as u64);
         for v in self.siblings.versions() {
@@ -83,7 +103,7 @@ impl Record {
             )));
         }
         let flags = r.u8()?;
-        if flags & !(FLAG_COORDINATED | FLAG_BOOT) != 0 {
+        if flags & !(FLAG_COORDINATED | FLAG_BOOT | FLAG_REAPED) != 0 {
             return Err(r.error(format!("unknown record flags {flags:#04x}")));
         }
         let coordinator = if flags & FLAG_COORDINATED != 0 {
@@ -99,6 +119,12 @@ impl Record {
         } else {
             None
         };
+        let reaped = if flags & FLAG_REAPED != 0 {
+            let bytes = r.bytes(MAX_REAPED_BYTES, "reaped context length")?;
+            Some(Context::decode(bytes).map_err(|e| r.error(format!("reaped context: {e}")))?)
+        } else {
+            None
+        };
         let n = r.bounded(MAX_SIBLINGS, "sibling count")?;
         let mut versions: Vec<Version> = Vec::with_capacity(n.min(16));
         for _ in 0..n {
@@ -108,6 +134,8 @@ impl Record {
         Ok(Self {
             coordinator,
             siblings: Siblings::from_versions(versions, policy),
+            reaped,
+            in_graveyard: false,
         })
     }
 }
@@ -129,7 +157,6 @@ pub fn split_engine_key(engine_key: &[u8]) -> Option<(u32, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::Context;
     use crate::dot::{Actor, Dot};
 
     #[test]
@@ -148,6 +175,12 @@ mod tests {
                 boot: 4,
             }),
             siblings: Siblings::from_versions(vec![v], ConflictPolicy::Siblings),
+            reaped: Some({
+                let mut c = Context::new();
+                c.add(Dot::new(Actor::new(5, 6), 7), 8);
+                c
+            }),
+            in_graveyard: false,
         };
         let bytes = rec.encode();
         assert_eq!(bytes[0], RECORD_FORMAT);
