@@ -163,6 +163,15 @@ pub struct WorkloadArgs {
     /// throughput, how long the join took, and p99 before, during and after it.
     #[arg(long, requires = "spawn", value_parser = parse_duration)]
     pub join_at: Option<Duration>,
+    /// With --spawn: after the measured run (the baseline), wipe the last node's data
+    /// directory and run the workload again while it rebuilds from the other
+    /// replicas; the report adds both p99s side by side, the rebuild's rate, and each
+    /// node's idle CPU afterwards (anti-entropy with nothing to repair).
+    #[arg(long, requires = "spawn", conflicts_with = "join_at")]
+    pub wipe: bool,
+    /// With --wipe: seconds of idleness over which CPU is measured.
+    #[arg(long, default_value_t = 10.0, requires = "wipe")]
+    pub idle: f64,
 }
 
 /// `5s`, `500ms`, `2m` or plain seconds (`5`, `2.5`).
@@ -710,6 +719,7 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
     let rt = runtime()?;
     let mut reports: Vec<WorkloadReport> = Vec::new();
     let mut join = None;
+    let mut rebuild = None;
     for (i, mode) in modes.iter().enumerate() {
         let opts = WorkloadOptions {
             nodes: nodes.clone(),
@@ -771,6 +781,60 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
                 join = Some(progress?.finish(per_phase));
                 report
             }
+            (0, _, Some(mut c)) if args.wipe => {
+                let baseline = rt.block_on(workload::run(&client, &opts));
+                let victim = c.nodes.len() - 1;
+                let name = c.nodes[victim].name.clone();
+                eprintln!("wiping {name}'s data directory and running the workload again");
+                dynamo::bench::rebuild::wipe(&mut c, victim)?;
+                let address = c.nodes[victim].address.clone();
+                let phases = Arc::new(workload::Phases::default());
+                let deadline = std::time::Instant::now() + opts.duration;
+                let watcher = {
+                    let (phases, nodes) = (phases.clone(), nodes.clone());
+                    std::thread::spawn(move || {
+                        let client = Client::connect(&nodes, ClientOptions::default())
+                            .map_err(|e| anyhow::anyhow!("{}", e.message))?
+                            .blocking();
+                        Ok::<_, anyhow::Error>(dynamo::bench::rebuild::watch_rebuild(
+                            &client, &address, deadline, &phases,
+                        ))
+                    })
+                };
+                let (during, per_phase) =
+                    rt.block_on(workload::run_phased(&client, &opts, Some(phases)));
+                let (keys, bytes, secs) = watcher
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the rebuild watcher panicked"))??;
+                eprintln!("measuring idle CPU for {:.0} s", args.idle);
+                let status_client = Client::connect(&nodes, ClientOptions::default())
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?
+                    .blocking();
+                let idle = dynamo::bench::rebuild::idle_cpu(&c, &status_client, args.idle);
+                let during_phase = per_phase.first().cloned().filter(|p| p.ops > 0);
+                let mut r = dynamo::bench::rebuild::RebuildReport {
+                    node: name,
+                    keys,
+                    bytes,
+                    rebuild_seconds: secs,
+                    p99_ratio: during_phase
+                        .as_ref()
+                        .map(|d| d.p99_us / baseline.total.p99_us.max(1.0)),
+                    baseline: baseline.total.clone(),
+                    during: during_phase,
+                    idle_seconds: args.idle,
+                    idle,
+                    ..Default::default()
+                };
+                if let Some(s) = secs.filter(|s| *s > 0.0) {
+                    r.keys_per_s = keys as f64 / s;
+                    r.mb_per_s = bytes as f64 / 1e6 / s;
+                }
+                rebuild = Some(r);
+                cluster = Some(c);
+                reports.push(baseline);
+                during
+            }
             (_, _, c) => {
                 cluster = c;
                 rt.block_on(workload::run(&client, &opts))
@@ -779,17 +843,24 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
         reports.push(report);
     }
     if args.json {
-        match &join {
-            Some(j) => println!(
+        match (&join, &rebuild) {
+            (Some(j), _) => println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({"runs": reports, "join": j}))?
             ),
-            None => println!("{}", serde_json::to_string_pretty(&reports)?),
+            (_, Some(r)) => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"runs": reports, "rebuild": r}))?
+            ),
+            _ => println!("{}", serde_json::to_string_pretty(&reports)?),
         }
     } else {
         print!("{}", workload::render_table(&reports));
         if let Some(j) = &join {
             print!("{}", dynamo::bench::join::render(j));
+        }
+        if let Some(r) = &rebuild {
+            print!("{}", dynamo::bench::rebuild::render(r));
         }
     }
     if let Some(mut c) = cluster {

@@ -426,3 +426,138 @@ fn a_reopened_durable_store_keeps_data_and_never_reuses_epochs() {
     let fresh = s.put(b"other", Some(b"v"), None).unwrap();
     assert!(fresh.version.dot.actor.epoch > w.version.dot.actor.epoch);
 }
+
+/// Builds every tree of `s` from its `aae` keyspace (what a restart does).
+fn build_all(s: &VersionedStore) {
+    for p in 0..s.partitions() {
+        while !s.rebuild_tree_page(p, 7).unwrap().0 {}
+    }
+}
+
+/// The trees follow every kind of change (put, merge, delete, reap, forget) in place,
+/// and equal the trees a restart rebuilds from the `aae` keyspace; replicas holding
+/// the same sibling sets have the same roots whatever order they saw the writes in.
+#[test]
+fn trees_follow_every_change_and_match_a_rebuild() {
+    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+    let a = VersionedStore::open(engine.clone(), StoreConfig::new("carts"), Q).unwrap();
+    let b = replica();
+    build_all(&a);
+    build_all(&b);
+    assert_eq!(a.trees_ready(), Q as usize);
+    let roots =
+        |s: &VersionedStore| -> Vec<u64> { (0..Q).map(|p| s.tree_root(p).unwrap()).collect() };
+    let empty = roots(&a);
+    let keys: Vec<Vec<u8>> = (0..200).map(|i| format!("k{i}").into_bytes()).collect();
+    for k in &keys {
+        a.put(k, Some(b"v"), None).unwrap();
+    }
+    assert_ne!(roots(&a), empty);
+    // b gets the same versions in reverse order.
+    for k in keys.iter().rev() {
+        replicate(&a, &b, k);
+    }
+    assert_eq!(roots(&a), roots(&b));
+    // A delete, then a reap of it, then a forget.
+    let ctx = a.get(&keys[0]).unwrap().context;
+    a.delete(&keys[0], Some(&ctx)).unwrap();
+    let tomb = a.get(&keys[0]).unwrap().siblings;
+    assert!(a.reap(&keys[0], &tomb).unwrap());
+    let s1 = a.get(&keys[1]).unwrap().siblings;
+    assert!(a.forget(&keys[1], &s1).unwrap());
+    // A store opened on the same engine rebuilds the same trees from the index.
+    let live = roots(&a);
+    drop(a);
+    let again = VersionedStore::open(engine, StoreConfig::new("carts"), Q).unwrap();
+    assert_eq!(
+        again.trees_ready(),
+        0,
+        "trees are rebuilt in the background"
+    );
+    build_all(&again);
+    assert_eq!(roots(&again), live);
+    // The segment listing names exactly the keys left.
+    let mut listed = 0;
+    for p in 0..Q {
+        for seg in 0..=255u8 {
+            listed += again.segment_hashes(p, seg, 10_000).unwrap().0.len();
+        }
+    }
+    assert_eq!(listed, keys.len() - 2);
+}
+
+/// A reaped key's dots are dead for ever: a stale replica's old value, a late hint and
+/// a transfer page (all merges) never bring it back; the reaped context travels with
+/// reads, and a replica that takes it in drops what it covers; a write after the reap
+/// gets a fresh dot and survives.
+#[test]
+fn a_reaped_key_never_comes_back() {
+    let (a, stale) = (replica(), replica());
+    let k = b"gone";
+    let w = a.put(k, Some(b"old"), None).unwrap();
+    replicate(&a, &stale, k);
+    let old_versions = a.get(k).unwrap().siblings.into_versions();
+    a.delete(k, Some(&w.context)).unwrap();
+    let tomb = a.get(k).unwrap().siblings;
+    assert!(a.reap(k, &tomb).unwrap());
+    let read = a.get(k).unwrap();
+    assert!(read.siblings.is_empty());
+    let dead = read.reaped.clone().expect("a reaped context");
+    assert!(dead.covers(&old_versions[0].dot));
+    // The stale replica's value (and the tombstone, late) are refused.
+    let (after, changed) = a.merge_remote(k, old_versions.clone()).unwrap();
+    assert!(after.is_empty() && !changed);
+    a.merge_remote(k, tomb.into_versions()).unwrap();
+    assert!(a.get(k).unwrap().siblings.is_empty());
+    assert_eq!(a.tombstone_count(a.partition_of(k)).unwrap(), 0);
+    // The stale replica takes the reaped context in and drops its old value.
+    stale
+        .merge_remote_full(k, Vec::new(), Some(&dead), &mut |_| Ok(()))
+        .unwrap();
+    assert!(stale.get(k).unwrap().siblings.is_empty());
+    let (after, _) = stale.merge_remote(k, old_versions.clone()).unwrap();
+    assert!(after.is_empty());
+    // A new write, even from the old context, is a new value that stays.
+    let new = a.put(k, Some(b"new"), Some(&w.context)).unwrap();
+    assert!(!dead.covers(&new.version.dot));
+    assert_eq!(values(&a, k), set(&["new"]));
+    replicate(&a, &stale, k);
+    assert_eq!(values(&stale, k), set(&["new"]));
+    // The reaped context moved into the record: the old value is still refused.
+    a.merge_remote(k, old_versions).unwrap();
+    assert_eq!(values(&a, k), set(&["new"]));
+    assert!(a
+        .get(k)
+        .unwrap()
+        .reaped
+        .is_some_and(|r| r.covers(&w.version.dot)));
+}
+
+/// Tombstones are listed for reaping once older than the delay, and not before.
+#[test]
+fn tombstones_are_listed_by_age() {
+    let s = replica();
+    let k = b"t";
+    let w = s.put(k, Some(b"v"), None).unwrap();
+    let p = s.partition_of(k);
+    assert!(s
+        .tombstones_before(p, &[], u64::MAX, 10)
+        .unwrap()
+        .0
+        .is_empty());
+    s.delete(k, Some(&w.context)).unwrap();
+    let ts = s.get(k).unwrap().siblings.versions()[0].timestamp_ms;
+    assert!(s.tombstones_before(p, &[], ts, 10).unwrap().0.is_empty());
+    assert_eq!(
+        s.tombstones_before(p, &[], ts + 1, 10).unwrap().0,
+        vec![k.to_vec()]
+    );
+    // Written again: no longer a tombstone.
+    let ctx = s.get(k).unwrap().context;
+    s.put(k, Some(b"back"), Some(&ctx)).unwrap();
+    assert!(s
+        .tombstones_before(p, &[], u64::MAX, 10)
+        .unwrap()
+        .0
+        .is_empty());
+}

@@ -52,7 +52,7 @@ impl LatencyRecorder {
 }
 
 /// Throughput and latency percentiles of one benchmark phase.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct PhaseSummary {
     /// Operations completed.
     pub ops: u64,

@@ -5,4 +5,5 @@ pub mod advise;
 pub mod engines;
 pub mod join;
 pub mod latency;
+pub mod rebuild;
 pub mod workload;

@@ -208,7 +208,13 @@ pub async fn anti_entropy_loop(node: LocalNode) {
         return;
     }
     let every = Duration::from_millis(node.core.config.anti_entropy.interval_ms);
-    let mut tick = tokio::time::interval(every);
+    // As gossip does, the first round waits: peers started with this node may not
+    // listen yet, and a failed call marks its peer down.
+    let first = tokio::time::Instant::now()
+        + every.max(Duration::from_millis(
+            node.core.config.node.gossip_interval_ms,
+        ));
+    let mut tick = tokio::time::interval_at(first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut turn: usize = 0;
     let mut reap_turn: usize = 0;

@@ -205,6 +205,18 @@ impl RebuildBoard {
 /// doc). A partition that cannot be read from enough replicas is tried again later.
 pub async fn rebuild_loop(node: LocalNode) {
     let stores: Vec<Arc<VersionedStore>> = node.core.stores.values().cloned().collect();
+    if stores
+        .iter()
+        .all(|s| node.core.rebuild.pending(s.name()).is_empty())
+    {
+        return;
+    }
+    // As gossip does, wait a round first: peers started with this node may not listen
+    // yet, and a failed call marks its peer down.
+    tokio::time::sleep(Duration::from_millis(
+        node.core.config.node.gossip_interval_ms,
+    ))
+    .await;
     for store in stores {
         loop {
             let pending = node.core.rebuild.pending(store.name());
@@ -279,6 +291,11 @@ async fn rebuild_partition(
     let mut read = 0;
     let mut failures = Vec::new();
     for source in &sources {
+        if !node.is_healthy(source) {
+            // The probe loop finds out when it is back; the partition is tried again.
+            failures.push(format!("{source}: believed down"));
+            continue;
+        }
         let board = &node.core.rebuild;
         let name = store.name().to_owned();
         match super::transfer::copy(node, store, p, source, &|keys, bytes| {
