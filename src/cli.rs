@@ -19,7 +19,7 @@ use dynamo::store::StoreConfig;
 /// `dynamo node`.
 #[derive(Args)]
 pub struct NodeArgs {
-    /// The node's TOML config (see the README, "The config file").
+    /// The node's TOML config (see docs/config.md).
     #[arg(long)]
     pub config: PathBuf,
 }

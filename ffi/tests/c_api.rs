@@ -109,7 +109,7 @@ fn start_cluster(dir: &Path) -> LocalCluster {
 
 /// The programs that need a cluster share one: the C client (both coordination modes,
 /// futures from several threads, callbacks), the misuse cases, the C++ wrapper, and the
-/// README's example exactly as shown there.
+/// example of docs/c-and-cpp.md exactly as shown there.
 #[test]
 fn c_and_cpp_programs_against_a_local_cluster() {
     let dir = tempfile::tempdir().unwrap();

@@ -218,7 +218,7 @@ impl ObjectSize {
 
 /// `engine = "auto"` picks SQLite for stores whose expected value size is at least this,
 /// RocksDB below it. From `dynamo bench engines --advise` on the project's 2-core VM
-/// (README): on a 50/50 put/get mix RocksDB leads at 1 KiB (238k against 80k ops/s) and
+/// (docs/storage-engines.md): on a 50/50 put/get mix RocksDB leads at 1 KiB (238k against 80k ops/s) and
 /// 4 KiB (119k against 115k), SQLite from 16 KiB on (90k against 45k at 16 KiB, 2.2k
 /// against 917 at 1 MiB); 8 KiB is the midpoint on a log scale between the last size
 /// RocksDB won and the first SQLite won. `--advise` measures the machine at hand.

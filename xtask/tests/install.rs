@@ -1,4 +1,4 @@
-//! `xtask install` into a temporary prefix, then a C program built exactly as the README
+//! `xtask install` into a temporary prefix, then a C program built exactly as docs/c-and-cpp.md
 //! says (`cc app.c $(pkg-config --cflags --libs dynamo)`) builds and runs.
 
 use std::path::{Path, PathBuf};
@@ -100,7 +100,7 @@ fn installed_library_builds_and_runs_with_pkg_config() {
         work.path(),
         &pc,
     );
-    assert!(ok, "the README's example did not build: {log}");
+    assert!(ok, "the example of docs/c-and-cpp.md did not build: {log}");
     // Not linked against the build tree: the program finds the installed library.
     let (ok, log) = sh("ldd ./version", work.path(), &pc);
     assert!(
