@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DynamoError, ErrorKind};
 use crate::rpc::anti_entropy as wire;
 use crate::store::tree::{BRANCHES, LEAVES_PER_BRANCH};
-use crate::store::{KeyState, VersionedStore};
+use crate::store::{chunk_by_bytes, KeyState, VersionedStore};
 
 use super::admission::AdmissionStatus;
 use super::hints::HintLog;
@@ -217,7 +217,7 @@ pub async fn anti_entropy_loop(node: LocalNode) {
     let mut tick = tokio::time::interval_at(first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut turn: usize = 0;
-    let mut reap_turn: usize = 0;
+    let mut reaping = ReapCursor::default();
     loop {
         tick.tick().await;
         let Some(view) = node.core.view() else {
@@ -245,7 +245,7 @@ pub async fn anti_entropy_loop(node: LocalNode) {
                 }
             }
         }
-        if let Err(e) = reap_pass(&node, &view, &mut reap_turn).await {
+        if let Err(e) = reap_pass(&node, &view, &mut reaping).await {
             node.core
                 .aae
                 .with(|b| b.last_error = Some(format!("reaping: {}", e.message)));
@@ -388,22 +388,39 @@ async fn exchange(
         if budget == 0 {
             break;
         }
-        let repaired = repair_partition(node, store, p, peer, budget).await?;
-        budget = budget.saturating_sub(repaired);
-        node.core.aae.exchanged(&name, p, peer);
+        match repair_partition(node, store, p, peer, budget).await {
+            Ok((repaired, complete)) => {
+                budget = budget.saturating_sub(repaired);
+                // An exchange cut short by the cap is not a successful one: the
+                // partition's age goes on growing until one repairs everything.
+                if complete {
+                    node.core.aae.exchanged(&name, p, peer);
+                }
+            }
+            Err(e) if unreachable(&e) => return Err(e),
+            // A partition that failed for a reason of its own (a refusal, a reply too
+            // large) must not keep the others from their exchange.
+            Err(e) => node.core.aae.with(|b| {
+                b.last_error = Some(format!(
+                    "exchange of {name} partition {p} with {peer}: {}",
+                    e.message
+                ))
+            }),
+        }
     }
     Ok(())
 }
 
-/// The differing (key, my hash, their hash) of partition `p` with `peer`, found by
-/// descending from the branches (`segments` `None`) or by listing the given segments.
+/// The keys of partition `p` whose state differs from `peer`'s, found by descending from
+/// the branches (`segments` `None`) or by listing the given segments; with the segments
+/// compared, and whether every key of them was listed.
 async fn differing_keys(
     node: &LocalNode,
     store: &Arc<VersionedStore>,
     p: u32,
     peer: &str,
     segments: Option<Vec<u16>>,
-) -> Result<(BTreeSet<Vec<u8>>, Vec<u16>), DynamoError> {
+) -> Result<(BTreeSet<Vec<u8>>, Vec<u16>, bool), DynamoError> {
     let name = store.name().to_owned();
     let segments = match segments {
         Some(s) => s,
@@ -415,14 +432,14 @@ async fn differing_keys(
                 })
                 .await?;
             let (Some(theirs), Some(mine)) = (theirs, store.tree_branches(p)) else {
-                return Ok((BTreeSet::new(), Vec::new()));
+                return Ok((BTreeSet::new(), Vec::new(), true));
             };
             let branches: Vec<u16> = (0..BRANCHES)
                 .filter(|b| theirs.get(*b) != mine.get(*b))
                 .map(|b| b as u16)
                 .collect();
             if branches.is_empty() {
-                return Ok((BTreeSet::new(), Vec::new()));
+                return Ok((BTreeSet::new(), Vec::new(), true));
             }
             let (n, bs) = (name.clone(), branches.clone());
             let theirs = node
@@ -431,7 +448,7 @@ async fn differing_keys(
                 })
                 .await?;
             let (Some(theirs), Some(mine)) = (theirs, store.tree_leaves(p, &branches)) else {
-                return Ok((BTreeSet::new(), Vec::new()));
+                return Ok((BTreeSet::new(), Vec::new(), true));
             };
             let mut segs = Vec::new();
             for (i, b) in branches.iter().enumerate() {
@@ -446,24 +463,36 @@ async fn differing_keys(
         }
     };
     if segments.is_empty() {
-        return Ok((BTreeSet::new(), segments));
+        return Ok((BTreeSet::new(), segments, true));
     }
-    let (n, segs) = (name.clone(), segments.clone());
-    let (theirs, _) = node
-        .call_peer(peer, "anti-entropy", |c| async move {
-            wire::call_segments(&c, peer, &n, p, &segs, SEGMENT_LIMIT).await
-        })
-        .await?;
+    let mut theirs = Vec::new();
+    let mut listed_all = true;
+    let mut rest: &[u16] = &segments;
+    while !rest.is_empty() {
+        let (n, segs) = (name.clone(), rest.to_vec());
+        let page = node
+            .call_peer(peer, "anti-entropy", |c| async move {
+                wire::call_segments(&c, peer, &n, p, &segs, SEGMENT_LIMIT).await
+            })
+            .await?;
+        theirs.extend(page.keys);
+        listed_all &= !page.more;
+        rest = &rest[page.listed.min(rest.len())..];
+    }
     let (s, segs) = (store.clone(), segments.clone());
-    let mine = node
+    let (mine, mine_all) = node
         .engine_any("listing segments", move || {
             let mut all = Vec::new();
+            let mut every = true;
             for seg in segs {
-                all.extend(s.segment_hashes(p, seg as u8, SEGMENT_LIMIT as usize)?.0);
+                let (keys, more) = s.segment_hashes(p, seg as u8, SEGMENT_LIMIT as usize)?;
+                all.extend(keys);
+                every &= !more;
             }
-            Ok(all)
+            Ok((all, every))
         })
         .await?;
+    let listed_all = listed_all && mine_all;
     let theirs: BTreeMap<Vec<u8>, u64> = theirs.into_iter().collect();
     let mine: BTreeMap<Vec<u8>, u64> = mine.into_iter().collect();
     let mut diff = BTreeSet::new();
@@ -477,21 +506,22 @@ async fn differing_keys(
             diff.insert(k.clone());
         }
     }
-    Ok((diff, segments))
+    Ok((diff, segments, listed_all))
 }
 
 /// Compares partition `p` with `peer` twice and repairs the keys that differ both
-/// times, at most `cap`; returns how many were repaired.
+/// times, at most `cap`; returns how many were repaired, and whether that was every
+/// difference found.
 async fn repair_partition(
     node: &LocalNode,
     store: &Arc<VersionedStore>,
     p: u32,
     peer: &str,
     cap: usize,
-) -> Result<usize, DynamoError> {
-    let (first, segments) = differing_keys(node, store, p, peer, None).await?;
+) -> Result<(usize, bool), DynamoError> {
+    let (first, segments, listed_all) = differing_keys(node, store, p, peer, None).await?;
     if first.is_empty() {
-        return Ok(0);
+        return Ok((0, listed_all));
     }
     node.core
         .aae
@@ -500,7 +530,8 @@ async fn repair_partition(
         node.core.config.anti_entropy.confirm_delay_ms,
     ))
     .await;
-    let (second, _) = differing_keys(node, store, p, peer, Some(segments)).await?;
+    let (second, _, _) = differing_keys(node, store, p, peer, Some(segments)).await?;
+    let confirmed = first.intersection(&second).count();
     let keys: Vec<Vec<u8>> = first.intersection(&second).take(cap).cloned().collect();
     for chunk in keys.chunks(wire::MAX_RECORDS_PER_CALL) {
         repair_keys(node, store, peer, chunk.to_vec()).await?;
@@ -508,10 +539,18 @@ async fn repair_partition(
             .aae
             .with(|b| b.keys_repaired += chunk.len() as u64);
     }
-    Ok(keys.len())
+    Ok((keys.len(), listed_all && confirmed <= cap))
+}
+
+/// Whether `e` says the peer could not be reached (the exchange with it stops) rather
+/// than that it refused something (the exchange goes on with the next keys).
+fn unreachable(e: &DynamoError) -> bool {
+    matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
 }
 
 /// Reads `keys` from `peer`, merges them here, and merges this node's result there.
+/// Replies and merges are split to fit in a message; a record either side refuses is
+/// noted in the status and does not keep the others out.
 async fn repair_keys(
     node: &LocalNode,
     store: &Arc<VersionedStore>,
@@ -520,22 +559,23 @@ async fn repair_keys(
 ) -> Result<(), DynamoError> {
     node.core.admission.acquire(keys.len() as u64).await;
     let name = store.name().to_owned();
-    let (n, ks) = (name.clone(), keys.clone());
-    let theirs = node
-        .call_peer(peer, "anti-entropy", |c| async move {
-            wire::call_fetch(&c, peer, &n, &ks).await
-        })
-        .await?;
-    let (core, s) = (node.core.clone(), store.clone());
-    let mine = node
-        .engine_any("merging an anti-entropy repair", move || {
-            let mut by_key: BTreeMap<Vec<u8>, KeyState> =
-                theirs.into_iter().map(|t| (t.key.clone(), t)).collect();
-            let mut out = Vec::with_capacity(keys.len());
-            for key in keys {
-                if let Some(t) = by_key.remove(&key) {
+    let mut rest: &[Vec<u8>] = &keys;
+    while !rest.is_empty() {
+        let (n, ks) = (name.clone(), rest.to_vec());
+        let theirs = node
+            .call_peer(peer, "anti-entropy", |c| async move {
+                wire::call_fetch(&c, peer, &n, &ks).await
+            })
+            .await?;
+        let (answered, later) = rest.split_at(theirs.len().min(rest.len()));
+        rest = later;
+        let (core, s, asked) = (node.core.clone(), store.clone(), answered.to_vec());
+        let mine = node
+            .engine_any("merging an anti-entropy repair", move || {
+                let mut out = Vec::with_capacity(asked.len());
+                for (key, t) in asked.into_iter().zip(theirs) {
                     // A record this node refuses (over its limits) must not keep the
-                    // others out; the refusal shows in the peer's merge below.
+                    // others out; the refusal shows in the status.
                     if let Err(e) =
                         core.hints
                             .merge_with_reaped(&s, &key, t.versions, t.reaped.as_ref(), None)
@@ -543,21 +583,33 @@ async fn repair_keys(
                         core.aae
                             .with(|b| b.last_error = Some(format!("merging a repair here: {e}")));
                     }
+                    let read = s.get(&key)?;
+                    out.push(KeyState {
+                        key,
+                        versions: read.siblings.into_versions(),
+                        reaped: read.reaped,
+                    });
                 }
-                let read = s.get(&key)?;
-                out.push(KeyState {
-                    key,
-                    versions: read.siblings.into_versions(),
-                    reaped: read.reaped,
-                });
+                Ok(out)
+            })
+            .await?;
+        for run in chunk_by_bytes(mine, node.core.max_message / 4) {
+            let n = name.clone();
+            let merged = node
+                .call_peer(peer, "anti-entropy", |c| async move {
+                    wire::call_merge_records(&c, peer, &n, &run).await
+                })
+                .await;
+            match merged {
+                Ok(()) => {}
+                Err(e) if unreachable(&e) => return Err(e),
+                Err(e) => node.core.aae.with(|b| {
+                    b.last_error = Some(format!("merging a repair at {peer}: {}", e.message))
+                }),
             }
-            Ok(out)
-        })
-        .await?;
-    node.call_peer(peer, "anti-entropy", |c| async move {
-        wire::call_merge_records(&c, peer, &name, &mine).await
-    })
-    .await
+        }
+    }
+    Ok(())
 }
 
 /// Every name the membership history ever held (hints may be kept for any of them).
@@ -574,12 +626,38 @@ pub(crate) fn history_names(view: &Topology) -> Vec<String> {
 
 /// One reap pass over the next partition this node is the first replica of (see the
 /// module doc).
+/// Where the reap passes are: the next partition to reap, the next to expire reaped
+/// contexts in, and how far each partition's tombstones were checked (so tombstones
+/// that must stay a while never keep later ones from being checked).
+#[derive(Default)]
+struct ReapCursor {
+    turn: usize,
+    expire_turn: usize,
+    after: BTreeMap<(String, u32), Vec<u8>>,
+}
+
 async fn reap_pass(
     node: &LocalNode,
     view: &Arc<Topology>,
-    turn: &mut usize,
+    cursor: &mut ReapCursor,
 ) -> Result<(), DynamoError> {
     let me = node.name().to_owned();
+    let cfg = &node.core.config.anti_entropy;
+    let now = now_ms();
+    let expire_before = now.saturating_sub(cfg.reaped_retention_ms);
+    // Reaped contexts expire on every replica, one partition of every store per pass
+    // (a node keeps contexts of partitions it is not first of, or no longer owns).
+    let stores: Vec<Arc<VersionedStore>> = node.core.stores.values().cloned().collect();
+    let partitions = view.ring().partition_count() as usize;
+    if !stores.is_empty() && partitions > 0 {
+        let at = cursor.expire_turn % (stores.len() * partitions);
+        cursor.expire_turn = cursor.expire_turn.wrapping_add(1);
+        let (s, q) = (stores[at / partitions].clone(), (at % partitions) as u32);
+        node.engine_any("expiring reaped contexts", move || {
+            Ok(s.expire_reaped(q, expire_before)?)
+        })
+        .await?;
+    }
     let mut work: Vec<(Arc<VersionedStore>, u32)> = Vec::new();
     for store in node.core.stores.values() {
         let n = store.config().n;
@@ -597,20 +675,24 @@ async fn reap_pass(
     if work.is_empty() {
         return Ok(());
     }
-    let (store, p) = work[*turn % work.len()].clone();
-    *turn = turn.wrapping_add(1);
-    let cfg = &node.core.config.anti_entropy;
-    let now = now_ms();
+    let (store, p) = work[cursor.turn % work.len()].clone();
+    cursor.turn = cursor.turn.wrapping_add(1);
     let due_before = now.saturating_sub(cfg.reap_delay_ms);
-    let expire_before = now.saturating_sub(cfg.reaped_retention_ms);
     let names = history_names(view);
     let s = store.clone();
     let names2 = names.clone();
-    let (candidates, count) = node
+    let at = cursor
+        .after
+        .remove(&(store.name().to_owned(), p))
+        .unwrap_or_default();
+    let (candidates, count, next) = node
         .engine_any("listing tombstones", move || {
-            s.expire_reaped(p, expire_before)?;
             let count = s.tombstone_count(p)?;
-            let (keys, _) = s.tombstones_before(p, &[], due_before, REAP_BATCH)?;
+            let (keys, more) = s.tombstones_before(p, &at, due_before, REAP_BATCH)?;
+            let next = match (more, keys.last()) {
+                (true, Some(last)) => Some(last.clone()),
+                _ => None,
+            };
             let mut out = Vec::new();
             for key in keys {
                 if HintLog::pending_for_key(&s, &names2, &key)? {
@@ -625,9 +707,12 @@ async fn reap_pass(
                     });
                 }
             }
-            Ok((out, count))
+            Ok((out, count, next))
         })
         .await?;
+    if let Some(next) = next {
+        cursor.after.insert((store.name().to_owned(), p), next);
+    }
     node.core
         .aae
         .with(|b| b.tombstones.insert((store.name().to_owned(), p), count));

@@ -262,9 +262,10 @@ async fn handoff_owner(
     let o = owner.to_owned();
     let board = &node.core.handoff;
     let after = board.cursor(store.name(), owner);
+    let from = after.clone();
     let hints = node
         .engine_any(store.name(), move || {
-            HintLog::list_for(&s, &o, &after, HANDOFF_BATCH).map_err(DynamoError::from)
+            HintLog::list_for(&s, &o, &from, HANDOFF_BATCH).map_err(DynamoError::from)
         })
         .await?;
     // The next batch starts after this one, or from the first hint again.
@@ -275,8 +276,12 @@ async fn handoff_owner(
     board.set_cursor(store.name(), owner, next);
     let members: Vec<String> = view.member_names();
     let mut delivered = 0;
+    // The key of the last hint dealt with: a batch that ends early resumes after it,
+    // so the hints after the one that could not go are not skipped until a wrap-around.
+    let mut done_up_to = after;
     for hint in hints {
         if board.waiting(store.name(), owner, &hint.key) {
+            done_up_to.clone_from(&hint.key);
             continue;
         }
         node.core.admission.acquire(1).await;
@@ -294,6 +299,7 @@ async fn handoff_owner(
                     &hint.key,
                     format!("reading this stand-in's copy: {}", e.message),
                 );
+                done_up_to.clone_from(&hint.key);
                 continue;
             }
         };
@@ -332,13 +338,28 @@ async fn handoff_owner(
         for t in &targets {
             if let Err(e) = node.deliver_hint(t, store, &hint.key, &siblings).await {
                 if unreachable(&e) {
-                    // The owner (or a new owner) is down: the rest waits for it.
+                    if node.is_healthy(t) {
+                        // The call failed but the owner is not believed down (one
+                        // timeout): a hint that times out every time (a large record
+                        // on a slow disk) must not hold the others back, so it waits
+                        // its backoff.
+                        board.refuse(
+                            store.name(),
+                            owner,
+                            &hint.key,
+                            format!("{t} did not answer in time: {}", e.message),
+                        );
+                    }
+                    // The owner (or a new owner) is down: the rest waits for it, from
+                    // this hint on.
+                    board.set_cursor(store.name(), owner, done_up_to);
                     return Ok(delivered);
                 }
                 refused = Some(format!("{t} refused it: {}", e.message));
                 break;
             }
         }
+        done_up_to.clone_from(&hint.key);
         if let Some(why) = refused {
             board.refuse(store.name(), owner, &hint.key, why);
             continue;
@@ -374,7 +395,8 @@ async fn handoff_owner(
             }
             Ok(())
         })
-        .await?;
+        .await
+        .inspect_err(|_| board.set_cursor(store.name(), owner, done_up_to.clone()))?;
     }
     Ok(delivered)
 }

@@ -138,10 +138,6 @@ impl NodeCore {
         ns.dedup();
         let history_file = HistoryFile::in_dir(&data_dir);
         let learned = gossip::peers_history_blocking(&config);
-        // A new data directory of a member whose peers answered: the member lost its
-        // data (a wiped disk). With no peer answering it cannot tell itself from a new
-        // cluster's first start, and is taken for one (nothing to rebuild from anyway).
-        let peers_answered = learned.as_ref().is_some_and(|h| !h.is_empty());
         let history =
             identity::startup_history(&config, &identity, &history_file, target_n, learned)?;
         let view = match history.is_empty() {
@@ -200,13 +196,18 @@ impl NodeCore {
             let store = VersionedStore::open(engine, resolved, partitions)
                 .map_err(|e| fail(e.to_string()))?;
             hints.prepare(&store).map_err(|e| fail(e.to_string()))?;
-            let lost =
-                member && others && ((created && peers_answered) || (!created && store.is_fresh()));
+            // A member with a new data directory (or a new store, or a store whose
+            // rebuild was never recorded, as after a crash right after its first
+            // open) may be a wiped disk: it cannot tell that from a new cluster's
+            // first start, so it always checks with the other replicas, which is quick
+            // when they are new too (see `rebuild`).
+            let undecided = rebuild::undecided(&store).map_err(|e| fail(e.to_string()))?;
+            let lost = member && others && (created || store.is_fresh() || undecided);
             if lost {
                 eprintln!(
-                    "{}: store {} has no data from before (a new incarnation of a member): \
-                     rebuilding it from the other replicas; until then its reads count as \
-                     a stand-in's",
+                    "{}: store {} has no data from before here (a new data directory: a \
+                     wiped disk, or a new cluster's first start): reading its partitions \
+                     from the other replicas; until then its reads count as a stand-in's",
                     config.node.name, sc.name
                 );
             }

@@ -10,7 +10,12 @@
 //! partition is rebuilt once it was read whole from at least N - W + 1 of its other
 //! replicas (clamped to how many there are): every write acknowledged by W replicas,
 //! this one perhaps among them, is on one of those. A replica that does not host the
-//! store counts as read and empty.
+//! store counts as read and empty. A replica that is rebuilding the partition itself
+//! does not count (it may have lost writes it acknowledged), unless every other replica
+//! answered and those not read whole are all rebuilding: then every replica that could
+//! hold a write no whole one has lost its data (more losses than a write at W survives),
+//! and waiting for each other would never end (a new cluster's first start, where every
+//! node starts with a new data directory, is that case with nothing lost).
 //!
 //! The partitions still to rebuild are kept in the store's metadata (synced after each
 //! one), so a crash in the middle resumes where it was. Progress is in `dynamo status`.
@@ -25,6 +30,7 @@ use crate::error::{DynamoError, ErrorKind};
 use crate::store::{StoreError, VersionedStore};
 
 use super::local::LocalNode;
+use super::transfer::{read_enough, Copied};
 
 /// The metadata entry of a store's partitions still to rebuild.
 const META: &str = "rebuild";
@@ -90,17 +96,27 @@ fn decode(bytes: &[u8]) -> BTreeSet<u32> {
         .collect()
 }
 
+/// Whether `store` never recorded whether it must rebuild (its first open here did not
+/// get that far, or it predates rebuilds). Blocking.
+pub fn undecided(store: &VersionedStore) -> Result<bool, StoreError> {
+    Ok(store.read_meta(META)?.is_none())
+}
+
 impl RebuildBoard {
     fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, StoreRebuild>) -> R) -> R {
         f(&mut self.stores.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Loads `store`'s pending rebuild from its metadata; with `start`, first records
-    /// a rebuild of every partition (the store's data was lost). Blocking.
+    /// a rebuild of every partition (the store's data was lost). Either way the
+    /// decision is recorded, so a store is [`undecided`] only until its first open
+    /// here completes. Blocking.
     pub fn open(&self, store: &VersionedStore, start: bool) -> Result<(), StoreError> {
         if start {
             let all: BTreeSet<u32> = (0..store.partitions()).collect();
             store.write_meta(META, &encode(&all))?;
+        } else if store.read_meta(META)?.is_none() {
+            store.write_meta(META, &[])?;
         }
         let pending = store
             .read_meta(META)?
@@ -289,6 +305,7 @@ async fn rebuild_partition(
         .saturating_sub(cfg.w)
         .clamp(1, sources.len().max(1));
     let mut read = 0;
+    let mut rebuilding = 0;
     let mut failures = Vec::new();
     for source in &sources {
         if !node.is_healthy(source) {
@@ -303,12 +320,16 @@ async fn rebuild_partition(
         })
         .await
         {
-            Ok(()) => read += 1,
+            Ok(Copied::Whole) => read += 1,
+            Ok(Copied::FromRebuilding) => {
+                rebuilding += 1;
+                failures.push(format!("{source}: rebuilding the partition itself"));
+            }
             Err(e) if e.kind == ErrorKind::UnknownStore => read += 1,
             Err(e) => failures.push(format!("{source}: {}", e.message)),
         }
     }
-    if read < need && !sources.is_empty() {
+    if !read_enough(read, rebuilding, sources.len(), need) && !sources.is_empty() {
         return Err(DynamoError::new(
             ErrorKind::Unavailable,
             format!(

@@ -667,15 +667,19 @@ impl internode::Server for InternodeServer {
             let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
             // A page stays far below the message limit whatever the caller asked.
             let max_bytes = (p.get_max_bytes() as usize).clamp(1, self.node.core.max_message / 4);
+            // Read before the page: a rebuild that ends meanwhile only makes the flag
+            // err on the careful side.
+            let rebuilding = self.node.core.rebuild.is_rebuilding(st.name(), partition);
             self.node
                 .engine_any("reading a partition for a transfer", move || {
-                    Ok(st.records_after(partition, &after, limit, max_bytes)?)
+                    let (records, more) = st.records_after(partition, &after, limit, max_bytes)?;
+                    Ok((records, more, rebuilding))
                 })
                 .await
         }
         .await;
         match answer {
-            Ok((records, more)) => {
+            Ok((records, more, rebuilding)) => {
                 let mut r = results.get();
                 let mut list = r.reborrow().init_records(records.len() as u32);
                 for (i, (key, versions)) in records.iter().enumerate() {
@@ -685,6 +689,7 @@ impl internode::Server for InternodeServer {
                     rpc::set_versions(item.init_versions(encoded.len() as u32), &encoded);
                 }
                 r.set_more(more);
+                r.set_rebuilding(rebuilding);
             }
             Err(e) => rpc::write_failure(results.get().init_failure(), &e),
         }
@@ -840,22 +845,40 @@ impl internode::Server for InternodeServer {
                 .map(|s| s.min(255) as u8)
                 .collect();
             let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
+            let budget = self.node.core.max_message / 4;
             self.node
                 .engine_any("listing segments", move || {
-                    let mut all = Vec::new();
+                    let mut all: Vec<crate::store::KeyHash> = Vec::new();
+                    let mut bytes = 0usize;
                     let mut more = false;
+                    let mut listed: u16 = 0;
                     for seg in segments {
-                        let (keys, m) = st.segment_hashes(part, seg, limit)?;
+                        let (mut keys, m) = st.segment_hashes(part, seg, limit)?;
+                        let b: usize = keys.iter().map(|(k, _)| k.len() + 16).sum();
+                        if listed > 0 && bytes.saturating_add(b) > budget {
+                            break;
+                        }
+                        if b > budget {
+                            // One segment alone over the budget: its first keys.
+                            let mut kept = 0usize;
+                            keys.retain(|(k, _)| {
+                                kept += k.len() + 16;
+                                kept <= budget
+                            });
+                            more = true;
+                        }
+                        bytes = bytes.saturating_add(b);
                         all.extend(keys);
                         more |= m;
+                        listed += 1;
                     }
-                    Ok((all, more))
+                    Ok((all, more, listed))
                 })
                 .await
         }
         .await;
         match answer {
-            Ok((keys, more)) => {
+            Ok((keys, more, listed)) => {
                 let mut r = results.get();
                 let mut kl = r.reborrow().init_keys(keys.len() as u32);
                 for (i, (k, _)) in keys.iter().enumerate() {
@@ -866,6 +889,7 @@ impl internode::Server for InternodeServer {
                     hl.set(i as u32, *h);
                 }
                 r.set_more(more);
+                r.set_listed(listed);
             }
             Err(e) => rpc::write_failure(results.get().init_failure(), &e),
         }
@@ -896,16 +920,26 @@ impl internode::Server for InternodeServer {
                 st.check_key(k)?;
                 keys.push(k.to_vec());
             }
+            // The reply answers a prefix of the keys, as many as fit in a quarter of a
+            // message (at least one); the caller asks again for the rest.
+            let budget = self.node.core.max_message / 4;
             self.node
                 .engine_any("reading keys for anti-entropy", move || {
                     let mut out = Vec::with_capacity(keys.len());
+                    let mut bytes = 0usize;
                     for key in keys {
                         let read = st.get(&key)?;
-                        out.push(crate::store::KeyState {
+                        let state = crate::store::KeyState {
                             key,
                             versions: read.siblings.into_versions(),
                             reaped: read.reaped,
-                        });
+                        };
+                        let b = state.approx_bytes();
+                        if !out.is_empty() && bytes.saturating_add(b) > budget {
+                            break;
+                        }
+                        bytes = bytes.saturating_add(b);
+                        out.push(state);
                     }
                     Ok(out)
                 })

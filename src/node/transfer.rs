@@ -345,6 +345,7 @@ async fn pull(
                 .saturating_sub(cfg.w)
                 .clamp(1, mv.sources.len().max(1));
             let mut read = 0;
+            let mut rebuilding = 0;
             let mut failures = Vec::new();
             for source in &mv.sources {
                 if node.core.view().and_then(|v| v.settlement(node.name())) != base {
@@ -361,11 +362,15 @@ async fn pull(
                     })
                 };
                 match copy(node, store, partition, source, &progress).await {
-                    Ok(()) => read += 1,
+                    Ok(Copied::Whole) => read += 1,
+                    Ok(Copied::FromRebuilding) => {
+                        rebuilding += 1;
+                        failures.push(format!("{source}: rebuilding the partition itself"));
+                    }
                     Err(e) => failures.push(format!("{source}: {}", e.message)),
                 }
             }
-            if read < need && !mv.sources.is_empty() {
+            if !read_enough(read, rebuilding, mv.sources.len(), need) && !mv.sources.is_empty() {
                 return Err(DynamoError::new(
                     ErrorKind::Unavailable,
                     format!(
@@ -399,20 +404,23 @@ pub(super) async fn copy(
     p: u32,
     source: &str,
     progress: &dyn Fn(u64, u64),
-) -> Result<(), DynamoError> {
+) -> Result<Copied, DynamoError> {
     let mut after: Vec<u8> = Vec::new();
+    let mut rebuilding = false;
     loop {
         let (name, me, from) = (
             store.name().to_owned(),
             node.name().to_owned(),
             after.clone(),
         );
-        let (records, more) = node
+        let page = node
             .call_peer(source, "transfer", |c| async move {
                 rpc::call_partition_records(&c, source, &name, p, &from, PAGE_KEYS, PAGE_BYTES, &me)
                     .await
             })
             .await?;
+        rebuilding |= page.rebuilding;
+        let (records, more) = (page.records, page.more);
         let keys = records.len() as u64;
         let bytes: u64 = records
             .iter()
@@ -433,9 +441,33 @@ pub(super) async fn copy(
         progress(keys, bytes);
         node.core.admission.acquire(keys.max(1)).await;
         if !more {
-            return Ok(());
+            return Ok(match rebuilding {
+                true => Copied::FromRebuilding,
+                false => Copied::Whole,
+            });
         }
     }
+}
+
+/// What a [`copy`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Copied {
+    /// Everything the source holds, and the source is whole.
+    Whole,
+    /// Everything the source holds, but the source is rebuilding the partition itself:
+    /// it may lack writes it acknowledged before it lost its data.
+    FromRebuilding,
+}
+
+/// Whether a partition read from its sources has all it must have: `complete` sources
+/// were read whole (`need` of them suffice: N - W + 1, so one holds each write
+/// acknowledged by W replicas), or every source answered and those not read whole are
+/// rebuilding themselves. In that second case the replicas that could still hold a
+/// write no whole source has all lost their data (more than the N - W losses a write at
+/// W survives), so waiting would gain nothing and, with several nodes rebuilding from
+/// each other (a new cluster's first start), never end.
+pub(super) fn read_enough(complete: usize, rebuilding: usize, sources: usize, need: usize) -> bool {
+    complete >= need || complete + rebuilding == sources
 }
 
 /// Drops, in the background, the partitions this node is no longer a replica of: once
@@ -609,5 +641,23 @@ mod tests {
         assert_eq!(later.rate_bytes_per_s, first.rate_bytes_per_s);
         assert!(first.rate_bytes_per_s > 0);
         assert_eq!(later.bytes, 1_000_000);
+    }
+}
+
+#[cfg(test)]
+mod read_enough_tests {
+    use super::read_enough;
+
+    #[test]
+    fn a_rebuilding_source_counts_only_when_every_unread_one_is_rebuilding() {
+        // N=3, W=2: two whole sources are needed of two.
+        assert!(read_enough(2, 0, 2, 2));
+        assert!(!read_enough(1, 0, 2, 2), "one source not read");
+        // The other source is rebuilding too: nothing more can be read anywhere.
+        assert!(read_enough(1, 1, 2, 2));
+        assert!(read_enough(0, 2, 2, 2));
+        // N=5, W=3, need 3 of 4: two whole, one rebuilding, one down: wait for it.
+        assert!(!read_enough(2, 1, 4, 3));
+        assert!(read_enough(3, 1, 4, 3));
     }
 }

@@ -14,6 +14,18 @@ use super::{
 /// Most keys one `fetch`, `mergeRecords`, `reapCheck` or `reap` carries.
 pub const MAX_RECORDS_PER_CALL: usize = 1_000;
 
+/// What `aaeSegments` answered: the keys of the first `listed` segments asked for, with
+/// their state hashes; `more` when a segment had more keys than it listed.
+#[derive(Debug)]
+pub struct SegmentsPage {
+    /// (key, state hash), in segment then key order.
+    pub keys: Vec<(Vec<u8>, u64)>,
+    /// A segment had more keys than it listed.
+    pub more: bool,
+    /// How many of the segments asked for are listed (at least one).
+    pub listed: usize,
+}
+
 /// Fills a `List(KeyVersions)` from key states.
 pub fn write_key_states(
     mut list: capnp::struct_list::Builder<'_, key_versions::Owned>,
@@ -145,7 +157,7 @@ pub async fn call_segments(
     p: u32,
     segments: &[u16],
     limit: u32,
-) -> Result<(Vec<(Vec<u8>, u64)>, bool), DynamoError> {
+) -> Result<SegmentsPage, DynamoError> {
     let mut req = node.aae_segments_request();
     {
         let mut b = req.get();
@@ -178,10 +190,22 @@ pub async fn call_segments(
         let k = keys.get(i).map_err(|e| from_capnp(address, e))?;
         out.push((k.to_vec(), hashes.get(i)));
     }
-    Ok((out, r.get_more()))
+    let listed = usize::from(r.get_listed());
+    if listed == 0 || listed > segments.len() {
+        return Err(protocol(format!(
+            "{address} listed {listed} of {} segment(s)",
+            segments.len()
+        )));
+    }
+    Ok(SegmentsPage {
+        keys: out,
+        more: r.get_more(),
+        listed,
+    })
 }
 
-/// Every version and the reaped context of each of `keys` at `address`.
+/// Every version and the reaped context of the first of `keys` at `address` (a prefix,
+/// at least one key: as many as fit in a reply).
 pub async fn call_fetch(
     node: &internode::Client,
     address: &str,
@@ -204,7 +228,28 @@ pub async fn call_fetch(
         .map_err(|e| from_capnp(address, e))?;
     let r = resp.get().map_err(|e| from_capnp(address, e))?;
     failed(r.has_failure(), r.get_failure())?;
-    read_key_states(r.get_records(), u64::from(u32::MAX))
+    let states = read_key_states(r.get_records(), u64::from(u32::MAX))?;
+    if states.is_empty() && !keys.is_empty() {
+        return Err(protocol(format!(
+            "{address} answered a fetch of {} key(s) with none",
+            keys.len()
+        )));
+    }
+    for (asked, got) in keys.iter().zip(&states) {
+        if *asked != got.key {
+            return Err(protocol(format!(
+                "{address} answered a fetch with keys out of order"
+            )));
+        }
+    }
+    if states.len() > keys.len() {
+        return Err(protocol(format!(
+            "{address} answered a fetch of {} key(s) with {}",
+            keys.len(),
+            states.len()
+        )));
+    }
+    Ok(states)
 }
 
 /// Merges `records` into the replica at `address`.

@@ -175,10 +175,12 @@ interface Internode {
   # A partition's data for a transfer: up to `limit` keys of `partition` after `after`
   # (empty: from the first), each with every version this replica holds, stopping
   # early past `maxBytes` of values; `more` when others follow. The receiver pulls one
-  # page at a time (its backpressure). `from` is the receiver.
+  # page at a time (its backpressure). `from` is the receiver. `rebuilding`: this
+  # replica lost its data and is rebuilding the partition itself (the page may lack
+  # writes it acknowledged before).
   partitionRecords @6 (store :Text, partition :UInt32, after :Data, limit :UInt32,
                        maxBytes :UInt64, from :Text)
-      -> (failure :Failure, records :List(KeyVersions), more :Bool);
+      -> (failure :Failure, records :List(KeyVersions), more :Bool, rebuilding :Bool);
   # Anti-entropy (src/node/anti_entropy.rs). The roots of `partitions` of `store`'s
   # trees here; `ready` is false for a tree not built yet or a partition this node is
   # rebuilding (its root means nothing then).
@@ -189,13 +191,20 @@ interface Internode {
   aaeTree @8 (store :Text, partition :UInt32, branches :List(UInt16))
       -> (failure :Failure, ready :Bool, hashes :List(UInt64));
   # The keys of the named leaf segments with their state hashes (at most `limit` per
-  # segment; `more` when a segment had more).
+  # segment; `more` when a segment had more), for the first `listed` segments named, as
+  # many as fit in a quarter of a message (at least one): the caller asks again for the
+  # rest.
   aaeSegments @9 (store :Text, partition :UInt32, segments :List(UInt16), limit :UInt32)
-      -> (failure :Failure, keys :List(Data), hashes :List(UInt64), more :Bool);
-  # Every version this replica holds of each key, and its reaped context.
+      -> (failure :Failure, keys :List(Data), hashes :List(UInt64), more :Bool,
+          listed :UInt16);
+  # Every version this replica holds of each key, and its reaped context, for the first
+  # keys in order, as many as fit in a quarter of a message (at least one): the caller
+  # asks again for the rest.
   fetch @10 (store :Text, keys :List(Data))
       -> (failure :Failure, records :List(KeyVersions));
-  # Merges each record (versions and reaped context) into this replica.
+  # Merges each record (versions and reaped context) into this replica. A record this
+  # replica refuses (over its limits) does not keep the others out: the failure names
+  # how many were refused.
   mergeRecords @11 (store :Text, records :List(KeyVersions)) -> (failure :Failure);
   # Before a reap: for each record (a key with the tombstones the reaper holds), what
   # this node holds: 0 something else, 1 exactly those tombstones, 2 no versions and a

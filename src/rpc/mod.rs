@@ -615,8 +615,19 @@ pub async fn call_replica_keys(
     Ok((keys, r.get_more()))
 }
 
+/// One page of a partition's records (see `Internode.partitionRecords`).
+#[derive(Debug)]
+pub struct PartitionPage {
+    /// The keys with their versions, in key order.
+    pub records: Vec<crate::store::KeyRecord>,
+    /// More keys follow.
+    pub more: bool,
+    /// The replica is rebuilding the partition (it may lack writes it acknowledged).
+    pub rebuilding: bool,
+}
+
 /// One page of a partition's records from the replica at `address` (see
-/// `Internode.partitionRecords`): the keys with their versions, and whether more follow.
+/// `Internode.partitionRecords`).
 #[allow(clippy::too_many_arguments)]
 pub async fn call_partition_records(
     node: &internode::Client,
@@ -627,7 +638,7 @@ pub async fn call_partition_records(
     limit: u32,
     max_bytes: u64,
     from: &str,
-) -> Result<(Vec<crate::store::KeyRecord>, bool), DynamoError> {
+) -> Result<PartitionPage, DynamoError> {
     let mut req = node.partition_records_request();
     {
         let mut p = req.get();
@@ -654,7 +665,11 @@ pub async fn call_partition_records(
         let versions = decode_versions(rec.get_versions(), u64::from(u32::MAX))?;
         out.push((key, versions));
     }
-    Ok((out, r.get_more()))
+    Ok(PartitionPage {
+        records: out,
+        more: r.get_more(),
+        rebuilding: r.get_rebuilding(),
+    })
 }
 
 /// One gossip exchange with the node at `address` (see `Internode.gossip`): sends this

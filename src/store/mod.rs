@@ -66,6 +66,43 @@ pub struct KeyState {
     /// The dots reaped from it (versions they cover are dead).
     pub reaped: Option<Context>,
 }
+
+impl KeyState {
+    /// About how many bytes the state takes on the wire: its key and values, and a
+    /// generous allowance per version for its causal past (what replies are capped by).
+    pub fn approx_bytes(&self) -> usize {
+        let values: usize = self
+            .versions
+            .iter()
+            .map(|v| v.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        self.key
+            .len()
+            .saturating_add(values)
+            .saturating_add(256usize.saturating_mul(self.versions.len() + 1))
+    }
+}
+
+/// Splits `states` into runs of at most `budget` approximate bytes (a state larger than
+/// the budget goes alone), in order.
+pub fn chunk_by_bytes(states: Vec<KeyState>, budget: usize) -> Vec<Vec<KeyState>> {
+    let mut out: Vec<Vec<KeyState>> = Vec::new();
+    let mut bytes = 0usize;
+    for s in states {
+        let b = s.approx_bytes();
+        match out.last_mut() {
+            Some(run) if !run.is_empty() && bytes.saturating_add(b) <= budget => {
+                bytes += b;
+                run.push(s);
+            }
+            _ => {
+                bytes = b;
+                out.push(vec![s]);
+            }
+        }
+    }
+    out
+}
 use record::{engine_key, split_engine_key, CoordinatorState, Record};
 use tree::HashTree;
 
@@ -1484,7 +1521,7 @@ fn be_u64(bytes: &[u8]) -> u64 {
 impl VersionedStore {
     /// Whether partition `p`'s tree is current (built since the store opened).
     pub fn tree_ready(&self, p: u32) -> bool {
-        self.tree.lock(p).is_ready()
+        self.tree.is_ready(p)
     }
 
     /// How many partitions' trees are current.
@@ -1494,12 +1531,20 @@ impl VersionedStore {
 
     /// Partition `p`'s root, or `None` while its tree is not current.
     pub fn tree_root(&self, p: u32) -> Option<u64> {
+        // Checked first without the lock: a build holds it across engine writes.
+        if !self.tree.is_ready(p) {
+            return None;
+        }
         let t = self.tree.lock(p);
         t.is_ready().then(|| t.root())
     }
 
     /// Partition `p`'s branch hashes, or `None` while its tree is not current.
     pub fn tree_branches(&self, p: u32) -> Option<Vec<u64>> {
+        // Checked first without the lock: a build holds it across engine writes.
+        if !self.tree.is_ready(p) {
+            return None;
+        }
         let t = self.tree.lock(p);
         t.is_ready().then(|| t.branches())
     }
@@ -1507,6 +1552,10 @@ impl VersionedStore {
     /// The leaf hashes under each of `branches` (16 per branch, in order), or `None`
     /// while the tree is not current.
     pub fn tree_leaves(&self, p: u32, branches: &[u16]) -> Option<Vec<u64>> {
+        // Checked first without the lock: a build holds it across engine writes.
+        if !self.tree.is_ready(p) {
+            return None;
+        }
         let t = self.tree.lock(p);
         t.is_ready().then(|| {
             branches
@@ -1589,7 +1638,7 @@ impl VersionedStore {
                 return Ok((false, counted));
             }
         }
-        self.tree.finish(&mut g);
+        self.tree.finish(p, &mut g);
         Ok((true, counted))
     }
 
@@ -1749,5 +1798,42 @@ impl Drop for VersionedStore {
         if let Err(e) = self.close() {
             eprintln!("closing store {:?}: {e}", self.config.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::{chunk_by_bytes, KeyState};
+    use crate::context::Context;
+    use crate::dot::{Actor, Dot};
+    use crate::version::Version;
+
+    fn state(key: &str, value: usize) -> KeyState {
+        KeyState {
+            key: key.as_bytes().to_vec(),
+            versions: vec![Version {
+                dot: Dot::new(Actor::new(1, 1), 1),
+                past: Context::new(),
+                timestamp_ms: 1,
+                value: Some(vec![0; value]),
+                request_id: None,
+            }],
+            reaped: None,
+        }
+    }
+
+    #[test]
+    fn runs_stay_under_the_budget_and_keep_every_state_in_order() {
+        let states: Vec<KeyState> = (0..10).map(|i| state(&format!("k{i}"), 1000)).collect();
+        let runs = chunk_by_bytes(states.clone(), 3000);
+        assert!(runs.len() > 1);
+        for run in &runs {
+            assert!(run.iter().map(KeyState::approx_bytes).sum::<usize>() <= 3000);
+        }
+        let flat: Vec<KeyState> = runs.into_iter().flatten().collect();
+        assert_eq!(flat, states);
+        // A state over the budget goes alone.
+        let runs = chunk_by_bytes(vec![state("a", 10), state("b", 5000), state("c", 10)], 3000);
+        assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 1]);
     }
 }

@@ -33,7 +33,7 @@
 //! others are left to the rebuild; both run under the partition's lock, so no change is
 //! counted twice or missed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use md5::{Digest, Md5};
@@ -123,6 +123,10 @@ pub struct HashTree {
     partitions: Vec<Mutex<PartitionTree>>,
     /// How many partitions are ready (read by status without taking their locks).
     ready: AtomicUsize,
+    /// Per partition, whether its tree is ready: set once, under its lock, and read
+    /// without it, so the event loop never waits on a lock a tree build holds across
+    /// an engine write.
+    ready_flags: Vec<AtomicBool>,
 }
 
 impl HashTree {
@@ -133,7 +137,15 @@ impl HashTree {
                 .map(|_| Mutex::new(PartitionTree::new()))
                 .collect(),
             ready: AtomicUsize::new(0),
+            ready_flags: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// Whether partition `p`'s tree is ready, without taking its lock.
+    pub fn is_ready(&self, p: u32) -> bool {
+        self.ready_flags
+            .get(p as usize)
+            .is_some_and(|f| f.load(Ordering::Acquire))
     }
 
     /// The number of partitions.
@@ -168,10 +180,13 @@ impl HashTree {
     }
 
     /// Marks the partition behind `guard` ready (a rebuild reached its end).
-    pub(crate) fn finish(&self, guard: &mut PartitionTree) {
+    pub(crate) fn finish(&self, p: u32, guard: &mut PartitionTree) {
         if guard.state != TreeState::Ready {
             guard.state = TreeState::Ready;
             self.ready.fetch_add(1, Ordering::Relaxed);
+            if let Some(f) = self.ready_flags.get(p as usize) {
+                f.store(true, Ordering::Release);
+            }
         }
     }
 
