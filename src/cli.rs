@@ -440,7 +440,7 @@ fn render_anti_entropy(ae: &dynamo::node::anti_entropy::AntiEntropyStatus) -> St
     if let Some(r) = &ae.rebuild {
         for st in &r.stores {
             out.push_str(&format!(
-                "rebuild of store {} (data lost): {} of {} partition(s), {} keys, {} bytes, {} keys/s{}\n",
+                "rebuild of store {} (new data here): {} of {} partition(s), {} keys, {} bytes, {} keys/s{}\n",
                 st.store,
                 st.done,
                 st.partitions,

@@ -533,6 +533,53 @@ fn a_reaped_key_never_comes_back() {
         .is_some_and(|r| r.covers(&w.version.dot)));
 }
 
+/// A transfer carries reaped contexts: the reaped keys without a record page out of
+/// `reaped_after`, a rewritten key's context with its record out of `records_after`,
+/// and a new owner that merges both pages refuses a stale replica's old value.
+#[test]
+fn a_transfer_carries_reaped_contexts_to_the_new_owner() {
+    let (old_owner, new_owner) = (replica(), replica());
+    let (gone, back) = (b"gone".as_slice(), b"back".as_slice());
+    let mut stale_versions = Vec::new();
+    for k in [gone, back] {
+        let w = old_owner.put(k, Some(b"old"), None).unwrap();
+        stale_versions.push(old_owner.get(k).unwrap().siblings.into_versions());
+        old_owner.delete(k, Some(&w.context)).unwrap();
+        let tomb = old_owner.get(k).unwrap().siblings;
+        assert!(old_owner.reap(k, &tomb).unwrap());
+    }
+    old_owner.put(back, Some(b"new"), None).unwrap();
+    let p = old_owner.partition_of(gone);
+    let q = old_owner.partition_of(back);
+    // The pages a transfer pulls, merged the way it merges them.
+    let mut pages = Vec::new();
+    for part in BTreeSet::from([p, q]) {
+        pages.extend(old_owner.records_after(part, &[], 100, 1 << 20).unwrap().0);
+        let (graveyard, more) = old_owner.reaped_after(part, &[], 100).unwrap();
+        assert!(!more);
+        assert!(graveyard
+            .iter()
+            .all(|r| r.versions.is_empty() && r.reaped.is_some()));
+        pages.extend(graveyard);
+    }
+    assert!(pages.iter().any(|r| r.key == gone && r.versions.is_empty()));
+    assert!(pages
+        .iter()
+        .any(|r| r.key == back && !r.versions.is_empty() && r.reaped.is_some()));
+    for r in pages {
+        new_owner
+            .merge_remote_full(&r.key, r.versions, r.reaped.as_ref(), &mut |_| Ok(()))
+            .unwrap();
+    }
+    // A stale replica's old values never come back on the new owner.
+    for (k, old) in [gone, back].into_iter().zip(stale_versions) {
+        new_owner.merge_remote(k, old).unwrap();
+    }
+    assert!(new_owner.get(gone).unwrap().siblings.is_empty());
+    assert!(new_owner.get(gone).unwrap().reaped.is_some());
+    assert_eq!(values(&new_owner, back), set(&["new"]));
+}
+
 /// Tombstones are listed for reaping once older than the delay, and not before.
 #[test]
 fn tombstones_are_listed_by_age() {

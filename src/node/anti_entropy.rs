@@ -624,8 +624,6 @@ pub(crate) fn history_names(view: &Topology) -> Vec<String> {
     names
 }
 
-/// One reap pass over the next partition this node is the first replica of (see the
-/// module doc).
 /// Where the reap passes are: the next partition to reap, the next to expire reaped
 /// contexts in, and how far each partition's tombstones were checked (so tombstones
 /// that must stay a while never keep later ones from being checked).
@@ -636,6 +634,8 @@ struct ReapCursor {
     after: BTreeMap<(String, u32), Vec<u8>>,
 }
 
+/// One reap pass over the next partition this node is the first replica of (see the
+/// module doc), and an expiry of reaped contexts in the next partition it holds.
 async fn reap_pass(
     node: &LocalNode,
     view: &Arc<Topology>,

@@ -337,6 +337,12 @@ async fn handoff_owner(
         let mut refused = None;
         for t in &targets {
             if let Err(e) = node.deliver_hint(t, store, &hint.key, &siblings).await {
+                if unreachable(&e) && t != owner {
+                    // A new owner of the key is down: this hint waits its backoff, and
+                    // the owner's other hints (which may go elsewhere) go on.
+                    refused = Some(format!("{t} could not be reached: {}", e.message));
+                    break;
+                }
                 if unreachable(&e) {
                     if node.is_healthy(t) {
                         // The call failed but the owner is not believed down (one

@@ -212,7 +212,7 @@ impl NodeCore {
                 );
             }
             rebuild
-                .open(&store, lost)
+                .open(&store, lost, view.is_some())
                 .map_err(|e| fail(e.to_string()))?;
             stores.insert(sc.name.clone(), Arc::new(store));
         }

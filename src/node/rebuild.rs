@@ -108,14 +108,21 @@ impl RebuildBoard {
     }
 
     /// Loads `store`'s pending rebuild from its metadata; with `start`, first records
-    /// a rebuild of every partition (the store's data was lost). Either way the
-    /// decision is recorded, so a store is [`undecided`] only until its first open
-    /// here completes. Blocking.
-    pub fn open(&self, store: &VersionedStore, start: bool) -> Result<(), StoreError> {
+    /// a rebuild of every partition (the store's data was lost). With `decided` (the
+    /// node knew the membership when it chose), a choice not to rebuild is recorded
+    /// too, so a store is [`undecided`] only until an open that knew completes: a node
+    /// that started knowing no ring (its seeds did not answer) decides again at its
+    /// next start. Blocking.
+    pub fn open(
+        &self,
+        store: &VersionedStore,
+        start: bool,
+        decided: bool,
+    ) -> Result<(), StoreError> {
         if start {
             let all: BTreeSet<u32> = (0..store.partitions()).collect();
             store.write_meta(META, &encode(&all))?;
-        } else if store.read_meta(META)?.is_none() {
+        } else if decided && store.read_meta(META)?.is_none() {
             store.write_meta(META, &[])?;
         }
         let pending = store
@@ -233,20 +240,24 @@ pub async fn rebuild_loop(node: LocalNode) {
         node.core.config.node.gossip_interval_ms,
     ))
     .await;
-    for store in stores {
-        loop {
+    // Every store in every round: one whose sources are down must not keep the others
+    // from their rebuild.
+    loop {
+        let mut left = false;
+        let mut progressed = false;
+        for store in &stores {
             let pending = node.core.rebuild.pending(store.name());
             if pending.is_empty() {
-                break;
+                continue;
             }
-            let mut progressed = false;
+            left = true;
             for p in pending {
-                match rebuild_partition(&node, &store, p).await {
+                match rebuild_partition(&node, store, p).await {
                     Ok(()) => {
                         progressed = true;
-                        let left = node.core.rebuild.done(store.name(), p);
+                        let rest = node.core.rebuild.done(store.name(), p);
                         let s = store.clone();
-                        let bytes = encode(&left);
+                        let bytes = encode(&rest);
                         let saved = node
                             .engine_any("recording a rebuild", move || {
                                 Ok(s.write_meta(META, &bytes)?)
@@ -255,7 +266,7 @@ pub async fn rebuild_loop(node: LocalNode) {
                         if let Err(e) = saved {
                             node.core.rebuild.failed(store.name(), e.message);
                         }
-                        if left.is_empty() {
+                        if rest.is_empty() {
                             eprintln!(
                                 "{}: store {} rebuilt from the other replicas",
                                 node.name(),
@@ -269,9 +280,12 @@ pub async fn rebuild_loop(node: LocalNode) {
                         .failed(store.name(), format!("partition {p}: {}", e.message)),
                 }
             }
-            if !progressed {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        }
+        if !left {
+            return;
+        }
+        if !progressed {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }

@@ -670,9 +670,13 @@ impl internode::Server for InternodeServer {
             // Read before the page: a rebuild that ends meanwhile only makes the flag
             // err on the careful side.
             let rebuilding = self.node.core.rebuild.is_rebuilding(st.name(), partition);
+            let graveyard = p.get_graveyard();
             self.node
                 .engine_any("reading a partition for a transfer", move || {
-                    let (records, more) = st.records_after(partition, &after, limit, max_bytes)?;
+                    let (records, more) = match graveyard {
+                        true => st.reaped_after(partition, &after, limit)?,
+                        false => st.records_after(partition, &after, limit, max_bytes)?,
+                    };
                     Ok((records, more, rebuilding))
                 })
                 .await
@@ -681,13 +685,10 @@ impl internode::Server for InternodeServer {
         match answer {
             Ok((records, more, rebuilding)) => {
                 let mut r = results.get();
-                let mut list = r.reborrow().init_records(records.len() as u32);
-                for (i, (key, versions)) in records.iter().enumerate() {
-                    let mut item = list.reborrow().get(i as u32);
-                    item.set_key(key);
-                    let encoded = rpc::encode_versions(versions);
-                    rpc::set_versions(item.init_versions(encoded.len() as u32), &encoded);
-                }
+                crate::rpc::anti_entropy::write_key_states(
+                    r.reborrow().init_records(records.len() as u32),
+                    &records,
+                );
                 r.set_more(more);
                 r.set_rebuilding(rebuilding);
             }
@@ -964,10 +965,10 @@ impl internode::Server for InternodeServer {
         let p = params.get()?;
         let answer = async {
             let st = self.store(p.get_store())?;
-            let records = crate::rpc::anti_entropy::read_key_states(
-                p.get_records(),
-                st.config().max_value_size as u64,
-            )?;
+            // Sizes are checked per record by the merge (a value over this store's
+            // limit refuses that record only, and is no protocol error).
+            let records =
+                crate::rpc::anti_entropy::read_key_states(p.get_records(), u64::from(u32::MAX))?;
             let core = self.node.core.clone();
             self.node
                 .engine_any("merging an anti-entropy repair", move || {

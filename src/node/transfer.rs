@@ -405,48 +405,64 @@ pub(super) async fn copy(
     source: &str,
     progress: &dyn Fn(u64, u64),
 ) -> Result<Copied, DynamoError> {
-    let mut after: Vec<u8> = Vec::new();
     let mut rebuilding = false;
-    loop {
-        let (name, me, from) = (
-            store.name().to_owned(),
-            node.name().to_owned(),
-            after.clone(),
-        );
-        let page = node
-            .call_peer(source, "transfer", |c| async move {
-                rpc::call_partition_records(&c, source, &name, p, &from, PAGE_KEYS, PAGE_BYTES, &me)
+    // The records first, then the reaped keys without a record: a new owner must keep
+    // reaped keys from coming back as the old owners did (see docs/anti-entropy.md).
+    for graveyard in [false, true] {
+        let mut after: Vec<u8> = Vec::new();
+        loop {
+            let (name, me, from) = (
+                store.name().to_owned(),
+                node.name().to_owned(),
+                after.clone(),
+            );
+            let page = node
+                .call_peer(source, "transfer", |c| async move {
+                    rpc::call_partition_records(
+                        &c, source, &name, p, &from, PAGE_KEYS, PAGE_BYTES, &me, graveyard,
+                    )
                     .await
+                })
+                .await?;
+            rebuilding |= page.rebuilding;
+            let (records, more) = (page.records, page.more);
+            let keys = records.len() as u64;
+            let bytes: u64 = records
+                .iter()
+                .flat_map(|r| r.versions.iter())
+                .map(|v| v.value.as_ref().map_or(0, |x| x.len() as u64))
+                .sum();
+            if let Some(last) = records.last() {
+                after.clone_from(&last.key);
+            }
+            let (core, st) = (node.core.clone(), store.clone());
+            node.engine_any("merging a transfer page", move || {
+                for r in records {
+                    core.hints.merge_with_reaped(
+                        &st,
+                        &r.key,
+                        r.versions,
+                        r.reaped.as_ref(),
+                        None,
+                    )?;
+                }
+                Ok(())
             })
             .await?;
-        rebuilding |= page.rebuilding;
-        let (records, more) = (page.records, page.more);
-        let keys = records.len() as u64;
-        let bytes: u64 = records
-            .iter()
-            .flat_map(|(_, vs)| vs.iter())
-            .map(|v| v.value.as_ref().map_or(0, |x| x.len() as u64))
-            .sum();
-        if let Some((last, _)) = records.last() {
-            after.clone_from(last);
-        }
-        let (core, st) = (node.core.clone(), store.clone());
-        node.engine_any("merging a transfer page", move || {
-            for (key, versions) in records {
-                core.hints.merge(&st, &key, versions, None)?;
+            if !graveyard {
+                progress(keys, bytes);
             }
-            Ok(())
-        })
-        .await?;
-        progress(keys, bytes);
-        node.core.admission.acquire(keys.max(1)).await;
-        if !more {
-            return Ok(match rebuilding {
-                true => Copied::FromRebuilding,
-                false => Copied::Whole,
-            });
+            node.core.admission.acquire(keys.max(1)).await;
+            // A page that says more but brought nothing would never end.
+            if !more || keys == 0 {
+                break;
+            }
         }
     }
+    Ok(match rebuilding {
+        true => Copied::FromRebuilding,
+        false => Copied::Whole,
+    })
 }
 
 /// What a [`copy`] read.

@@ -190,7 +190,11 @@ pub async fn call_segments(
         let k = keys.get(i).map_err(|e| from_capnp(address, e))?;
         out.push((k.to_vec(), hashes.get(i)));
     }
-    let listed = usize::from(r.get_listed());
+    // 0 is what a node from before `listed` existed sends: it listed them all.
+    let listed = match usize::from(r.get_listed()) {
+        0 => segments.len(),
+        n => n,
+    };
     if listed == 0 || listed > segments.len() {
         return Err(protocol(format!(
             "{address} listed {listed} of {} segment(s)",

@@ -177,9 +177,11 @@ interface Internode {
   # early past `maxBytes` of values; `more` when others follow. The receiver pulls one
   # page at a time (its backpressure). `from` is the receiver. `rebuilding`: this
   # replica lost its data and is rebuilding the partition itself (the page may lack
-  # writes it acknowledged before).
+  # writes it acknowledged before). With `graveyard`, the pages list the partition's
+  # reaped keys that have no record instead (no versions, their reaped contexts): a
+  # transfer pulls those after the records.
   partitionRecords @6 (store :Text, partition :UInt32, after :Data, limit :UInt32,
-                       maxBytes :UInt64, from :Text)
+                       maxBytes :UInt64, from :Text, graveyard :Bool)
       -> (failure :Failure, records :List(KeyVersions), more :Bool, rebuilding :Bool);
   # Anti-entropy (src/node/anti_entropy.rs). The roots of `partitions` of `store`'s
   # trees here; `ready` is false for a tree not built yet or a partition this node is

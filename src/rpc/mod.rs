@@ -618,8 +618,8 @@ pub async fn call_replica_keys(
 /// One page of a partition's records (see `Internode.partitionRecords`).
 #[derive(Debug)]
 pub struct PartitionPage {
-    /// The keys with their versions, in key order.
-    pub records: Vec<crate::store::KeyRecord>,
+    /// The keys with their versions and reaped contexts, in key order.
+    pub records: Vec<crate::store::KeyState>,
     /// More keys follow.
     pub more: bool,
     /// The replica is rebuilding the partition (it may lack writes it acknowledged).
@@ -638,10 +638,12 @@ pub async fn call_partition_records(
     limit: u32,
     max_bytes: u64,
     from: &str,
+    graveyard: bool,
 ) -> Result<PartitionPage, DynamoError> {
     let mut req = node.partition_records_request();
     {
         let mut p = req.get();
+        p.set_graveyard(graveyard);
         p.set_store(store);
         p.set_partition(partition);
         p.set_after(after);
@@ -661,9 +663,11 @@ pub async fn call_partition_records(
     let list = r.get_records().map_err(|e| from_capnp(address, e))?;
     let mut out = Vec::with_capacity(list.len() as usize);
     for rec in list.iter() {
-        let key = data(rec.get_key())?;
-        let versions = decode_versions(rec.get_versions(), u64::from(u32::MAX))?;
-        out.push((key, versions));
+        out.push(crate::store::KeyState {
+            key: data(rec.get_key())?,
+            versions: decode_versions(rec.get_versions(), u64::from(u32::MAX))?,
+            reaped: decode_context(rec.get_reaped())?,
+        });
     }
     Ok(PartitionPage {
         records: out,

@@ -49,9 +49,6 @@ use crate::ring::{key_fingerprint, key_position, partition_of, validate_partitio
 use crate::vclock::DEFAULT_PRUNE_THRESHOLD;
 use crate::version::{ConflictPolicy, Siblings, Version};
 
-/// A key with every version a replica holds of it (a transfer page's entry).
-pub type KeyRecord = (Vec<u8>, Vec<Version>);
-
 /// A key and its anti-entropy state hash (see [`tree::state_hash`]).
 pub type KeyHash = (Vec<u8>, u64);
 
@@ -1438,15 +1435,16 @@ impl VersionedStore {
 
     /// Up to `limit` records of `partition` after key `after` (from the first when
     /// empty), in key order, each key with every version this replica holds (hinted
-    /// ones included), stopping early once `max_bytes` of values are taken (at least
-    /// one record is), and whether more follow. What a partition transfer streams.
+    /// ones included) and the reaped context kept in its record, stopping early once
+    /// `max_bytes` of values are taken (at least one record is), and whether more
+    /// follow. What a partition transfer streams first.
     pub fn records_after(
         &self,
         partition: u32,
         after: &[u8],
         limit: usize,
         max_bytes: usize,
-    ) -> Result<(Vec<KeyRecord>, bool), StoreError> {
+    ) -> Result<(Vec<KeyState>, bool), StoreError> {
         let range = Self::partition_range(partition, after);
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -1464,7 +1462,49 @@ impl VersionedStore {
             }
             bytes += value.len();
             let record = self.decode_record(key, &value)?;
-            out.push((key.to_vec(), record.siblings.into_versions()));
+            out.push(KeyState {
+                key: key.to_vec(),
+                versions: record.siblings.into_versions(),
+                reaped: record.reaped,
+            });
+        }
+        Ok((out, false))
+    }
+
+    /// Up to `limit` reaped keys of `partition` with no record (the `reaped` keyspace)
+    /// after key `after`, in key order, each with its reaped context and no versions,
+    /// and whether more follow. What a partition transfer streams second, so a new
+    /// owner keeps reaped keys from coming back as well as the old ones did.
+    pub fn reaped_after(
+        &self,
+        partition: u32,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<KeyState>, bool), StoreError> {
+        let range = Self::partition_range(partition, after);
+        let mut out = Vec::new();
+        for item in self
+            .engine
+            .scan(REAPED_KEYSPACE, &range, dynamo_engines::Direction::Forward)
+            .map_err(self.engine_err("reading a partition's reaped keys"))?
+        {
+            let (ek, value) = item.map_err(self.engine_err("reading a partition's reaped keys"))?;
+            let Some((_, key)) = split_engine_key(&ek) else {
+                continue;
+            };
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let (_, reaped) = decode_reaped(&value).map_err(|source| StoreError::Corrupt {
+                store: self.config.name.clone(),
+                key: printable_key(key),
+                source,
+            })?;
+            out.push(KeyState {
+                key: key.to_vec(),
+                versions: Vec::new(),
+                reaped: Some(reaped),
+            });
         }
         Ok((out, false))
     }
