@@ -28,7 +28,7 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -37,11 +37,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::api::{
+    GetResponse, KeyPage, MemberStatus, NodeStatus, PutResponse, RingInfo, Sibling, StoreSummary,
+};
 use crate::error::{DynamoError, ErrorKind};
 use crate::quorum::{lacking_replicas, stale_replicas, QuorumRead, ReadFn, Target};
 use crate::ring::Ring;
 use crate::rpc::{self, internode, Connection};
-use crate::version::{ConflictPolicy, Siblings, Version};
+use crate::version::{ConflictPolicy, Version};
 
 /// How requests find their coordinator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -99,98 +102,6 @@ impl Default for ClientOptions {
     }
 }
 
-/// One sibling of a key. `value` is `None` for a delete that conflicts with a write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sibling {
-    /// The value, or `None` for a tombstone.
-    pub value: Option<Vec<u8>>,
-}
-
-impl Sibling {
-    /// Is this a tombstone?
-    pub fn deleted(&self) -> bool {
-        self.value.is_none()
-    }
-}
-
-/// The answer to a get. `siblings` is empty when the key has no live versions;
-/// `context` covers exactly the versions read (pass it to the next put or delete).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GetResponse {
-    /// The concurrent versions (tombstones among them only when they conflict with
-    /// live values).
-    pub siblings: Vec<Sibling>,
-    /// Context token.
-    pub context: String,
-    /// The node that coordinated the read.
-    pub coordinator: String,
-    /// Replicas (member names) whose answer lacked some of these siblings: read repair
-    /// brings them up to date after the read. Filled by client-driven reads from the
-    /// replies in hand when the answer was given (with R = N, every owner); empty for
-    /// server-driven reads, whose coordinator repairs without telling.
-    pub stale_replicas: Vec<String>,
-    /// The serving ring version of the node that answered (0: not known). A client
-    /// that sees one above its own ring's fetches the ring before its next request.
-    pub ring_version: u64,
-}
-
-impl GetResponse {
-    /// The answer for a merged sibling set: a set of tombstones only reads as no
-    /// siblings (the key is deleted); otherwise every sibling, tombstones included.
-    pub fn from_siblings(merged: &Siblings, context: String, coordinator: String) -> Self {
-        let siblings = if merged.all_tombstones() {
-            Vec::new()
-        } else {
-            merged
-                .versions()
-                .iter()
-                .map(|v| Sibling {
-                    value: v.value.clone(),
-                })
-                .collect()
-        };
-        Self {
-            siblings,
-            context,
-            coordinator,
-            stale_replicas: Vec::new(),
-            ring_version: 0,
-        }
-    }
-
-    /// The live values.
-    pub fn values(&self) -> Vec<&[u8]> {
-        self.siblings
-            .iter()
-            .filter_map(|s| s.value.as_deref())
-            .collect()
-    }
-}
-
-/// The answer to a put or delete.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PutResponse {
-    /// Context covering the write and what the request's context covered.
-    pub context: String,
-    /// The node that coordinated the write.
-    pub coordinator: String,
-    /// The serving ring version of the node that answered (see
-    /// [`GetResponse::ring_version`]).
-    pub ring_version: u64,
-}
-
-/// One page of a store's keys (see [`Client::list_keys`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyPage {
-    /// The keys, in (partition, key) order.
-    pub keys: Vec<Vec<u8>>,
-    /// The cursor of the next page; `None` when the listing is complete.
-    pub next: Option<String>,
-    /// Owners (member names) of partitions this page covers that failed to answer: keys
-    /// only they hold are missing from it. Empty when every owner answered.
-    pub unanswered: Vec<String>,
-}
-
 /// The cursor token `partition:hex(after)` a key page hands to the next call.
 fn key_cursor(partition: u32, after: &[u8]) -> String {
     let mut s = format!("{partition}:");
@@ -226,97 +137,6 @@ fn parse_key_cursor(cursor: &str, q: u32) -> Result<(u32, Vec<u8>), DynamoError>
         .collect::<Result<Vec<u8>, _>>()
         .map_err(|_| bad("the key is not hex"))?;
     Ok((partition, after))
-}
-
-/// A member as a node sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MemberStatus {
-    /// Name.
-    pub name: String,
-    /// RPC address.
-    pub address: String,
-    /// Zone.
-    pub zone: Option<String>,
-    /// Up, in the answering node's opinion.
-    pub up: bool,
-    /// Partitions it owns.
-    pub partitions: u32,
-    /// Why it is considered down.
-    pub last_error: Option<String>,
-}
-
-/// A store's settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct StoreSummary {
-    /// Name.
-    pub name: String,
-    /// Engine.
-    pub engine: String,
-    /// Replicas.
-    pub n: u8,
-    /// Read quorum.
-    pub r: u8,
-    /// Write quorum.
-    pub w: u8,
-    /// Conflict policy.
-    pub policy: String,
-    /// Largest value accepted.
-    pub max_value_size: u64,
-}
-
-/// A node's status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct NodeStatus {
-    /// Its name.
-    pub node: String,
-    /// Its listen address.
-    pub address: String,
-    /// Its data directory's id.
-    pub node_id: String,
-    /// Milliseconds since start.
-    pub uptime_ms: u64,
-    /// Client requests in flight (this one not counted).
-    pub in_flight: u64,
-    /// Every member with its health as this node sees it.
-    pub members: Vec<MemberStatus>,
-    /// Hints waiting for handoff, per intended owner.
-    pub hints: BTreeMap<String, u64>,
-    /// Hints owed to nodes that are no longer members: they cannot be delivered.
-    pub hints_for_non_members: BTreeMap<String, u64>,
-    /// Stores.
-    pub stores: Vec<StoreSummary>,
-    /// `None` when healthy; otherwise why the node is not (its storage failed, ...).
-    pub unhealthy: Option<String>,
-    /// Calls to peers that timed out since the node started.
-    pub call_timeouts: u64,
-    /// The version of the ring it serves with (derived from its membership history;
-    /// 0 while it has not learned its cluster).
-    pub ring_version: u64,
-    /// Changes in its membership history.
-    pub membership_changes: u32,
-    /// Hex MD5 of its membership history: nodes with equal digests serve equal rings.
-    pub membership_digest: String,
-    /// Hex MD5 of its ring's JSON, to compare rings byte for byte.
-    pub ring_digest: String,
-    /// The version every applied membership change leads to: above `ring_version`
-    /// while data is moving.
-    pub target_ring_version: u64,
-    /// Its ownership transfer in progress (it is receiving partitions), if any.
-    pub transfer: Option<crate::node::transfer::TransferStatus>,
-    /// Anti-entropy, reaping, rebuilds of lost data, the background work budget and
-    /// refused hints (`None` from a node of an older version).
-    pub anti_entropy: Option<crate::node::anti_entropy::AntiEntropyStatus>,
-}
-
-/// The cluster's layout as a node reports it.
-#[derive(Clone, Debug)]
-pub struct RingInfo {
-    /// Partition owners.
-    pub ring: Ring,
-    /// Members with addresses.
-    pub members: Vec<MemberStatus>,
-    /// Stores.
-    pub stores: Vec<StoreSummary>,
 }
 
 type Job = Box<dyn FnOnce(Rc<State>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -1160,7 +980,7 @@ impl State {
             Some(c) => parse_key_cursor(c, q)?,
             None => (0, Vec::new()),
         };
-        let limit = limit.clamp(1, crate::node::MAX_KEYS_PER_PAGE);
+        let limit = limit.clamp(1, crate::api::MAX_KEYS_PER_PAGE);
         let mut unanswered: Vec<String> = Vec::new();
         while partition < q {
             // The walk goes on past the top N to the stand-ins: only owners are asked.

@@ -8,6 +8,8 @@
 //! - [`store`]: one replica's versioned store over a pluggable engine ([`engines`]).
 //!
 //! The distributed system on top:
+//! - [`api`]: the answers and status the client, the node, the CLI and the FFI speak
+//!   (plain data; neither the client nor the node depends on the other);
 //! - [`rpc`]: the Cap'n Proto schema (`src/rpc/dynamo.capnp`) and its conversions;
 //! - [`node`]: a node process: quorum coordinator, sloppy quorum, hinted handoff, read
 //!   repair, local failure detection, clean shutdown;
@@ -21,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod api;
 pub mod bench;
 pub mod client;
 pub mod cluster;

@@ -19,31 +19,14 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::AdmissionConfig;
+
+pub use crate::api::status::AdmissionStatus;
 
 /// Fewest requests in a second for its p99 to count.
 const MIN_SAMPLES: usize = 20;
 /// Most latencies kept per second (a sample of them past this).
 const MAX_SAMPLES: usize = 20_000;
-
-/// The admission controller's state, as `dynamo status` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdmissionStatus {
-    /// Background work units per second allowed now.
-    pub budget_units_per_s: u64,
-    /// The foreground p99 the budget reacts to (last measured second), microseconds.
-    pub foreground_p99_us: u64,
-    /// Requests measured in that second.
-    pub foreground_requests: u64,
-    /// The p99 target, ms.
-    pub target_p99_ms: u64,
-    /// Times the budget was cut since the node started.
-    pub cuts: u64,
-    /// Units granted to background work since the node started.
-    pub units_granted: u64,
-}
 
 struct State {
     samples: Vec<u32>,

@@ -40,18 +40,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{DynamoError, ErrorKind};
 use crate::rpc::anti_entropy as wire;
 use crate::store::tree::{BRANCHES, LEAVES_PER_BRANCH};
 use crate::store::{chunk_by_bytes, KeyState, VersionedStore};
 
-use super::admission::AdmissionStatus;
 use super::hints::HintLog;
 use super::local::LocalNode;
-use super::rebuild::RebuildStatus;
 use super::topology::Topology;
+
+pub use crate::api::status::AntiEntropyStatus;
 
 /// Keys listed per segment in one call.
 const SEGMENT_LIMIT: u32 = 10_000;
@@ -59,44 +57,6 @@ const SEGMENT_LIMIT: u32 = 10_000;
 const REAP_BATCH: usize = 500;
 /// Tree pages rebuilt per step at startup.
 const TREE_PAGE: usize = 1_000;
-
-/// Anti-entropy's state, as `dynamo status` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AntiEntropyStatus {
-    /// Whether exchanges and reaping run (`[anti_entropy] enabled`).
-    pub enabled: bool,
-    /// Partition exchanges that finished (roots equal, or the repair done).
-    pub exchanges: u64,
-    /// Keys found differing in a first comparison.
-    pub differences_seen: u64,
-    /// Keys repaired (still differing in the second comparison, then exchanged).
-    pub keys_repaired: u64,
-    /// The longest time, over this node's partitions and their other replicas, since
-    /// the last successful exchange (counted from the node's start when there was none
-    /// yet), ms; `None` when no partition has another replica.
-    pub oldest_exchange_age_ms: Option<u64>,
-    /// Which (store/partition with peer) that is.
-    pub oldest_exchange: Option<String>,
-    /// Trees current, over every store's partitions.
-    pub trees_ready: u64,
-    /// Trees in all.
-    pub trees_total: u64,
-    /// Keys whose versions are all tombstones, as of the last reap pass over their
-    /// partition (summed over partitions).
-    pub tombstones: u64,
-    /// Keys reaped here since the node started.
-    pub reaped: u64,
-    /// Why the last tombstones checked were kept, if they were.
-    pub last_kept: Option<String>,
-    /// The last exchange error.
-    pub last_error: Option<String>,
-    /// A rebuild of lost data, while one runs (see [`super::rebuild`]).
-    pub rebuild: Option<RebuildStatus>,
-    /// The background work budget.
-    pub admission: AdmissionStatus,
-    /// Hints an owner refused, retried later with backoff (see [`super::handoff`]).
-    pub refused_hints: Vec<super::handoff::RefusedHint>,
-}
 
 #[derive(Default)]
 struct Board {

@@ -18,13 +18,13 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{DynamoError, ErrorKind};
 use crate::store::{printable_key, VersionedStore};
 
 use super::hints::HintLog;
 use super::local::LocalNode;
+
+pub use crate::api::status::RefusedHint;
 
 /// How often hints are retried.
 pub const TICK: Duration = Duration::from_millis(1000);
@@ -102,23 +102,6 @@ fn deliverable(node: &LocalNode) -> Vec<(Arc<VersionedStore>, String)> {
         }
     }
     out
-}
-
-/// A hint an owner refused (or that could not be read here), waiting for its retry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefusedHint {
-    /// The store.
-    pub store: String,
-    /// The key, printable.
-    pub key: String,
-    /// The owner it is for.
-    pub owner: String,
-    /// Why the last attempt failed.
-    pub reason: String,
-    /// Failed attempts so far.
-    pub attempts: u32,
-    /// Milliseconds until the next attempt.
-    pub retry_in_ms: u64,
 }
 
 /// First backoff after a refusal; it doubles per failure up to [`MAX_BACKOFF`].

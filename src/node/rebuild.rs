@@ -24,44 +24,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{DynamoError, ErrorKind};
 use crate::store::{StoreError, VersionedStore};
 
 use super::local::LocalNode;
 use super::transfer::{read_enough, Copied};
 
+pub use crate::api::status::{RebuildStatus, StoreRebuildStatus};
+
 /// The metadata entry of a store's partitions still to rebuild.
 const META: &str = "rebuild";
-
-/// One store's rebuild, as `dynamo status` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreRebuildStatus {
-    /// The store.
-    pub store: String,
-    /// Partitions to rebuild in all.
-    pub partitions: u64,
-    /// Partitions rebuilt so far.
-    pub done: u64,
-    /// Keys pulled so far.
-    pub keys: u64,
-    /// Bytes of values pulled so far.
-    pub bytes: u64,
-    /// Milliseconds since it started (until it finished).
-    pub elapsed_ms: u64,
-    /// Keys per second so far.
-    pub keys_per_s: u64,
-    /// Why the last attempt at a partition failed, if it did.
-    pub last_error: Option<String>,
-}
-
-/// Every store's rebuild, while one runs or after it finished in this process.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RebuildStatus {
-    /// Per store.
-    pub stores: Vec<StoreRebuildStatus>,
-}
 
 struct StoreRebuild {
     pending: BTreeSet<u32>,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use crate::client::{GetResponse, MemberStatus, NodeStatus, PutResponse, StoreSummary};
+use crate::api::{GetResponse, MemberStatus, NodeStatus, PutResponse, StoreSummary};
 use crate::error::{DynamoError, ErrorKind};
 use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
@@ -22,8 +22,7 @@ use super::{NodeCore, NodeError};
 /// How long shutdown waits for in-flight requests.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// The most keys one `keys` reply carries, whatever the caller asked for.
-pub const MAX_KEYS_PER_PAGE: u32 = 10_000;
+pub use crate::api::MAX_KEYS_PER_PAGE;
 
 struct DynamoServer {
     node: LocalNode,

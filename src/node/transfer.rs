@@ -33,8 +33,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{DynamoError, ErrorKind};
 use crate::membership::{ChangeId, ChangeKind};
 use crate::rpc;
@@ -44,53 +42,14 @@ use super::gossip;
 use super::local::LocalNode;
 use super::topology::{PendingMove, Topology};
 
+pub use crate::api::status::{PartitionTransfer, TransferStatus};
+
 /// Most keys per transfer page.
 pub const PAGE_KEYS: u32 = 1_000;
 /// Most value bytes per transfer page (a page may hold one larger record).
 pub const PAGE_BYTES: u64 = 4 << 20;
 /// How often the loop looks for work.
 const TICK: Duration = Duration::from_millis(500);
-
-/// One partition of a running or pending transfer, as `dynamo status` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionTransfer {
-    /// The partition.
-    pub partition: u32,
-    /// Where its data comes from.
-    pub from: Vec<String>,
-    /// The receiving node.
-    pub to: String,
-    /// `pending`, `running` or `done`.
-    pub state: String,
-    /// Keys received so far (all stores, all sources).
-    pub keys: u64,
-    /// Bytes of values received so far.
-    pub bytes: u64,
-}
-
-/// This node's transfer, as `dynamo status` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransferStatus {
-    /// The membership change being carried out (`origin#seq`) and what it does.
-    pub change: String,
-    /// What the change does, e.g. `join node-4`.
-    pub action: String,
-    /// `waiting` (for writes in flight to finish), `copying`, `syncing`, `settled`, or
-    /// `retrying: <why>`.
-    pub phase: String,
-    /// Milliseconds since the pull started.
-    pub elapsed_ms: u64,
-    /// Per partition.
-    pub partitions: Vec<PartitionTransfer>,
-    /// Keys received so far.
-    pub keys: u64,
-    /// Bytes received so far.
-    pub bytes: u64,
-    /// Bytes per second so far.
-    pub rate_bytes_per_s: u64,
-    /// Estimated milliseconds left (from the partitions done so far), if known.
-    pub eta_ms: Option<u64>,
-}
 
 /// The shared progress record (thread-safe: status is served from it).
 #[derive(Debug, Default)]

@@ -270,7 +270,7 @@ pub fn decode_versions(
     Ok(out)
 }
 
-use crate::client::{GetResponse, MemberStatus, NodeStatus, PutResponse, Sibling, StoreSummary};
+use crate::api::{GetResponse, MemberStatus, NodeStatus, PutResponse, Sibling, StoreSummary};
 
 /// Fills a `GetReply` from a response.
 pub fn write_get_reply(mut b: dynamo_capnp::get_reply::Builder<'_>, g: &GetResponse) {

@@ -1,0 +1,13 @@
+//! The types the client, the node, the CLI and the FFI speak: answers of gets, puts and
+//! deletes, key pages and node status. They are plain data with no transport in them:
+//! `rpc/` converts them to and from the wire, and the client and node depend on this
+//! module, never on each other.
+
+pub mod kv;
+pub mod status;
+
+pub use kv::{GetResponse, KeyPage, PutResponse, Sibling, MAX_KEYS_PER_PAGE};
+pub use status::{
+    AdmissionStatus, AntiEntropyStatus, MemberStatus, NodeStatus, PartitionTransfer, RebuildStatus,
+    RefusedHint, RingInfo, StoreRebuildStatus, StoreSummary, TransferStatus,
+};
