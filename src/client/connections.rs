@@ -1,0 +1,133 @@
+//! Connections to nodes: one client connection and one internode capability per
+//! address, opened once (a burst of first requests shares them), and every call under
+//! the client's timeout.
+
+use super::*;
+
+impl State {
+    pub(super) fn live_conn(&self, address: &str) -> Option<Connection> {
+        self.conns
+            .borrow()
+            .get(address)
+            .filter(|c| c.alive())
+            .cloned()
+    }
+
+    pub(super) async fn conn(&self, address: &str) -> Result<Connection, DynamoError> {
+        if let Some(c) = self.live_conn(address) {
+            return Ok(c);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(c) = self.live_conn(address) {
+            return Ok(c);
+        }
+        let c = rpc::connect(address, self.options.timeout, self.options.max_message_size).await?;
+        self.conns
+            .borrow_mut()
+            .insert(address.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    pub(super) async fn timed<T>(
+        &self,
+        address: &str,
+        call: impl Future<Output = Result<T, DynamoError>>,
+    ) -> Result<T, DynamoError> {
+        let t = self.options.timeout;
+        let (r, timed_out) = match tokio::time::timeout(t, call).await {
+            Ok(r) => (r, false),
+            Err(_) => (
+                Err(DynamoError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "node {address} timed out: no answer within {} ms",
+                        t.as_millis()
+                    ),
+                )),
+                true,
+            ),
+        };
+        if let Err(e) = &r {
+            if matches!(
+                e.kind,
+                ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Protocol
+            ) {
+                // A slow reply fails this call only: other calls on the connection go
+                // on. A broken or garbled connection is closed.
+                if !timed_out {
+                    if let Some(c) = self.conns.borrow_mut().remove(address) {
+                        c.close();
+                    }
+                }
+                self.failed
+                    .borrow_mut()
+                    .insert(address.to_owned(), Instant::now());
+                self.stale.set(true);
+            }
+        }
+        r
+    }
+
+    pub(super) async fn admin_of(
+        &self,
+        address: &str,
+        request: &str,
+    ) -> Result<crate::admin::AdminReply, DynamoError> {
+        let conn = self.conn(address).await?;
+        self.timed(address, async {
+            let mut req = conn.dynamo.admin_request();
+            req.get().set_request(request);
+            let resp = req
+                .send()
+                .promise
+                .await
+                .map_err(|e| rpc::from_capnp(address, e))?;
+            let r = resp.get().map_err(|e| rpc::from_capnp(address, e))?;
+            if let Some(f) = rpc::read_failure(r.has_failure(), r.get_failure()) {
+                return Err(f);
+            }
+            let text = rpc::text(r.get_reply())?;
+            serde_json::from_str(&text)
+                .map_err(|e| rpc::protocol(format!("reading the admin reply from {address}: {e}")))
+        })
+        .await
+    }
+
+    pub(super) async fn status_of(&self, address: &str) -> Result<NodeStatus, DynamoError> {
+        let conn = self.conn(address).await?;
+        self.timed(address, async {
+            let resp = conn
+                .dynamo
+                .status_request()
+                .send()
+                .promise
+                .await
+                .map_err(|e| rpc::from_capnp(address, e))?;
+            rpc::read_status(
+                address,
+                resp.get()
+                    .map_err(|e| rpc::from_capnp(address, e))?
+                    .get_reply(),
+            )
+        })
+        .await
+    }
+
+    /// The internode capability of the node at `address`.
+    pub(super) async fn internode(&self, address: &str) -> Result<internode::Client, DynamoError> {
+        let conn = self
+            .conn(address)
+            .await
+            .inspect_err(|_| self.note_failure(address))?;
+        if let Some((c, node)) = self.internodes.borrow().get(address) {
+            if c.alive() && c.same_as(&conn) {
+                return Ok(node.clone());
+            }
+        }
+        let node = conn.dynamo.internode_request().send().pipeline.get_node();
+        self.internodes
+            .borrow_mut()
+            .insert(address.to_owned(), (conn, node.clone()));
+        Ok(node)
+    }
+}

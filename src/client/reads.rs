@@ -1,0 +1,198 @@
+//! Client-coordinated reads (paper section 6.4): the client asks the key's replicas
+//! itself under the shared sloppy-quorum rules of [`crate::quorum`], and repairs stale
+//! replicas after answering.
+
+use super::*;
+
+impl State {
+    /// The versions of `key` at the replica at `address`, timed.
+    pub(super) async fn replica_read(
+        &self,
+        address: &str,
+        store: &str,
+        key: &[u8],
+    ) -> Result<crate::quorum::ReplicaReply, DynamoError> {
+        let node = self.internode(address).await?;
+        let (reply, ring_version) = self
+            .timed(
+                address,
+                rpc::call_replica_read(&node, address, store, key, false),
+            )
+            .await?;
+        self.note_ring_version(ring_version);
+        Ok(reply)
+    }
+
+    /// Client-driven get (paper section 6.4): reads the key's replicas directly, with
+    /// the sloppy-quorum rules a coordinating node uses ([`crate::quorum`]), merges,
+    /// answers, then repairs the stale replicas it saw. Replicas that failed a call in
+    /// the last second are treated as down: stand-ins past the top N are asked instead.
+    pub(super) async fn coordinate_get(
+        self: &Rc<Self>,
+        layout: &Rc<Layout>,
+        store: &StoreSummary,
+        key: &[u8],
+        r: Option<u8>,
+    ) -> Result<GetResponse, DynamoError> {
+        let n = usize::from(store.n);
+        let r = r.map_or(usize::from(store.r), usize::from);
+        if r == 0 || r > n {
+            return Err(DynamoError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "r={r} is invalid for store {}: it must be between 1 and N={n}",
+                    store.name
+                ),
+            ));
+        }
+        if key.is_empty() {
+            return Err(DynamoError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "empty key for store {}: keys are 1 or more bytes",
+                    store.name
+                ),
+            ));
+        }
+        let policy: ConflictPolicy = store.policy.parse().map_err(|e| {
+            rpc::protocol(format!(
+                "store {} has conflict policy {:?}, which this client does not know: {e}",
+                store.name, store.policy
+            ))
+        })?;
+        let ring = &layout.info.ring;
+        let members = ring.members().len();
+        if members < r {
+            return Err(DynamoError::new(
+                ErrorKind::Quorum,
+                format!(
+                    "quorum not reached for get store={}: R={r} but the cluster has only \
+                     {members} member(s): lower the store's r (or pass a smaller --r for this \
+                     request) or add members",
+                    store.name
+                ),
+            ));
+        }
+        let walk = layout.walk(store, key);
+        let down = |name: &str| layout.addresses.get(name).is_none_or(|a| self.avoided(a));
+        // Every owner is asked, so each one counts before any stand-in's reply may (a
+        // stand-in's "not found" must never hide an owner's value). An owner that failed
+        // a call a moment ago also gets a stand-in at once, in parallel.
+        let owners: Vec<&String> = walk.iter().take(n).collect();
+        let mut targets: Vec<Target> = owners.iter().map(|m| Target::owner(m.as_str())).collect();
+        let mut stand_ins = walk.iter().skip(n).filter(|m| !down(m));
+        for owner in owners.iter().filter(|m| down(m)) {
+            if let Some(s) = stand_ins.next() {
+                targets.push(Target {
+                    name: s.clone(),
+                    hint_for: Some((*owner).clone()),
+                });
+            }
+        }
+        let key_rc = Rc::new(key.to_vec());
+        let read: ReadFn = {
+            let (st, layout, store_name, key) = (
+                self.clone(),
+                layout.clone(),
+                store.name.clone(),
+                key_rc.clone(),
+            );
+            Rc::new(move |t: Target| {
+                let (st, layout, store_name, key) =
+                    (st.clone(), layout.clone(), store_name.clone(), key.clone());
+                Box::pin(async move {
+                    let address = layout.address_of(&t.name)?;
+                    st.replica_read(&address, &store_name, &key).await
+                })
+            })
+        };
+        let mut q = QuorumRead::start(r, policy, targets, read);
+        let ok = q
+            .wait(|used| {
+                walk.iter()
+                    .skip(n)
+                    .find(|m| !used.contains(m) && !down(m))
+                    .cloned()
+            })
+            .await;
+        if !ok {
+            // A request every replica refuses (an oversize key, a store it does not
+            // host) is that error, not a quorum failure.
+            if let Some(e) = q
+                .errors
+                .iter()
+                .find(|e| matches!(e.kind, ErrorKind::BadRequest | ErrorKind::UnknownStore))
+            {
+                return Err(e.clone());
+            }
+            // Nobody answered and only the transport failed: the cluster is unreachable.
+            if q.replies.is_empty()
+                && !q.errors.is_empty()
+                && q.errors
+                    .iter()
+                    .all(|e| matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout))
+            {
+                let timed_out = q.errors.iter().any(|e| e.kind == ErrorKind::Timeout);
+                return Err(DynamoError::new(
+                    if timed_out {
+                        ErrorKind::Timeout
+                    } else {
+                        ErrorKind::Unavailable
+                    },
+                    format!(
+                        "no replica of key {} in store {} answered: {}",
+                        crate::store::printable_key(key),
+                        store.name,
+                        q.failed.join("; ")
+                    ),
+                ));
+            }
+            return Err(q.quorum_error(&store.name, key, &[]));
+        }
+        let context = q
+            .merged
+            .context()
+            .to_token(crate::ring::key_fingerprint(&store.name, key));
+        let mut answer = GetResponse::from_siblings(&q.merged, context, "client".to_owned());
+        answer.stale_replicas = lacking_replicas(&q.merged, &q.replies);
+        // Read repair after the answer, late replies included.
+        let (st, layout, store_name) = (self.clone(), layout.clone(), store.name.clone());
+        let mut repairs = self.repairs.borrow_mut();
+        while repairs.try_join_next().is_some() {}
+        repairs.spawn_local(async move {
+            let (merged, replies, reaped) = q.finish().await;
+            let mut stale = crate::quorum::holding_reaped(&replies, &reaped);
+            for t in stale_replicas(&merged, replies, policy) {
+                if !stale.contains(&t) {
+                    stale.push(t);
+                }
+            }
+            if stale.is_empty() {
+                return;
+            }
+            let reaped = (!reaped.is_empty()).then_some(reaped);
+            let encoded = rpc::encode_versions(merged.versions());
+            for t in stale {
+                let Ok(address) = layout.address_of(&t.name) else {
+                    continue;
+                };
+                let Ok(node) = st.internode(&address).await else {
+                    continue;
+                };
+                let write = rpc::call_replica_write(
+                    &node,
+                    &address,
+                    &store_name,
+                    &key_rc,
+                    &encoded,
+                    t.hint_for.as_deref(),
+                    "",
+                    reaped.as_ref(),
+                );
+                // A failed repair is retried by the next read (or anti-entropy).
+                let _ = st.timed(&address, write).await;
+            }
+        });
+        Ok(answer)
+    }
+}
