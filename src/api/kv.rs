@@ -7,6 +7,36 @@ use crate::version::Siblings;
 /// listing) carries, whatever the caller asked for.
 pub const MAX_KEYS_PER_PAGE: u32 = 10_000;
 
+/// A get as a node receives it: the store, the key and an R for this read only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetRequest {
+    /// The store.
+    pub store: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// R for this read (`None`: the store's R).
+    pub r: Option<u8>,
+}
+
+/// A put (a value) or a delete (`value` `None`) as a node receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutRequest {
+    /// The store.
+    pub store: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value; `None` deletes.
+    pub value: Option<Vec<u8>>,
+    /// The context token of the read this write follows (`None`: a blind write).
+    pub context: Option<String>,
+    /// W for this write (`None`: the store's W).
+    pub w: Option<u8>,
+    /// The client's id for this write, the same on every retry (`None`: no id).
+    pub request_id: Option<u64>,
+    /// An earlier attempt of this request may have been applied somewhere.
+    pub retry: bool,
+}
+
 /// One sibling of a key. `value` is `None` for a delete that conflicts with a write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sibling {

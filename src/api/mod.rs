@@ -6,7 +6,9 @@
 pub mod kv;
 pub mod status;
 
-pub use kv::{GetResponse, KeyPage, PutResponse, Sibling, MAX_KEYS_PER_PAGE};
+pub use kv::{
+    GetRequest, GetResponse, KeyPage, PutRequest, PutResponse, Sibling, MAX_KEYS_PER_PAGE,
+};
 pub use status::{
     AdmissionStatus, AntiEntropyStatus, MemberStatus, NodeStatus, PartitionTransfer, RebuildStatus,
     RefusedHint, RingInfo, StoreRebuildStatus, StoreSummary, TransferStatus,

@@ -199,17 +199,20 @@ impl LocalNode {
     /// Coordinates a put (value `Some`) or delete (`None`). Returns the new context's
     /// token. With a `request_id` that already wrote a version here, that version is
     /// replicated again instead of writing a new one (a retried request).
-    #[allow(clippy::too_many_arguments)]
     pub async fn coordinate_put(
         &self,
         store: &Arc<VersionedStore>,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-        context: Option<String>,
-        w: Option<u8>,
-        request_id: Option<u64>,
-        retry: bool,
+        req: crate::api::PutRequest,
     ) -> Result<String, DynamoError> {
+        let crate::api::PutRequest {
+            key,
+            value,
+            context,
+            w,
+            request_id,
+            retry,
+            ..
+        } = req;
         let op = if value.is_some() { "put" } else { "delete" };
         let cfg = store.config();
         let w = check_quorum(store, "w", w, cfg.w)?;

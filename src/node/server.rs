@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use crate::api::{GetResponse, MemberStatus, NodeStatus, PutResponse, StoreSummary};
+use crate::api::{
+    GetRequest, GetResponse, MemberStatus, NodeStatus, PutRequest, PutResponse, StoreSummary,
+};
 use crate::error::{DynamoError, ErrorKind};
 use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
@@ -32,14 +34,6 @@ struct DynamoServer {
 
 struct InternodeServer {
     node: LocalNode,
-}
-
-fn quorum_override(q: u8) -> Option<u8> {
-    (q != 0).then_some(q)
-}
-
-fn request_id(id: u64) -> Option<u64> {
-    (id != 0).then_some(id)
 }
 
 /// Summaries of a node's stores.
@@ -143,11 +137,10 @@ impl DynamoServer {
 
     async fn handle_get(
         &self,
-        store: String,
-        key: Vec<u8>,
-        r: Option<u8>,
+        req: GetRequest,
         forwarded: bool,
     ) -> Result<GetResponse, DynamoError> {
+        let GetRequest { store, key, r } = req;
         self.check_open()?;
         let st = self.node.core.store(&store)?.clone();
         for owner in self.forward_targets(&st, &key, forwarded) {
@@ -177,42 +170,35 @@ impl DynamoServer {
         Ok(answer)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn handle_put(
         &self,
-        store: String,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-        context: String,
-        w: Option<u8>,
+        mut req: PutRequest,
         forwarded: bool,
-        request_id: Option<u64>,
-        retry: bool,
     ) -> Result<PutResponse, DynamoError> {
         self.check_open()?;
-        let st = self.node.core.store(&store)?.clone();
-        let mut retry = retry;
-        for owner in self.forward_targets(&st, &key, forwarded) {
-            let req = rpc::WriteRequest {
-                store: &store,
-                key: &key,
-                value: value.as_deref(),
-                context: &context,
-                w,
-                request_id,
-                retry,
+        let st = self.node.core.store(&req.store)?.clone();
+        for owner in self.forward_targets(&st, &req.key, forwarded) {
+            let fwd = rpc::WriteRequest {
+                store: &req.store,
+                key: &req.key,
+                value: req.value.as_deref(),
+                context: req.context.as_deref().unwrap_or(""),
+                w: req.w,
+                request_id: req.request_id,
+                retry: req.retry,
             };
-            // A forward that failed may have been applied: the next one is a retry.
-            retry = true;
             let attempt = async {
                 let d = self.node.dynamo_of(&owner).await?;
-                let answer = rpc::call_put(&d, &owner, &req, true).await;
+                let answer = rpc::call_put(&d, &owner, &fwd, true).await;
                 match answer {
                     Err(e) if e.kind == ErrorKind::Unavailable => Err(e),
                     answer => Ok(answer),
                 }
             };
-            match tokio::time::timeout(self.forward_timeout(), attempt).await {
+            let outcome = tokio::time::timeout(self.forward_timeout(), attempt).await;
+            // A forward that failed may have been applied: the next one is a retry.
+            req.retry = true;
+            match outcome {
                 Ok(Ok(answer)) => return answer,
                 Ok(Err(e)) => self.node.core.health.mark_down(&owner, &e.message),
                 Err(_) => self
@@ -222,11 +208,7 @@ impl DynamoServer {
                     .mark_down(&owner, "forwarded put timed out"),
             };
         }
-        let context = (!context.is_empty()).then_some(context);
-        let token = self
-            .node
-            .coordinate_put(&st, key, value, context, w, request_id, retry)
-            .await?;
+        let token = self.node.coordinate_put(&st, req).await?;
         let delay = self.node.core.config.faults.delay_write_reply_ms;
         if delay > 0 {
             // Fault injection: the write is applied, its reply comes late.
@@ -292,12 +274,8 @@ impl dynamo::Server for DynamoServer {
     ) -> Result<(), capnp::Error> {
         let _in = self.node.core.request_started();
         let started = Instant::now();
-        let p = params.get()?;
-        let parsed =
-            (|| Ok::<_, DynamoError>((rpc::text(p.get_store())?, rpc::data(p.get_key())?)))();
-        let (r, fwd) = (quorum_override(p.get_r()), p.get_forwarded());
-        let answer = match parsed {
-            Ok((store, key)) => self.handle_get(store, key, r, fwd).await,
+        let answer = match rpc::read_get_params(params.get()?) {
+            Ok((req, fwd)) => self.handle_get(req, fwd).await,
             Err(e) => Err(e),
         };
         self.node.core.admission.record(started.elapsed());
@@ -315,24 +293,9 @@ impl dynamo::Server for DynamoServer {
         mut results: dynamo::PutResults,
     ) -> Result<(), capnp::Error> {
         let _in = self.node.core.request_started();
-        let p = params.get()?;
-        let parsed = (|| {
-            Ok::<_, DynamoError>((
-                rpc::text(p.get_store())?,
-                rpc::data(p.get_key())?,
-                rpc::data(p.get_value())?,
-                rpc::text(p.get_context())?,
-            ))
-        })();
-        let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
-        let id = request_id(p.get_request_id());
-        let retry = p.get_retry();
         let started = Instant::now();
-        let answer = match parsed {
-            Ok((store, key, value, ctx)) => {
-                self.handle_put(store, key, Some(value), ctx, w, fwd, id, retry)
-                    .await
-            }
+        let answer = match rpc::read_put_params(params.get()?) {
+            Ok((req, fwd)) => self.handle_put(req, fwd).await,
             Err(e) => Err(e),
         };
         self.node.core.admission.record(started.elapsed());
@@ -346,23 +309,9 @@ impl dynamo::Server for DynamoServer {
         mut results: dynamo::DeleteResults,
     ) -> Result<(), capnp::Error> {
         let _in = self.node.core.request_started();
-        let p = params.get()?;
-        let parsed = (|| {
-            Ok::<_, DynamoError>((
-                rpc::text(p.get_store())?,
-                rpc::data(p.get_key())?,
-                rpc::text(p.get_context())?,
-            ))
-        })();
-        let (w, fwd) = (quorum_override(p.get_w()), p.get_forwarded());
-        let id = request_id(p.get_request_id());
-        let retry = p.get_retry();
         let started = Instant::now();
-        let answer = match parsed {
-            Ok((store, key, ctx)) => {
-                self.handle_put(store, key, None, ctx, w, fwd, id, retry)
-                    .await
-            }
+        let answer = match rpc::read_delete_params(params.get()?) {
+            Ok((req, fwd)) => self.handle_put(req, fwd).await,
             Err(e) => Err(e),
         };
         self.node.core.admission.record(started.elapsed());

@@ -272,6 +272,59 @@ pub fn decode_versions(
 
 use crate::api::{GetResponse, MemberStatus, NodeStatus, PutResponse, Sibling, StoreSummary};
 
+/// The request of a `Dynamo.get` call, and whether it was forwarded by a node.
+pub fn read_get_params(
+    p: dynamo::get_params::Reader<'_>,
+) -> Result<(crate::api::GetRequest, bool), DynamoError> {
+    Ok((
+        crate::api::GetRequest {
+            store: text(p.get_store())?,
+            key: data(p.get_key())?,
+            r: (p.get_r() != 0).then_some(p.get_r()),
+        },
+        p.get_forwarded(),
+    ))
+}
+
+/// The request of a `Dynamo.put` call, and whether it was forwarded by a node.
+pub fn read_put_params(
+    p: dynamo::put_params::Reader<'_>,
+) -> Result<(crate::api::PutRequest, bool), DynamoError> {
+    let context = text(p.get_context())?;
+    Ok((
+        crate::api::PutRequest {
+            store: text(p.get_store())?,
+            key: data(p.get_key())?,
+            value: Some(data(p.get_value())?),
+            context: (!context.is_empty()).then_some(context),
+            w: (p.get_w() != 0).then_some(p.get_w()),
+            request_id: (p.get_request_id() != 0).then_some(p.get_request_id()),
+            retry: p.get_retry(),
+        },
+        p.get_forwarded(),
+    ))
+}
+
+/// The request of a `Dynamo.delete` call (a put with no value), and whether it was
+/// forwarded by a node.
+pub fn read_delete_params(
+    p: dynamo::delete_params::Reader<'_>,
+) -> Result<(crate::api::PutRequest, bool), DynamoError> {
+    let context = text(p.get_context())?;
+    Ok((
+        crate::api::PutRequest {
+            store: text(p.get_store())?,
+            key: data(p.get_key())?,
+            value: None,
+            context: (!context.is_empty()).then_some(context),
+            w: (p.get_w() != 0).then_some(p.get_w()),
+            request_id: (p.get_request_id() != 0).then_some(p.get_request_id()),
+            retry: p.get_retry(),
+        },
+        p.get_forwarded(),
+    ))
+}
+
 /// Fills a `GetReply` from a response.
 pub fn write_get_reply(mut b: dynamo_capnp::get_reply::Builder<'_>, g: &GetResponse) {
     b.set_ring_version(g.ring_version);
