@@ -286,23 +286,32 @@ pub fn read_get_params(
     ))
 }
 
+/// A [`crate::api::PutRequest`] from put or delete params (distinct capnp types with
+/// the same fields), `value` read by the caller; with the `forwarded` flag.
+macro_rules! read_write_params {
+    ($p:expr, $value:expr) => {{
+        let p = $p;
+        let context = text(p.get_context())?;
+        Ok((
+            crate::api::PutRequest {
+                store: text(p.get_store())?,
+                key: data(p.get_key())?,
+                value: $value,
+                context: (!context.is_empty()).then_some(context),
+                w: (p.get_w() != 0).then_some(p.get_w()),
+                request_id: (p.get_request_id() != 0).then_some(p.get_request_id()),
+                retry: p.get_retry(),
+            },
+            p.get_forwarded(),
+        ))
+    }};
+}
+
 /// The request of a `Dynamo.put` call, and whether it was forwarded by a node.
 pub fn read_put_params(
     p: dynamo::put_params::Reader<'_>,
 ) -> Result<(crate::api::PutRequest, bool), DynamoError> {
-    let context = text(p.get_context())?;
-    Ok((
-        crate::api::PutRequest {
-            store: text(p.get_store())?,
-            key: data(p.get_key())?,
-            value: Some(data(p.get_value())?),
-            context: (!context.is_empty()).then_some(context),
-            w: (p.get_w() != 0).then_some(p.get_w()),
-            request_id: (p.get_request_id() != 0).then_some(p.get_request_id()),
-            retry: p.get_retry(),
-        },
-        p.get_forwarded(),
-    ))
+    read_write_params!(p, Some(data(p.get_value())?))
 }
 
 /// The request of a `Dynamo.delete` call (a put with no value), and whether it was
@@ -310,19 +319,7 @@ pub fn read_put_params(
 pub fn read_delete_params(
     p: dynamo::delete_params::Reader<'_>,
 ) -> Result<(crate::api::PutRequest, bool), DynamoError> {
-    let context = text(p.get_context())?;
-    Ok((
-        crate::api::PutRequest {
-            store: text(p.get_store())?,
-            key: data(p.get_key())?,
-            value: None,
-            context: (!context.is_empty()).then_some(context),
-            w: (p.get_w() != 0).then_some(p.get_w()),
-            request_id: (p.get_request_id() != 0).then_some(p.get_request_id()),
-            retry: p.get_retry(),
-        },
-        p.get_forwarded(),
-    ))
+    read_write_params!(p, None)
 }
 
 /// Fills a `GetReply` from a response.
