@@ -257,6 +257,11 @@ typedef void (*dynamo_future_callback)(struct dynamo_future *future, void *user)
 // A bug, an engine failure, a protocol error or a caught panic.
 #define DYNAMO_ERR_INTERNAL 8
 
+// Every node tried was too busy to start the request before its deadline and refused
+// it untouched (nothing was written). Not a failure of the cluster: back off briefly
+// and retry, or shed load.
+#define DYNAMO_ERR_OVERLOADED 9
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

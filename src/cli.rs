@@ -375,6 +375,23 @@ fn render_status(s: &NodeStatus) -> String {
     if let Some(ae) = &s.anti_entropy {
         out.push_str(&render_anti_entropy(ae));
     }
+    if let Some(l) = &s.load {
+        out.push_str(&format!(
+            "load: limit {} in flight; refused {} overloaded at the door and {} at the engine \
+             queue; dropped {} expired request(s) and {} expired engine call(s); engine pool \
+             {} thread(s), {} call(s) queued; {} call(s) to peers timed out; peers marked \
+             down {} time(s)\n",
+            l.max_in_flight,
+            l.overloaded,
+            l.engine_refused,
+            l.expired,
+            l.engine_expired,
+            l.engine_threads,
+            l.engine_queued,
+            s.call_timeouts,
+            l.peers_marked_down
+        ));
+    }
     out.push_str(&format!(
         "{:<16} {:<22} {:<5} {:>10} {:>6}  {}\n",
         "member", "address", "state", "partitions", "hints", "last error"

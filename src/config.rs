@@ -18,6 +18,11 @@
 //! gossip_interval_ms = 1000       # how often membership is gossiped with a peer
 //! membership_grace_ms = 30000     # after a ring switch: writes still reach dropped
 //!                                 # replicas this long, then they drop the data
+//! engine_threads = 0              # threads running engine calls (0: one per core)
+//! engine_queue = 4096             # request engine calls that may wait; then `overloaded`
+//! max_in_flight = 4096            # requests served at once; then `overloaded`
+//! max_in_flight_per_connection = 1024
+//! default_deadline_ms = 3000      # for requests that carry no deadline
 //!
 //! [cluster]
 //! partitions = 256                # Q, a power of two, fixed at cluster creation
@@ -229,6 +234,19 @@ pub struct NodeSection {
     /// a served ring is never taken back, see `crate::membership::sequence`). Off keeps
     /// every copy, for an operator who wants to delete by hand.
     pub drop_moved_partitions: bool,
+    /// Threads running engine calls (0: one per core).
+    pub engine_threads: usize,
+    /// Engine calls of client requests that may wait for a thread; past it a request is
+    /// refused at once as `overloaded` (background work is not counted).
+    pub engine_queue: usize,
+    /// Client requests (gets, puts, deletes, forwards among them) this node serves at
+    /// once; past it a request is refused at once as `overloaded`.
+    pub max_in_flight: usize,
+    /// The same limit for one connection (a peer's forwards share its connection).
+    pub max_in_flight_per_connection: usize,
+    /// The deadline of a request that came without one (an older client), in
+    /// milliseconds from its arrival.
+    pub default_deadline_ms: u64,
 }
 
 /// An hour, in milliseconds: the most a node's timeouts and intervals may be.
@@ -248,6 +266,11 @@ impl Default for NodeSection {
             gossip_interval_ms: 1000,
             membership_grace_ms: 30_000,
             drop_moved_partitions: true,
+            engine_threads: 0,
+            engine_queue: 4096,
+            max_in_flight: 4096,
+            max_in_flight_per_connection: 1024,
+            default_deadline_ms: 3000,
         }
     }
 }
@@ -384,12 +407,27 @@ impl NodeConfig {
             ("node.request_timeout_ms", self.node.request_timeout_ms),
             ("node.ping_interval_ms", self.node.ping_interval_ms),
             ("node.gossip_interval_ms", self.node.gossip_interval_ms),
+            ("node.default_deadline_ms", self.node.default_deadline_ms),
         ] {
             if value == 0 || value > HOUR_MS {
                 return Err(bad(
                     field.into(),
                     format!("must be between 1 and {HOUR_MS} (an hour)"),
                 ));
+            }
+        }
+        for (field, value, most) in [
+            ("node.engine_threads", self.node.engine_threads.max(1), 1024),
+            ("node.engine_queue", self.node.engine_queue, 1 << 20),
+            ("node.max_in_flight", self.node.max_in_flight, 1 << 20),
+            (
+                "node.max_in_flight_per_connection",
+                self.node.max_in_flight_per_connection,
+                1 << 20,
+            ),
+        ] {
+            if value == 0 || value > most {
+                return Err(bad(field.into(), format!("must be between 1 and {most}")));
             }
         }
         let ae = &self.anti_entropy;

@@ -22,7 +22,8 @@ pub enum ErrorKind {
     Quorum,
     /// No node could serve the request (unreachable, shutting down).
     Unavailable,
-    /// A node did not answer in time (client side): a write may or may not have been
+    /// A node did not answer in time, or the request's deadline passed on the way (a
+    /// node that finds it passed drops the work): a write may or may not have been
     /// applied; retrying it (the client keeps its request id) is safe.
     Timeout,
     /// The key's record would grow past its size limit: read the key and write back
@@ -30,6 +31,10 @@ pub enum ErrorKind {
     TooLarge,
     /// A peer sent something that does not follow the protocol.
     Protocol,
+    /// The node is too busy to start the request before its deadline (its in-flight
+    /// limit or engine queue is full) and refused it at once, untouched: try another
+    /// coordinator after a short backoff. Never a sign that the node is down.
+    Overloaded,
 }
 
 impl fmt::Display for ErrorKind {
@@ -44,6 +49,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::TooLarge => "too large",
             ErrorKind::Protocol => "protocol error",
+            ErrorKind::Overloaded => "overloaded",
         })
     }
 }

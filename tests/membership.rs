@@ -638,8 +638,16 @@ fn a_replica_flags_writes_planned_with_another_view_while_a_transfer_is_pending(
     eventually(30, "node-1 knows the pending join", pending);
     let write = |step: &'static str| {
         internode(&addrs[0], |node, address| async move {
-            dynamo::rpc::call_replica_write(&node, &address, "default", b"k", &[], None, step, None)
-                .await
+            let w = dynamo::rpc::ReplicaWrite {
+                store: "default",
+                key: b"k",
+                encoded: &[],
+                hint_for: None,
+                step,
+                reaped: None,
+                deadline: None,
+            };
+            dynamo::rpc::call_replica_write(&node, &address, &w).await
         })
     };
     // The write of a coordinator whose view lacks the pending join (or has another) is
@@ -706,7 +714,7 @@ fn a_node_that_left_drops_its_data_once_the_grace_period_is_over() {
     };
     let read_as_owner = |address: String, key: String| {
         internode(&address, |node, address| async move {
-            dynamo::rpc::call_replica_read(&node, &address, "default", key.as_bytes(), true)
+            dynamo::rpc::call_replica_read(&node, &address, "default", key.as_bytes(), true, None)
                 .await
                 .map(|(reply, _)| reply.versions)
         })

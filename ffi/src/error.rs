@@ -33,6 +33,10 @@ pub const DYNAMO_ERR_BAD_CONTEXT: dynamo_status = 6;
 pub const DYNAMO_ERR_TOO_LARGE: dynamo_status = 7;
 /// A bug, an engine failure, a protocol error or a caught panic.
 pub const DYNAMO_ERR_INTERNAL: dynamo_status = 8;
+/// Every node tried was too busy to start the request before its deadline and refused
+/// it untouched (nothing was written). Not a failure of the cluster: back off briefly
+/// and retry, or shed load.
+pub const DYNAMO_ERR_OVERLOADED: dynamo_status = 9;
 
 /// An error on its way to C: its status code and message.
 #[derive(Debug)]
@@ -69,6 +73,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> dynamo_status {
         ErrorKind::BadContext => DYNAMO_ERR_BAD_CONTEXT,
         ErrorKind::TooLarge => DYNAMO_ERR_TOO_LARGE,
         ErrorKind::Internal | ErrorKind::Protocol => DYNAMO_ERR_INTERNAL,
+        ErrorKind::Overloaded => DYNAMO_ERR_OVERLOADED,
     }
 }
 

@@ -87,6 +87,7 @@ pub extern "C" fn dynamo_status_name(status: dynamo_status) -> *const c_char {
         DYNAMO_ERR_BAD_CONTEXT => "bad context\0",
         DYNAMO_ERR_TOO_LARGE => "too large\0",
         DYNAMO_ERR_INTERNAL => "internal error\0",
+        DYNAMO_ERR_OVERLOADED => "overloaded\0",
         _ => "unknown status code\0",
     };
     s.as_ptr().cast()

@@ -16,6 +16,8 @@ pub struct GetRequest {
     pub key: Vec<u8>,
     /// R for this read (`None`: the store's R).
     pub r: Option<u8>,
+    /// When the caller stops waiting (`None`: the receiving node's default).
+    pub deadline: Option<super::Deadline>,
 }
 
 /// A put (a value) or a delete (`value` `None`) as a node receives it.
@@ -35,6 +37,8 @@ pub struct PutRequest {
     pub request_id: Option<u64>,
     /// An earlier attempt of this request may have been applied somewhere.
     pub retry: bool,
+    /// When the caller stops waiting (`None`: the receiving node's default).
+    pub deadline: Option<super::Deadline>,
 }
 
 /// One sibling of a key. `value` is `None` for a delete that conflicts with a write.

@@ -87,6 +87,33 @@ pub struct NodeStatus {
     /// Anti-entropy, reaping, rebuilds of lost data, the background work budget and
     /// refused hints (`None` from a node of an older version).
     pub anti_entropy: Option<AntiEntropyStatus>,
+    /// Load and shedding: limits, refusals, expired work, the engine pool (`None` from
+    /// a node of an older version).
+    pub load: Option<LoadStatus>,
+}
+
+/// How a node copes with its load, for `dynamo status` and benchmarks. Every counter
+/// counts since the node started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadStatus {
+    /// `node.max_in_flight`.
+    pub max_in_flight: u64,
+    /// Requests refused as `overloaded` at the door (in-flight limits).
+    pub overloaded: u64,
+    /// Requests and replica calls dropped unrun because their deadline had passed when
+    /// they arrived or before they were sent.
+    pub expired: u64,
+    /// Threads running engine calls.
+    pub engine_threads: u64,
+    /// Engine calls waiting now.
+    pub engine_queued: u64,
+    /// Engine calls refused as `overloaded` (the queue was full).
+    pub engine_refused: u64,
+    /// Engine calls dropped before the engine because their deadline passed in the
+    /// queue.
+    pub engine_expired: u64,
+    /// Times a peer was marked down (under load alone this stays 0: busy is not dead).
+    pub peers_marked_down: u64,
 }
 
 /// The cluster's layout as a node reports it.

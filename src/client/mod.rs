@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::api::{Deadline, GetRequest};
 pub use crate::api::{
     GetResponse, KeyPage, MemberStatus, NodeStatus, PutResponse, RingInfo, Sibling, StoreSummary,
 };

@@ -13,10 +13,12 @@ impl State {
         key: &[u8],
     ) -> Result<crate::quorum::ReplicaReply, DynamoError> {
         let node = self.internode(address).await?;
+        // The replica drops the read once this call has timed out here.
+        let deadline = Deadline::after(self.options.timeout);
         let (reply, ring_version) = self
             .timed(
                 address,
-                rpc::call_replica_read(&node, address, store, key, false),
+                rpc::call_replica_read(&node, address, store, key, false, Some(&deadline)),
             )
             .await?;
         self.note_ring_version(ring_version);
@@ -179,16 +181,16 @@ impl State {
                 let Ok(node) = st.internode(&address).await else {
                     continue;
                 };
-                let write = rpc::call_replica_write(
-                    &node,
-                    &address,
-                    &store_name,
-                    &key_rc,
-                    &encoded,
-                    t.hint_for.as_deref(),
-                    "",
-                    reaped.as_ref(),
-                );
+                let repair = rpc::ReplicaWrite {
+                    store: &store_name,
+                    key: &key_rc,
+                    encoded: &encoded,
+                    hint_for: t.hint_for.as_deref(),
+                    step: "",
+                    reaped: reaped.as_ref(),
+                    deadline: None,
+                };
+                let write = rpc::call_replica_write(&node, &address, &repair);
                 // A failed repair is retried by the next read (or anti-entropy).
                 let _ = st.timed(&address, write).await;
             }

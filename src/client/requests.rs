@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// The pause after the `n`th `overloaded` refusal of one request before it tries the
+/// next coordinator: short (a few milliseconds, doubling to 64 ms), and spread by the
+/// clock's nanoseconds so that refused clients do not come back in step.
+fn overload_pause(n: u32) -> Duration {
+    let base = 2u64 << n.saturating_sub(1).min(5);
+    let spread = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    ) % base.max(1);
+    Duration::from_millis(base + spread)
+}
+
 pub(super) enum Op {
     Get {
         r: Option<u8>,
@@ -64,7 +77,10 @@ impl State {
                 match answer {
                     Err(e)
                         if round < self.options.retries
-                            && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) =>
+                            && matches!(
+                                e.kind,
+                                ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Overloaded
+                            ) =>
                     {
                         round += 1;
                         tokio::time::sleep(retry_pause(round)).await;
@@ -75,6 +91,7 @@ impl State {
         }
         let mut errors = Vec::new();
         let mut timed_out = false;
+        let mut overloaded = 0;
         let mut attempts = 0;
         for round in 0..=self.options.retries {
             if round > 0 {
@@ -86,6 +103,13 @@ impl State {
                 attempts += 1;
                 match self.send(&address, &op, store, key, retry).await {
                     Ok(a) => return Ok(a),
+                    // Busy: the node refused it untouched. Another coordinator can take
+                    // it after a short pause; the node is not avoided as if it were down.
+                    Err(e) if e.kind == ErrorKind::Overloaded => {
+                        overloaded += 1;
+                        errors.push(e.message);
+                        tokio::time::sleep(overload_pause(overloaded)).await;
+                    }
                     // Unreachable, shutting down or slow: another node can take it.
                     Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) => {
                         timed_out |= e.kind == ErrorKind::Timeout;
@@ -94,6 +118,16 @@ impl State {
                     Err(e) => return Err(e),
                 }
             }
+        }
+        if overloaded == attempts && !timed_out {
+            return Err(DynamoError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "every node tried was overloaded and refused the request untouched \
+                     ({attempts} attempts): {}",
+                    errors.join("; ")
+                ),
+            ));
         }
         let rounds = match self.options.retries {
             0 => String::new(),
@@ -125,10 +159,19 @@ impl State {
             .conn(address)
             .await
             .inspect_err(|_| self.note_failure(address))?;
+        // The coordinator and every replica drop the work once this attempt has timed
+        // out here, so a retry never runs beside it.
+        let deadline = Deadline::after(self.options.timeout);
         let call = async {
             match op {
                 Op::Get { r } => {
-                    let g = rpc::call_get(&conn.dynamo, address, store, key, *r, false).await?;
+                    let req = GetRequest {
+                        store: store.to_owned(),
+                        key: key.to_vec(),
+                        r: *r,
+                        deadline: Some(deadline),
+                    };
+                    let g = rpc::call_get(&conn.dynamo, address, &req, false).await?;
                     self.note_ring_version(g.ring_version);
                     Ok(Answer::Get(g))
                 }
@@ -146,6 +189,7 @@ impl State {
                         w: *w,
                         request_id: *request_id,
                         retry,
+                        deadline: Some(deadline),
                     };
                     let p = rpc::call_put(&conn.dynamo, address, &req, false).await?;
                     self.note_ring_version(p.ring_version);

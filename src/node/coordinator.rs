@@ -15,12 +15,13 @@ use tokio::sync::mpsc;
 
 use crate::context::Context;
 use crate::error::{DynamoError, ErrorKind};
-use crate::rpc;
+
 use crate::store::{printable_key, VersionedStore};
 use crate::version::{Siblings, Version};
 
-use super::local::LocalNode;
+use super::local::{LocalNode, WritePayload};
 use super::{NodeCore, Topology};
+use crate::api::Deadline;
 use crate::quorum::{holding_reaped, stale_replicas, QuorumRead, ReadFn, Target};
 
 /// The replicas of one request and the owners left out.
@@ -141,14 +142,17 @@ impl LocalNode {
         store: &VersionedStore,
         key: &[u8],
         need: usize,
+        deadline: &Deadline,
     ) -> Result<(Plan, Arc<Topology>), DynamoError> {
         let view = self.core.topology()?;
         let plan = self.plan(&view, store, key);
         if plan.targets.len() >= need || plan.down.is_empty() {
             return Ok((plan, view));
         }
-        let probes = plan.down.iter().map(|(m, _)| self.ping(m));
-        futures::future::join_all(probes).await;
+        // One probe per down owner however many requests wait on it, and none
+        // waited on past the request's deadline.
+        let probes = plan.down.iter().map(|(m, _)| self.probe(m));
+        let _ = tokio::time::timeout(deadline.remaining(), futures::future::join_all(probes)).await;
         let view = self.core.topology()?;
         Ok((self.plan(&view, store, key), view))
     }
@@ -211,8 +215,10 @@ impl LocalNode {
             w,
             request_id,
             retry,
+            deadline,
             ..
         } = req;
+        let deadline = self.core.deadline_of(deadline);
         let op = if value.is_some() { "put" } else { "delete" };
         let cfg = store.config();
         let w = check_quorum(store, "w", w, cfg.w)?;
@@ -225,7 +231,7 @@ impl LocalNode {
             }
             _ => None,
         };
-        let (plan, view) = self.plan_probing(store, &key, w).await?;
+        let (plan, view) = self.plan_probing(store, &key, w, &deadline).await?;
         if plan.targets.len() < w {
             return Err(self.unreachable_quorum(op, store, &key, ("W", w), &plan));
         }
@@ -240,11 +246,11 @@ impl LocalNode {
         let hint_for = me.as_ref().and_then(|t| t.hint_for.clone());
         let hint_for_me = hint_for.clone();
         if let (true, true, Some(id)) = (retry, local, request_id) {
-            self.take_earlier_attempt(store, &key, id, &plan, hint_for.as_deref())
+            self.take_earlier_attempt(store, &key, id, &plan, hint_for.as_deref(), &deadline)
                 .await;
         }
         let written = self
-            .engine(store.name(), &key, move || {
+            .engine_by(Some(deadline), store.name(), &key, move || {
                 let r = if local {
                     core.hints.put(
                         &s,
@@ -263,16 +269,11 @@ impl LocalNode {
         let token = store.context_token(&key, &written.context);
         // Replicas get the version written (its past names what it supersedes), not
         // the key's whole sibling set; encoded once for every round.
-        let versions = Rc::new(vec![written.version]);
-        let payload = Payload {
-            encoded: Rc::new(rpc::encode_versions(&versions)),
-            versions,
-            key: Rc::new(key),
-        };
+        let payload = Rc::new(WritePayload::new(Rc::new(key), vec![written.version], None));
         let key = payload.key.clone();
         let held = local.then(|| hint_for_me.clone());
         let mut fan = self
-            .replicate(store, &payload, &plan, &view, held.clone(), w)
+            .replicate(store, &payload, &plan, &view, held.clone(), w, deadline)
             .await;
         let mut plan = plan;
         let mut view = view;
@@ -285,7 +286,7 @@ impl LocalNode {
             // A replica knew a change this view lacks (or another), and this node has
             // learned it: the write is planned again to reach the change's receivers
             // and the new owners too. Every round sends the same version.
-            let (again, now) = self.plan_probing(store, &key, w).await?;
+            let (again, now) = self.plan_probing(store, &key, w, &deadline).await?;
             if again.targets.len() < w {
                 short = Some(again);
                 break;
@@ -306,7 +307,7 @@ impl LocalNode {
                 });
             }
             fan = self
-                .replicate(store, &payload, &again, &now, still_held, w)
+                .replicate(store, &payload, &again, &now, still_held, w, deadline)
                 .await;
             plan = again;
             view = now;
@@ -389,13 +390,22 @@ impl LocalNode {
         id: u64,
         plan: &Plan,
         hint_for: Option<&str>,
+        deadline: &Deadline,
     ) {
         let key_rc = Rc::new(key.to_vec());
         let reads = plan
             .targets
             .iter()
             .filter(|t| t.name != self.name())
-            .map(|t| self.replica_read(&t.name, store, key_rc.clone(), t.hint_for.is_none()));
+            .map(|t| {
+                self.replica_read(
+                    &t.name,
+                    store,
+                    key_rc.clone(),
+                    t.hint_for.is_none(),
+                    Some(*deadline),
+                )
+            });
         let found: Vec<Version> = futures::future::join_all(reads)
             .await
             .into_iter()
@@ -413,7 +423,7 @@ impl LocalNode {
             hint_for.map(str::to_owned),
         );
         let _ = self
-            .engine(store.name(), key, move || {
+            .engine_by(Some(*deadline), store.name(), key, move || {
                 core.hints.merge(&s, &k, found, hint.as_deref())?;
                 Ok(())
             })
@@ -442,12 +452,13 @@ impl LocalNode {
         store: &Arc<VersionedStore>,
         key: Vec<u8>,
         r: Option<u8>,
+        deadline: Deadline,
     ) -> Result<GetOutcome, DynamoError> {
         let cfg = store.config();
         let r = check_quorum(store, "r", r, cfg.r)?;
         // Bad input is refused before any fan-out.
         store.check_key(&key)?;
-        let (plan, _) = self.plan_probing(store, &key, r).await?;
+        let (plan, _) = self.plan_probing(store, &key, r, &deadline).await?;
         if plan.targets.len() < r {
             return Err(self.unreachable_quorum("get", store, &key, ("R", r), &plan));
         }
@@ -457,7 +468,10 @@ impl LocalNode {
             Rc::new(move |t: Target| {
                 let (node, store, key) = (node.clone(), store.clone(), key.clone());
                 let as_owner = t.hint_for.is_none();
-                Box::pin(async move { node.replica_read(&t.name, &store, key, as_owner).await })
+                Box::pin(async move {
+                    node.replica_read(&t.name, &store, key, as_owner, Some(deadline))
+                        .await
+                })
             })
         };
         let policy = cfg.policy;
@@ -494,13 +508,21 @@ impl LocalNode {
     async fn replicate(
         &self,
         store: &Arc<VersionedStore>,
-        payload: &Payload,
+        payload: &Rc<WritePayload>,
         plan: &Plan,
         view: &Topology,
         held: Option<Option<String>>,
         w: usize,
+        deadline: Deadline,
     ) -> Replication {
-        let mut fan = Replication::new(self.clone(), store.clone(), payload, plan, view.step_key());
+        let mut fan = Replication::new(
+            self.clone(),
+            store.clone(),
+            payload,
+            plan,
+            view.step_key(),
+            deadline,
+        );
         // While owners change, the write needs W in the other replica sets too.
         let seconds = self.second_sets(view, store, &payload.key);
         fan.acked_second = vec![Vec::new(); seconds.len()];
@@ -559,21 +581,12 @@ impl LocalNode {
             return;
         }
         let reaped = (!reaped.is_empty()).then(|| Rc::new(reaped));
-        let versions = Rc::new(newest.into_versions());
-        let encoded = Rc::new(rpc::encode_versions(&versions));
+        let payload = WritePayload::new(key, newest.into_versions(), reaped);
         for t in stale {
+            // A repair merges what the replica lacks, whatever view it has; it is
+            // background work, with no deadline.
             let r = self
-                .replica_write(
-                    &t.name,
-                    store,
-                    key.clone(),
-                    versions.clone(),
-                    encoded.clone(),
-                    t.hint_for.clone(),
-                    // A repair merges what the replica lacks, whatever view it has.
-                    "",
-                    reaped.clone(),
-                )
+                .replica_write(&t.name, store, &payload, t.hint_for.clone(), "", None)
                 .await;
             if let Err(e) = r {
                 eprintln!(
@@ -588,13 +601,6 @@ impl LocalNode {
     }
 }
 
-/// What a write sends to every replica: the key and the version written, encoded once.
-struct Payload {
-    key: Rc<Vec<u8>>,
-    versions: Rc<Vec<Version>>,
-    encoded: Rc<Vec<Vec<u8>>>,
-}
-
 /// The replica writes of one put: sent in parallel; a replica that fails gets a
 /// stand-in with a hint (the next healthy member past the top N), before or after the
 /// put answered.
@@ -602,8 +608,9 @@ struct Replication {
     node: LocalNode,
     store: Arc<VersionedStore>,
     key: Rc<Vec<u8>>,
-    versions: Rc<Vec<Version>>,
-    encoded: Rc<Vec<Vec<u8>>>,
+    payload: Rc<WritePayload>,
+    /// The request's deadline: no replica write or stand-in is sent past it.
+    deadline: Deadline,
     tx: mpsc::UnboundedSender<(Target, Result<bool, DynamoError>)>,
     rx: mpsc::UnboundedReceiver<(Target, Result<bool, DynamoError>)>,
     /// The membership view the write was planned with (see `Topology::step_key`).
@@ -634,9 +641,10 @@ impl Replication {
     fn new(
         node: LocalNode,
         store: Arc<VersionedStore>,
-        payload: &Payload,
+        payload: &Rc<WritePayload>,
         plan: &Plan,
         step: &str,
+        deadline: Deadline,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut used: Vec<String> = plan.targets.iter().map(|t| t.name.clone()).collect();
@@ -645,8 +653,8 @@ impl Replication {
             node,
             store,
             key: payload.key.clone(),
-            versions: payload.versions.clone(),
-            encoded: payload.encoded.clone(),
+            payload: payload.clone(),
+            deadline,
             tx,
             rx,
             step: Rc::new(step.to_owned()),
@@ -705,20 +713,17 @@ impl Replication {
     fn send(&mut self, t: Target) {
         self.pending += 1;
         let node = self.node.clone();
-        let (store, key, versions, encoded, tx, step) = (
+        let (store, payload, tx, step, deadline) = (
             self.store.clone(),
-            self.key.clone(),
-            self.versions.clone(),
-            self.encoded.clone(),
+            self.payload.clone(),
             self.tx.clone(),
             self.step.clone(),
+            self.deadline,
         );
         tokio::task::spawn_local(async move {
             let hint_for = t.hint_for.clone();
             let r = node
-                .replica_write(
-                    &t.name, &store, key, versions, encoded, hint_for, &step, None,
-                )
+                .replica_write(&t.name, &store, &payload, hint_for, &step, Some(deadline))
                 .await;
             let _ = tx.send((t, r));
         });

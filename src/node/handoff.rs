@@ -35,9 +35,10 @@ const HANDOFF_BATCH: usize = 512;
 
 /// Probes the peers this node believes down, forever: each on a task of its own, so a
 /// peer that does not answer never delays the probes of the others; one that answers
-/// is marked up. Peers that are up are not pinged: a failed call (a request, a
-/// handoff, gossip) is what marks a peer down, and gossip carries membership, not
-/// liveness.
+/// is marked up. Peers that are up are not pinged: a broken connection or a failed
+/// probe (after a call timed out) is what marks a peer down, and gossip carries
+/// membership, not liveness. Each tick also forgets the connections and health of
+/// peers that left the cluster.
 pub async fn probe_loop(node: LocalNode) {
     let every = Duration::from_millis(node.core.config.node.ping_interval_ms);
     let probing: Rc<RefCell<HashSet<String>>> = Rc::default();
@@ -45,6 +46,7 @@ pub async fn probe_loop(node: LocalNode) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        node.forget_departed();
         for peer in node.peers() {
             if node.core.health.is_up(&peer) || !probing.borrow_mut().insert(peer.clone()) {
                 continue;

@@ -1,7 +1,9 @@
 //! Local failure detection: this node's own opinion of which peers are up.
 //!
-//! A peer that fails a call (error or timeout) is marked down for this node only; the
-//! ping loop keeps trying it and marks it up when it answers. Nothing is gossiped: two
+//! A peer is marked down for this node only, when it cannot be connected to, its
+//! connection breaks, or it does not answer a probe (a ping on a connection of its own);
+//! a slow reply or a timed-out call never marks it down (busy is not dead). The ping
+//! loop keeps probing a down peer and marks it up when it answers. Nothing is gossiped: two
 //! nodes may disagree, which sloppy quorum tolerates.
 
 use std::collections::HashMap;
@@ -23,6 +25,9 @@ pub struct PeerHealth {
 #[derive(Debug, Default)]
 pub struct HealthTable {
     peers: Mutex<HashMap<String, PeerHealth>>,
+    /// Times a peer went from up to down since start (for status and benchmarks: under
+    /// load alone it stays 0).
+    downs: std::sync::atomic::AtomicU64,
 }
 
 impl HealthTable {
@@ -47,6 +52,8 @@ impl HealthTable {
             let was_up = h.up;
             if was_up {
                 h.since = Instant::now();
+                self.downs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             h.up = false;
             h.last_error = Some(error.to_owned());
@@ -64,6 +71,21 @@ impl HealthTable {
             }
             _ => false,
         })
+    }
+
+    /// Times a peer was marked down since start.
+    pub fn downs(&self) -> u64 {
+        self.downs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The peers this node has an opinion of.
+    pub fn names(&self) -> Vec<String> {
+        self.with(|m| m.keys().cloned().collect())
+    }
+
+    /// Forgets `name` (it left the cluster).
+    pub fn forget(&self, name: &str) {
+        self.with(|m| m.remove(name));
     }
 
     /// The health of `name` (up with no history if never seen).

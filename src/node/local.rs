@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::api::Deadline;
 use crate::context::Context;
 use crate::error::{DynamoError, ErrorKind};
 use crate::quorum::ReplicaReply;
@@ -24,21 +25,49 @@ struct Peer {
     internode: internode::Client,
 }
 
-/// Consecutive timed-out calls after which a peer's connection is given up (closed)
-/// and the peer marked down. One slow reply fails only its own call.
-const TIMEOUTS_BEFORE_DOWN: u32 = 3;
+/// What a write sends to replicas: the key and its versions, encoded once for every
+/// replica and round, and a reaped context they take in too (read repair).
+pub(crate) struct WritePayload {
+    /// The key.
+    pub key: Rc<Vec<u8>>,
+    /// The versions (a put's new one, or a repair's merged set).
+    pub versions: Rc<Vec<Version>>,
+    /// `versions`, encoded.
+    pub encoded: Rc<Vec<Vec<u8>>>,
+    /// A reaped context to take in (`None`: none).
+    pub reaped: Option<Rc<Context>>,
+}
+
+impl WritePayload {
+    /// The payload of `versions` of `key`, encoded.
+    pub fn new(key: Rc<Vec<u8>>, versions: Vec<Version>, reaped: Option<Rc<Context>>) -> Self {
+        Self {
+            encoded: Rc::new(rpc::encode_versions(&versions)),
+            versions: Rc::new(versions),
+            key,
+            reaped,
+        }
+    }
+}
 
 /// A node's state on its RPC thread. Cheap to clone (`Rc`).
 #[derive(Clone)]
 pub struct LocalNode {
     /// The thread-safe core.
     pub core: Arc<NodeCore>,
+    /// The connection to each peer that requests, replication and background calls
+    /// share. Only a broken connection is given up; a call that times out fails alone.
     peers: Rc<RefCell<HashMap<String, Peer>>>,
-    /// One connect at a time per peer: a burst of requests opens one connection, and
-    /// a peer that does not answer its SYNs never delays connecting to another.
+    /// A second connection to each peer probed, that carries pings only: a probe is
+    /// never queued behind the data a busy shared connection carries.
+    probe_conns: Rc<RefCell<HashMap<String, Peer>>>,
+    /// One connect at a time per peer and connection kind: a burst of requests opens
+    /// one connection, and a peer that does not answer its SYNs never delays
+    /// connecting to another.
     connecting: Rc<RefCell<HashMap<String, Rc<tokio::sync::Mutex<()>>>>>,
-    /// Per peer, calls that timed out since its last answer.
-    timeouts: Rc<RefCell<HashMap<String, u32>>>,
+    /// Per peer, the probe running now: later callers wait for that one, so a down
+    /// peer gets one probe at a time however many requests meet it.
+    probing: Rc<RefCell<HashMap<String, Probe>>>,
     /// Per peer, the gossip exchange running with it because a reply showed it serves
     /// another view: later callers wait for that one (whoever polls it drives it, so
     /// a caller that goes away leaves nothing stuck).
@@ -48,24 +77,52 @@ pub struct LocalNode {
 /// A gossip exchange several requests may wait for.
 type Learning = futures::future::Shared<futures::future::LocalBoxFuture<'static, ()>>;
 
+/// A probe several requests may wait for; its answer is the ping's.
+type Probe =
+    futures::future::Shared<futures::future::LocalBoxFuture<'static, Result<(), DynamoError>>>;
+
+/// Which connection to a peer a call uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The shared one.
+    Data,
+    /// The probe's own.
+    Probe,
+}
+
 impl LocalNode {
     /// Wraps the core for use on this thread.
     pub fn new(core: Arc<NodeCore>) -> Self {
         Self {
             core,
             peers: Rc::default(),
+            probe_conns: Rc::default(),
             connecting: Rc::default(),
-            timeouts: Rc::default(),
+            probing: Rc::default(),
             learning: Rc::default(),
         }
     }
 
-    /// Runs a blocking engine call for `key` of `store` on the engine threads, off the
-    /// event loop. A panic in the engine is caught and logged with the store and key,
-    /// marks this node's storage failed (it then refuses requests and pings), and
-    /// answers as an internal error.
+    /// Runs a blocking background engine call for `key` of `store` on the engine
+    /// threads (no deadline: it always queues). See [`LocalNode::engine_by`].
     pub(crate) async fn engine<T: Send + 'static>(
         &self,
+        store: &str,
+        key: &[u8],
+        f: impl FnOnce() -> Result<T, DynamoError> + Send + 'static,
+    ) -> Result<T, DynamoError> {
+        self.engine_by(None, store, key, f).await
+    }
+
+    /// Runs a blocking engine call for `key` of `store` on the engine threads, off the
+    /// event loop. With a `deadline` (request work) it is refused as `overloaded` when
+    /// the engine queue is full and dropped unrun once the deadline passes. A panic in
+    /// the engine is caught and logged with the store and key, marks this node's
+    /// storage failed (it then refuses requests and pings), and answers as an internal
+    /// error.
+    pub(crate) async fn engine_by<T: Send + 'static>(
+        &self,
+        deadline: Option<Deadline>,
         store: &str,
         key: &[u8],
         f: impl FnOnce() -> Result<T, DynamoError> + Send + 'static,
@@ -83,10 +140,7 @@ impl LocalNode {
             }
             f()
         };
-        match super::engine_threads::EngineThreads::global()
-            .run(run)
-            .await
-        {
+        match self.core.engines.run(deadline, run).await {
             Ok(result) => result,
             Err(Panicked(why)) => {
                 let message = format!(
@@ -131,8 +185,15 @@ impl LocalNode {
         name == self.name() || self.core.health.is_up(name)
     }
 
-    fn live_peer(&self, name: &str) -> Option<internode::Client> {
-        self.peers
+    fn conns(&self, path: Path) -> &Rc<RefCell<HashMap<String, Peer>>> {
+        match path {
+            Path::Data => &self.peers,
+            Path::Probe => &self.probe_conns,
+        }
+    }
+
+    fn live_peer(&self, name: &str, path: Path) -> Option<internode::Client> {
+        self.conns(path)
             .borrow()
             .get(name)
             .filter(|p| p.conn.alive())
@@ -140,24 +201,32 @@ impl LocalNode {
     }
 
     async fn internode(&self, name: &str) -> Result<internode::Client, DynamoError> {
-        if let Some(c) = self.live_peer(name) {
+        self.connection(name, Path::Data).await
+    }
+
+    async fn connection(&self, name: &str, path: Path) -> Result<internode::Client, DynamoError> {
+        if let Some(c) = self.live_peer(name, path) {
             return Ok(c);
         }
+        let slot = match path {
+            Path::Data => name.to_owned(),
+            Path::Probe => format!("probe {name}"),
+        };
         let lock = self
             .connecting
             .borrow_mut()
-            .entry(name.to_owned())
+            .entry(slot)
             .or_default()
             .clone();
         let _connecting = lock.lock().await;
-        if let Some(c) = self.live_peer(name) {
+        if let Some(c) = self.live_peer(name, path) {
             return Ok(c);
         }
         let address = self.core.address(name)?;
         let conn =
             rpc::connect(&address, self.core.request_timeout(), self.core.max_message).await?;
         let internode = conn.dynamo.internode_request().send().pipeline.get_node();
-        self.peers.borrow_mut().insert(
+        self.conns(path).borrow_mut().insert(
             name.to_owned(),
             Peer {
                 conn,
@@ -165,6 +234,35 @@ impl LocalNode {
             },
         );
         Ok(internode)
+    }
+
+    /// Forgets the connections and per-peer state of peers that are no longer
+    /// members (they left or were removed), so these maps stay as small as the
+    /// cluster.
+    pub(crate) fn forget_departed(&self) {
+        let Some(view) = self.core.view() else {
+            return;
+        };
+        let members = view.member_names();
+        let gone = |name: &String| !members.iter().any(|m| m == name);
+        for map in [&self.peers, &self.probe_conns] {
+            let departed: Vec<String> = map.borrow().keys().filter(|n| gone(n)).cloned().collect();
+            for name in departed {
+                if let Some(p) = map.borrow_mut().remove(&name) {
+                    p.conn.close();
+                }
+            }
+        }
+        self.connecting.borrow_mut().retain(|slot, lock| {
+            let name = slot.strip_prefix("probe ").unwrap_or(slot);
+            // A lock someone holds stays until they are done.
+            !gone(&name.to_owned()) || Rc::strong_count(lock) > 1
+        });
+        for name in self.core.health.names() {
+            if gone(&name) {
+                self.core.health.forget(&name);
+            }
+        }
     }
 
     /// The client-facing capability of peer `name` (for forwarding).
@@ -177,20 +275,23 @@ impl LocalNode {
         Ok(p.conn.dynamo.clone())
     }
 
-    /// Gives up the connection to `name` (closing it) and marks the peer down.
+    /// Gives up the shared connection to `name` (closing it: it is broken) and marks
+    /// the peer down.
     fn give_up(&self, name: &str, why: &str) {
         if let Some(p) = self.peers.borrow_mut().remove(name) {
             p.conn.close();
         }
+        self.mark_down(name, why);
+    }
+
+    fn mark_down(&self, name: &str, why: &str) {
         if self.core.health.mark_down(name, why) {
             eprintln!("{}: peer {name} marked down: {why}", self.name());
         }
     }
 
-    /// Runs `call` against peer `name` with the request timeout. A success marks the
-    /// peer up. A broken connection or a protocol error gives the connection up and
-    /// marks the peer down; a timeout fails this call only, unless the peer has now
-    /// timed out [`TIMEOUTS_BEFORE_DOWN`] times in a row (or this was a ping).
+    /// Runs a background `call` against peer `name` with the request timeout (see
+    /// [`LocalNode::call_peer_by`]).
     pub async fn call_peer<T, F, Fut>(
         &self,
         name: &str,
@@ -201,7 +302,36 @@ impl LocalNode {
         F: FnOnce(internode::Client) -> Fut,
         Fut: Future<Output = Result<T, DynamoError>>,
     {
-        let timeout = self.core.request_timeout();
+        self.call_peer_by(name, what, None, call).await
+    }
+
+    /// Runs `call` against peer `name` on the shared connection, under the request
+    /// timeout and never past `deadline`. An answer marks the peer up. A connection
+    /// that cannot be opened or breaks (or a peer that says it is going away) gives the
+    /// connection up and marks the peer down. A call that times out fails alone: the
+    /// connection and its other calls go on, and the peer is probed on its own
+    /// connection (one probe at a time), which marks it down only if the probe fails
+    /// too. A peer that answers `overloaded` is busy, not down.
+    pub async fn call_peer_by<T, F, Fut>(
+        &self,
+        name: &str,
+        what: &str,
+        deadline: Option<&Deadline>,
+        call: F,
+    ) -> Result<T, DynamoError>
+    where
+        F: FnOnce(internode::Client) -> Fut,
+        Fut: Future<Output = Result<T, DynamoError>>,
+    {
+        let limit = self.core.request_timeout();
+        let timeout = deadline.map_or(limit, |d| d.cap(limit));
+        if timeout.is_zero() {
+            self.core.expired.fetch_add(1, Ordering::Relaxed);
+            return Err(DynamoError::new(
+                ErrorKind::Timeout,
+                format!("the request's deadline passed before its {what} to {name} was sent"),
+            ));
+        }
         let attempt = async {
             let client = self.internode(name).await?;
             call(client).await
@@ -218,24 +348,18 @@ impl LocalNode {
         };
         match &result {
             Ok(_) => {
-                self.timeouts.borrow_mut().remove(name);
                 if self.core.health.mark_up(name) {
                     eprintln!("{}: peer {name} is up again", self.name());
                 }
             }
-            Err(e) if timed_out => {
+            Err(_) if timed_out => {
                 self.core.call_timeouts.fetch_add(1, Ordering::Relaxed);
-                let streak = {
-                    let mut t = self.timeouts.borrow_mut();
-                    let n = t.entry(name.to_owned()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
-                // Background calls (probes, gossip) mark the peer down at once.
-                if what == "ping" || what == "gossip" || streak >= TIMEOUTS_BEFORE_DOWN {
-                    self.timeouts.borrow_mut().remove(name);
-                    self.give_up(name, &e.message);
-                }
+                // Slow is not dead: ask on an idle path, in the background.
+                let node = self.clone();
+                let peer = name.to_owned();
+                tokio::task::spawn_local(async move {
+                    let _ = node.probe(&peer).await;
+                });
             }
             Err(e) if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::Protocol => {
                 self.give_up(name, &e.message);
@@ -246,20 +370,22 @@ impl LocalNode {
     }
 
     /// Reads one replica's versions of `key` (this node's or a peer's); `as_owner`: the
-    /// peer is asked as one of the key's owners (see `Internode.read`).
+    /// peer is asked as one of the key's owners (see `Internode.read`). Never runs past
+    /// `deadline`.
     pub async fn replica_read(
         &self,
         target: &str,
         store: &Arc<VersionedStore>,
         key: Rc<Vec<u8>>,
         as_owner: bool,
+        deadline: Option<Deadline>,
     ) -> Result<ReplicaReply, DynamoError> {
         if target == self.name() {
             let s = store.clone();
             let k = key.to_vec();
             let rebuilding = self.core.rebuilding(store, &key);
             return self
-                .engine(store.name(), &key, move || {
+                .engine_by(deadline, store.name(), &key, move || {
                     let read = s.get(&k).map_err(DynamoError::from)?;
                     Ok(ReplicaReply {
                         versions: read.siblings.into_versions(),
@@ -271,8 +397,9 @@ impl LocalNode {
         }
         let store_name = store.name().to_owned();
         let answer = self
-            .call_peer(target, "replica read", |c| async move {
-                rpc::call_replica_read(&c, target, &store_name, &key, as_owner).await
+            .call_peer_by(target, "replica read", deadline.as_ref(), |c| async move {
+                rpc::call_replica_read(&c, target, &store_name, &key, as_owner, deadline.as_ref())
+                    .await
             })
             .await;
         let (versions, theirs) = match answer {
@@ -295,52 +422,47 @@ impl LocalNode {
         Ok(versions)
     }
 
-    /// Writes a version set to one replica; `hint_for` makes it a stand-in's write.
+    /// Writes `payload` to one replica; `hint_for` makes it a stand-in's write.
     /// `step`: the membership view the write was planned with (see
     /// [`super::Topology::step_key`]; empty: not checked). `Ok(false)`: written, but
     /// the replica serves another view and it matters (see `Internode.write`); this
     /// node has learned the replica's view before returning, so the write can be
-    /// planned again.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn replica_write(
+    /// planned again. Never runs past `deadline`.
+    pub(crate) async fn replica_write(
         &self,
         target: &str,
         store: &Arc<VersionedStore>,
-        key: Rc<Vec<u8>>,
-        versions: Rc<Vec<Version>>,
-        encoded: Rc<Vec<Vec<u8>>>,
+        payload: &WritePayload,
         hint_for: Option<String>,
         step: &str,
-        reaped: Option<Rc<Context>>,
+        deadline: Option<Deadline>,
     ) -> Result<bool, DynamoError> {
         if target == self.name() {
             let core = self.core.clone();
             let s = store.clone();
-            let k = key.to_vec();
-            let v = versions.to_vec();
-            let dead = reaped.as_deref().cloned();
+            let k = payload.key.to_vec();
+            let v = payload.versions.to_vec();
+            let dead = payload.reaped.as_deref().cloned();
             return self
-                .engine(store.name(), &key, move || {
+                .engine_by(deadline, store.name(), &payload.key, move || {
                     core.hints
                         .merge_with_reaped(&s, &k, v, dead.as_ref(), hint_for.as_deref())?;
                     Ok(true)
                 })
                 .await;
         }
-        let store_name = store.name().to_owned();
+        let write = rpc::ReplicaWrite {
+            store: store.name(),
+            key: &payload.key,
+            encoded: &payload.encoded,
+            hint_for: hint_for.as_deref(),
+            step,
+            reaped: payload.reaped.as_deref(),
+            deadline: deadline.as_ref(),
+        };
         let agrees = self
-            .call_peer(target, "replica write", |c| async move {
-                rpc::call_replica_write(
-                    &c,
-                    target,
-                    &store_name,
-                    &key,
-                    &encoded,
-                    hint_for.as_deref(),
-                    step,
-                    reaped.as_deref(),
-                )
-                .await
+            .call_peer_by(target, "replica write", deadline.as_ref(), |c| async move {
+                rpc::call_replica_write(&c, target, &write).await
             })
             .await?;
         if !agrees {
@@ -409,10 +531,43 @@ impl LocalNode {
         .await
     }
 
-    /// Pings `target`; marks it up or down.
+    /// Probes `target` (see [`LocalNode::probe`]).
     pub async fn ping(&self, target: &str) -> Result<(), DynamoError> {
+        self.probe(target).await
+    }
+
+    /// Probes `target` with a ping on a connection of its own, under the request
+    /// timeout: an answer marks it up, no answer (or no connection) marks it down.
+    /// While a probe of `target` runs, callers wait for that one instead of sending
+    /// another.
+    pub async fn probe(&self, target: &str) -> Result<(), DynamoError> {
+        use futures::FutureExt;
+        let running = self.probing.borrow().get(target).cloned();
+        let probe = match running {
+            Some(p) => p,
+            None => {
+                let (node, name) = (self.clone(), target.to_owned());
+                let p = async move {
+                    let r = node.ping_once(&name).await;
+                    node.probing.borrow_mut().remove(&name);
+                    r
+                }
+                .boxed_local()
+                .shared();
+                self.probing
+                    .borrow_mut()
+                    .insert(target.to_owned(), p.clone());
+                p
+            }
+        };
+        probe.await
+    }
+
+    async fn ping_once(&self, target: &str) -> Result<(), DynamoError> {
         let me = self.name().to_owned();
-        self.call_peer(target, "ping", |c| async move {
+        let timeout = self.core.request_timeout();
+        let attempt = async {
+            let c = self.connection(target, Path::Probe).await?;
             let mut req = c.ping_request();
             req.get().set_from(me.as_str());
             let resp = req
@@ -431,8 +586,35 @@ impl LocalNode {
                 )));
             }
             Ok(())
-        })
-        .await
+        };
+        let result = match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err({
+                self.core.call_timeouts.fetch_add(1, Ordering::Relaxed);
+                DynamoError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{target} did not answer a ping within {} ms",
+                        timeout.as_millis()
+                    ),
+                )
+            }),
+        };
+        match &result {
+            Ok(()) => {
+                if self.core.health.mark_up(target) {
+                    eprintln!("{}: peer {target} is up again", self.name());
+                }
+            }
+            Err(e) => {
+                // The probe's own connection is opened afresh next time.
+                if let Some(p) = self.probe_conns.borrow_mut().remove(target) {
+                    p.conn.close();
+                }
+                self.mark_down(target, &e.message);
+            }
+        }
+        result
     }
 
     /// The members other than this node, of the serving or the target ring.

@@ -11,7 +11,7 @@ mod admin;
 pub mod admission;
 pub mod anti_entropy;
 mod coordinator;
-mod engine_threads;
+pub mod engine_threads;
 mod gossip;
 pub mod handoff;
 pub mod health;
@@ -112,6 +112,14 @@ pub struct NodeCore {
     pub in_flight: AtomicU64,
     /// Calls to peers that timed out since start.
     pub call_timeouts: AtomicU64,
+    /// The threads that run engine calls (bounded for request work).
+    pub engines: engine_threads::EnginePool,
+    /// Requests refused as `overloaded` at this node's door (in-flight limits) since
+    /// start; the engine queue's refusals are in [`engine_threads::EnginePoolStats`].
+    pub overloaded: AtomicU64,
+    /// Requests and replica calls dropped unrun since start because their deadline had
+    /// passed when they arrived (the engine queue's drops are counted there).
+    pub expired: AtomicU64,
     /// Set once an engine call panicked: the node's storage is not trusted any more, so
     /// it refuses requests and pings until restarted.
     storage_fault: Mutex<Option<String>>,
@@ -218,6 +226,11 @@ impl NodeCore {
         }
         let max_message = max_message(&config.stores);
         let admission_control = admission::Admission::new(config.admission.clone());
+        let engines = engine_threads::EnginePool::start(
+            &config.node.name,
+            config.node.engine_threads,
+            config.node.engine_queue,
+        );
         Ok(Self {
             config,
             identity,
@@ -243,6 +256,9 @@ impl NodeCore {
             started: Instant::now(),
             in_flight: AtomicU64::new(0),
             call_timeouts: AtomicU64::new(0),
+            engines,
+            overloaded: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
             storage_fault: Mutex::new(None),
             max_message,
         })
@@ -559,9 +575,55 @@ impl NodeCore {
         Ok(())
     }
 
-    fn request_started(&self) -> InFlight<'_> {
+    /// Counts a client request in flight, or refuses it as `overloaded` when the node
+    /// already serves `node.max_in_flight` (the refusal touches nothing).
+    /// Load and shedding counters, for status.
+    pub fn load_status(&self) -> crate::api::LoadStatus {
+        let engine = self.engines.stats();
+        crate::api::LoadStatus {
+            max_in_flight: self.config.node.max_in_flight as u64,
+            overloaded: self.overloaded.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            engine_threads: engine.threads as u64,
+            engine_queued: engine.queued as u64,
+            engine_refused: engine.refused,
+            engine_expired: engine.expired,
+            peers_marked_down: self.health.downs(),
+        }
+    }
+
+    /// Counts an operator's request (status, admin) in flight, whatever the load: it is
+    /// never refused, so a node can be watched and operated while it sheds.
+    fn request_counted(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self)
+    }
+
+    fn request_started(&self) -> Result<InFlight<'_>, DynamoError> {
+        let limit = self.config.node.max_in_flight as u64;
+        let before = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(self);
+        if before >= limit {
+            drop(guard);
+            self.overloaded.fetch_add(1, Ordering::Relaxed);
+            return Err(DynamoError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "node {} is overloaded: {limit} requests in flight (node.max_in_flight); \
+                     the request was refused untouched: try another node after a short backoff",
+                    self.name()
+                ),
+            ));
+        }
+        Ok(guard)
+    }
+
+    /// The deadline of a request received with `deadline` (`None`: it carried none, and
+    /// `node.default_deadline_ms` from now applies).
+    pub fn deadline_of(&self, deadline: Option<crate::api::Deadline>) -> crate::api::Deadline {
+        deadline.unwrap_or_else(|| {
+            crate::api::Deadline::after(Duration::from_millis(self.config.node.default_deadline_ms))
+        })
     }
 }
 

@@ -14,6 +14,7 @@ use crate::api::{
     GetRequest, GetResponse, MemberStatus, NodeStatus, PutRequest, PutResponse, StoreSummary,
 };
 use crate::error::{DynamoError, ErrorKind};
+use crate::quorum::ReplicaReply;
 use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
 
@@ -26,14 +27,38 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 pub use crate::api::MAX_KEYS_PER_PAGE;
 
+/// The client-facing interface as one connection sees it: each accepted connection
+/// gets its own, with its own count of requests in flight.
 struct DynamoServer {
     node: LocalNode,
     internode: internode::Client,
     stopping: Rc<Cell<bool>>,
+    /// Requests in flight on this connection.
+    in_flight: Rc<Cell<usize>>,
+}
+
+/// Counts a request on its connection until dropped.
+struct ConnectionSlot(Rc<Cell<usize>>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 struct InternodeServer {
     node: LocalNode,
+}
+
+/// The failure of a request whose deadline passed while a forward of it to `owner` ran.
+fn deadline_passed(what: &str, owner: &str) -> DynamoError {
+    DynamoError::new(
+        ErrorKind::Timeout,
+        format!(
+            "the request's deadline passed while its {what} was forwarded to {owner}; a write \
+             may or may not have been applied (retrying with the same request id is safe)"
+        ),
+    )
 }
 
 /// Summaries of a node's stores.
@@ -102,6 +127,28 @@ fn member_statuses(node: &LocalNode) -> Vec<MemberStatus> {
 }
 
 impl DynamoServer {
+    /// Admits a request: counted in flight on the node and on this connection until the
+    /// guards drop, or refused at once as `overloaded` when either limit is reached.
+    fn admit(&self) -> Result<(super::InFlight<'_>, ConnectionSlot), DynamoError> {
+        let core = &self.node.core;
+        let limit = core.config.node.max_in_flight_per_connection;
+        if self.in_flight.get() >= limit {
+            core.overloaded.fetch_add(1, Ordering::Relaxed);
+            return Err(DynamoError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "node {} is overloaded: {limit} requests in flight on this connection \
+                     (node.max_in_flight_per_connection); the request was refused untouched: \
+                     try another node after a short backoff",
+                    core.name()
+                ),
+            ));
+        }
+        let node_slot = core.request_started()?;
+        self.in_flight.set(self.in_flight.get() + 1);
+        Ok((node_slot, ConnectionSlot(self.in_flight.clone())))
+    }
+
     fn check_open(&self) -> Result<(), DynamoError> {
         if self.stopping.get() {
             return Err(DynamoError::new(
@@ -130,40 +177,46 @@ impl DynamoServer {
             .collect()
     }
 
-    fn forward_timeout(&self) -> Duration {
-        // The coordinator's own fan-out may take a full request timeout.
-        self.node.core.request_timeout() * 2 + Duration::from_millis(100)
+    /// A forward's transport failed: a connection that could not be opened or broke
+    /// marks the owner down (the connection layer did); a forward that timed out or an
+    /// owner that is busy does not, since busy is not dead.
+    fn forward_failed(&self, owner: &str, e: &DynamoError) {
+        eprintln!(
+            "{}: forward to {owner} failed, trying the next coordinator: {}",
+            self.node.name(),
+            e.message
+        );
     }
 
     async fn handle_get(
         &self,
-        req: GetRequest,
+        mut req: GetRequest,
         forwarded: bool,
     ) -> Result<GetResponse, DynamoError> {
-        let GetRequest { store, key, r } = req;
         self.check_open()?;
-        let st = self.node.core.store(&store)?.clone();
-        for owner in self.forward_targets(&st, &key, forwarded) {
+        let deadline = self.node.core.deadline_of(req.deadline);
+        req.deadline = Some(deadline);
+        let st = self.node.core.store(&req.store)?.clone();
+        for owner in self.forward_targets(&st, &req.key, forwarded) {
             let attempt = async {
                 let d = self.node.dynamo_of(&owner).await?;
                 // A failure the owner reports is the answer; only transport errors
                 // move on to the next owner.
-                match rpc::call_get(&d, &owner, &store, &key, r, true).await {
+                match rpc::call_get(&d, &owner, &req, true).await {
                     Err(e) if e.kind == ErrorKind::Unavailable => Err(e),
                     answer => Ok(answer),
                 }
             };
-            match tokio::time::timeout(self.forward_timeout(), attempt).await {
+            match tokio::time::timeout(deadline.remaining(), attempt).await {
                 Ok(Ok(answer)) => return answer,
-                Ok(Err(e)) => self.node.core.health.mark_down(&owner, &e.message),
-                Err(_) => self
-                    .node
-                    .core
-                    .health
-                    .mark_down(&owner, "forwarded get timed out"),
+                Ok(Err(e)) => self.forward_failed(&owner, &e),
+                Err(_) => return Err(deadline_passed("get", &owner)),
             };
         }
-        let out = self.node.coordinate_get(&st, key, r).await?;
+        let out = self
+            .node
+            .coordinate_get(&st, req.key, req.r, deadline)
+            .await?;
         let mut answer =
             GetResponse::from_siblings(&out.siblings, out.context, self.node.name().to_owned());
         answer.ring_version = self.node.core.view().map_or(0, |v| v.version());
@@ -176,6 +229,8 @@ impl DynamoServer {
         forwarded: bool,
     ) -> Result<PutResponse, DynamoError> {
         self.check_open()?;
+        let deadline = self.node.core.deadline_of(req.deadline);
+        req.deadline = Some(deadline);
         let st = self.node.core.store(&req.store)?.clone();
         for owner in self.forward_targets(&st, &req.key, forwarded) {
             let fwd = rpc::WriteRequest {
@@ -186,6 +241,7 @@ impl DynamoServer {
                 w: req.w,
                 request_id: req.request_id,
                 retry: req.retry,
+                deadline: Some(deadline),
             };
             let attempt = async {
                 let d = self.node.dynamo_of(&owner).await?;
@@ -195,17 +251,13 @@ impl DynamoServer {
                     answer => Ok(answer),
                 }
             };
-            let outcome = tokio::time::timeout(self.forward_timeout(), attempt).await;
+            let outcome = tokio::time::timeout(deadline.remaining(), attempt).await;
             // A forward that failed may have been applied: the next one is a retry.
             req.retry = true;
             match outcome {
                 Ok(Ok(answer)) => return answer,
-                Ok(Err(e)) => self.node.core.health.mark_down(&owner, &e.message),
-                Err(_) => self
-                    .node
-                    .core
-                    .health
-                    .mark_down(&owner, "forwarded put timed out"),
+                Ok(Err(e)) => self.forward_failed(&owner, &e),
+                Err(_) => return Err(deadline_passed("write", &owner)),
             };
         }
         let token = self.node.coordinate_put(&st, req).await?;
@@ -262,6 +314,7 @@ impl DynamoServer {
             target_ring_version: view.as_ref().map_or(0, |v| v.steps().len() as u64),
             transfer: core.transfers.snapshot(),
             anti_entropy: Some(core.aae.status(core)),
+            load: Some(core.load_status()),
         })
     }
 }
@@ -272,11 +325,10 @@ impl dynamo::Server for DynamoServer {
         params: dynamo::GetParams,
         mut results: dynamo::GetResults,
     ) -> Result<(), capnp::Error> {
-        let _in = self.node.core.request_started();
         let started = Instant::now();
-        let answer = match rpc::read_get_params(params.get()?) {
-            Ok((req, fwd)) => self.handle_get(req, fwd).await,
-            Err(e) => Err(e),
+        let answer = match (rpc::read_get_params(params.get()?), self.admit()) {
+            (Ok((req, fwd)), Ok(_slots)) => self.handle_get(req, fwd).await,
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         self.node.core.admission.record(started.elapsed());
         let reply = results.get().init_reply();
@@ -292,11 +344,10 @@ impl dynamo::Server for DynamoServer {
         params: dynamo::PutParams,
         mut results: dynamo::PutResults,
     ) -> Result<(), capnp::Error> {
-        let _in = self.node.core.request_started();
         let started = Instant::now();
-        let answer = match rpc::read_put_params(params.get()?) {
-            Ok((req, fwd)) => self.handle_put(req, fwd).await,
-            Err(e) => Err(e),
+        let answer = match (rpc::read_put_params(params.get()?), self.admit()) {
+            (Ok((req, fwd)), Ok(_slots)) => self.handle_put(req, fwd).await,
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         self.node.core.admission.record(started.elapsed());
         rpc::answer_put(results.get().init_reply(), &answer);
@@ -308,11 +359,10 @@ impl dynamo::Server for DynamoServer {
         params: dynamo::DeleteParams,
         mut results: dynamo::DeleteResults,
     ) -> Result<(), capnp::Error> {
-        let _in = self.node.core.request_started();
         let started = Instant::now();
-        let answer = match rpc::read_delete_params(params.get()?) {
-            Ok((req, fwd)) => self.handle_put(req, fwd).await,
-            Err(e) => Err(e),
+        let answer = match (rpc::read_delete_params(params.get()?), self.admit()) {
+            (Ok((req, fwd)), Ok(_slots)) => self.handle_put(req, fwd).await,
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         self.node.core.admission.record(started.elapsed());
         rpc::answer_put(results.get().init_reply(), &answer);
@@ -349,7 +399,7 @@ impl dynamo::Server for DynamoServer {
         _: dynamo::StatusParams,
         mut results: dynamo::StatusResults,
     ) -> Result<(), capnp::Error> {
-        let _in = self.node.core.request_started();
+        let _in = self.node.core.request_counted();
         let status = self
             .handle_status()
             .await
@@ -363,7 +413,7 @@ impl dynamo::Server for DynamoServer {
         params: dynamo::AdminParams,
         mut results: dynamo::AdminResults,
     ) -> Result<(), capnp::Error> {
-        let _in = self.node.core.request_started();
+        let _in = self.node.core.request_counted();
         let p = params.get()?;
         let answer = async {
             self.check_open()?;
@@ -395,12 +445,13 @@ impl dynamo::Server for DynamoServer {
 
 impl InternodeServer {
     /// Fault injection: a slow replica for one key.
-    async fn maybe_slow(&self, key: capnp::Result<capnp::data::Reader<'_>>) {
+    async fn maybe_slow(&self, key: &[u8]) {
         let f = &self.node.core.config.faults;
-        if let (Some(slow), Ok(key)) = (&f.slow_key, key) {
-            if slow.as_bytes() == key {
-                tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
-            }
+        if f.slow_key
+            .as_deref()
+            .is_some_and(|slow| slow.as_bytes() == key)
+        {
+            tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
         }
     }
 
@@ -408,51 +459,73 @@ impl InternodeServer {
         &self,
         p: capnp::Result<capnp::text::Reader<'_>>,
     ) -> Result<Arc<VersionedStore>, DynamoError> {
+        self.store_named(&rpc::text(p)?)
+    }
+
+    /// The store `name`, unless this node's storage failed.
+    fn store_named(&self, name: &str) -> Result<Arc<VersionedStore>, DynamoError> {
         if let Some(why) = self.node.core.storage_fault() {
             return Err(DynamoError::new(ErrorKind::Unavailable, why));
         }
-        let name = rpc::text(p)?;
-        Ok(self.node.core.store(&name)?.clone())
+        Ok(self.node.core.store(name)?.clone())
+    }
+
+    /// The value limit of store `name` (for decoding what a peer sends).
+    fn max_value_of(&self, name: &str) -> Result<u64, DynamoError> {
+        Ok(self.store_named(name)?.config().max_value_size as u64)
     }
 }
 
 impl InternodeServer {
-    /// Merges versions from a peer into this replica; with `hint_for` non-empty this
-    /// node is a stand-in and records the hint in the same atomic batch. With `durable`
-    /// the engine is synced before the answer (a delivered hint: the stand-in drops its
-    /// copy once this node acknowledged).
-    async fn merge_in(
+    /// A `Timeout` failure, counted, when the caller's deadline passed before this node
+    /// got to the call: the work is dropped untouched.
+    fn check_deadline(
         &self,
-        store: capnp::Result<capnp::text::Reader<'_>>,
-        key: capnp::Result<capnp::data::Reader<'_>>,
-        versions: capnp::Result<capnp::data_list::Reader<'_>>,
-        hint_for: Result<String, DynamoError>,
-        reaped: Option<crate::context::Context>,
-        durable: bool,
+        deadline: Option<&crate::api::Deadline>,
+        what: &str,
     ) -> Result<(), DynamoError> {
-        let st = self.store(store)?;
-        let key = rpc::data(key)?;
-        let max = st.config().max_value_size;
-        let versions = rpc::decode_versions(versions, max as u64).map_err(|e| {
-            DynamoError::new(
-                e.kind,
-                format!(
-                    "refused versions for key {} in store {}: {} (this node's max_value_size is {max})",
-                    crate::store::printable_key(&key),
-                    st.name(),
-                    e.message
-                ),
-            )
-        })?;
-        let hint_for = hint_for?;
+        match deadline {
+            Some(d) if d.passed() => {
+                self.node.core.expired.fetch_add(1, Ordering::Relaxed);
+                Err(DynamoError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "node {}: the caller's deadline passed before its {what} was served; \
+                         dropped unrun",
+                        self.node.name()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Merges versions from a peer into this replica; with `hint_for` this node is a
+    /// stand-in and records the hint in the same atomic batch. With `durable` the engine
+    /// is synced before the answer (a delivered hint: the stand-in drops its copy once
+    /// this node acknowledged). Dropped unrun once the caller's deadline passed.
+    async fn merge_in(&self, w: rpc::IncomingWrite, durable: bool) -> Result<(), DynamoError> {
+        self.check_deadline(w.deadline.as_ref(), "replica write")?;
+        let st = self.store_named(&w.store)?;
         let core = self.node.core.clone();
-        let name = st.name().to_owned();
-        let k = key.clone();
+        let rpc::IncomingWrite {
+            key,
+            versions,
+            hint_for,
+            reaped,
+            deadline,
+            ..
+        } = w;
+        let (k, name) = (key.clone(), st.name().to_owned());
         self.node
-            .engine(&name, &key, move || {
-                let hint_for = (!hint_for.is_empty()).then_some(hint_for.as_str());
-                core.hints
-                    .merge_with_reaped(&st, &k, versions, reaped.as_ref(), hint_for)?;
+            .engine_by(deadline, &name, &key, move || {
+                core.hints.merge_with_reaped(
+                    &st,
+                    &k,
+                    versions,
+                    reaped.as_ref(),
+                    hint_for.as_deref(),
+                )?;
                 if durable {
                     st.sync()?;
                 }
@@ -469,41 +542,29 @@ impl internode::Server for InternodeServer {
         mut results: internode::ReadResults,
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        self.maybe_slow(p.get_key()).await;
-        let as_owner = p.get_as_owner();
         let answer = async {
-            let st = self.store(p.get_store())?;
-            let key = rpc::data(p.get_key())?;
-            let name = st.name().to_owned();
-            let k = key.clone();
-            let rebuilding = self.node.core.rebuilding(&st, &key);
+            let req = rpc::read_replica_read_params(p)?;
+            self.maybe_slow(&req.key).await;
+            self.check_deadline(req.deadline.as_ref(), "replica read")?;
+            let st = self.store_named(&req.store)?;
+            let rebuilding = self.node.core.rebuilding(&st, &req.key);
+            let k = req.key.clone();
             let read = self
                 .node
-                .engine(&name, &key, move || Ok(st.get(&k)?))
+                .engine_by(req.deadline, &req.store, &req.key, move || Ok(st.get(&k)?))
                 .await?;
-            if as_owner && read.siblings.is_empty() {
-                self.node.core.check_owner(&name, &key)?;
+            if req.as_owner && read.siblings.is_empty() {
+                self.node.core.check_owner(&req.store, &req.key)?;
             }
-            let reaped = rpc::encode_context(read.reaped.as_ref());
-            Ok((
-                rpc::encode_versions(read.siblings.versions()),
+            Ok::<_, DynamoError>(ReplicaReply {
+                versions: read.siblings.into_versions(),
                 rebuilding,
-                reaped,
-            ))
+                reaped: read.reaped,
+            })
         }
         .await;
-        match answer {
-            Ok((encoded, rebuilding, reaped)) => {
-                let mut r = results.get();
-                r.set_ring_version(self.node.core.view().map_or(0, |v| v.version()));
-                r.set_rebuilding(rebuilding);
-                if !reaped.is_empty() {
-                    r.set_reaped(&reaped);
-                }
-                rpc::set_versions(r.init_versions(encoded.len() as u32), &encoded)
-            }
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        let ring_version = self.node.core.view().map_or(0, |v| v.version());
+        rpc::write_replica_read_reply(results.get(), &answer, ring_version);
         Ok(())
     }
 
@@ -513,36 +574,21 @@ impl internode::Server for InternodeServer {
         mut results: internode::WriteResults,
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        self.maybe_slow(p.get_key()).await;
-        let hint_for = rpc::text(p.get_hint_for());
-        let step = rpc::text(p.get_step()).unwrap_or_default();
-        let differs = !step.is_empty()
-            && self.node.core.view().is_some_and(|v| {
-                v.step_key() != step
-                    && ((v.next_step().is_some() && !v.next_receivers().is_empty())
-                        || !rpc::text(p.get_store()).is_ok_and(|s| {
-                            rpc::data(p.get_key())
-                                .is_ok_and(|k| self.node.core.is_owner(&v, &s, &k))
-                        }))
-            });
-        let answer = match rpc::decode_context(p.get_reaped()) {
-            Ok(reaped) => {
-                self.merge_in(
-                    p.get_store(),
-                    p.get_key(),
-                    p.get_versions(),
-                    hint_for,
-                    reaped,
-                    false,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match answer {
-            Ok(()) => results.get().set_view_differs(differs),
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
+        let answer = async {
+            let w = rpc::read_replica_write_params(p, |s| self.max_value_of(s))?;
+            self.maybe_slow(&w.key).await;
+            // The coordinator planned with another view, and it matters here: a change
+            // is pending (its receivers need the write too) or this node is no owner.
+            let differs = !w.step.is_empty()
+                && self.node.core.view().is_some_and(|v| {
+                    v.step_key() != w.step
+                        && ((v.next_step().is_some() && !v.next_receivers().is_empty())
+                            || !self.node.core.is_owner(&v, &w.store, &w.key))
+                });
+            self.merge_in(w, false).await.map(|()| differs)
         }
+        .await;
+        rpc::write_replica_write_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -551,18 +597,13 @@ impl internode::Server for InternodeServer {
         params: internode::DeliverHintParams,
         mut results: internode::DeliverHintResults,
     ) -> Result<(), capnp::Error> {
-        let p = params.get()?;
         // The sender names itself in `from`; a delivered hint is a plain merge here.
-        let answer = self
-            .merge_in(
-                p.get_store(),
-                p.get_key(),
-                p.get_versions(),
-                Ok(String::new()),
-                None,
-                true,
-            )
-            .await;
+        let p = params.get()?;
+        let answer = async {
+            let w = rpc::read_deliver_hint_params(p, |s| self.max_value_of(s))?;
+            self.merge_in(w, true).await
+        }
+        .await;
         if let Err(e) = answer {
             rpc::write_failure(results.get().init_failure(), &e);
         }
@@ -1091,11 +1132,16 @@ pub async fn serve_until(
     let stopping = Rc::new(Cell::new(false));
     let internode: internode::Client =
         capnp_rpc::new_client(InternodeServer { node: node.clone() });
-    let bootstrap: dynamo::Client = capnp_rpc::new_client(DynamoServer {
-        node: node.clone(),
-        internode,
-        stopping: stopping.clone(),
-    });
+    // Each connection gets its own client-facing server (its own in-flight count);
+    // they share the node and its internode interface.
+    let bootstrap = || -> dynamo::Client {
+        capnp_rpc::new_client(DynamoServer {
+            node: node.clone(),
+            internode: internode.clone(),
+            stopping: stopping.clone(),
+            in_flight: Rc::default(),
+        })
+    };
     let ping = tokio::task::spawn_local(handoff::probe_loop(node.clone()));
     let gossip_task = tokio::task::spawn_local(gossip::gossip_loop(node.clone()));
     let transfer_task = tokio::task::spawn_local(transfer::transfer_loop(node.clone()));
@@ -1123,7 +1169,7 @@ pub async fn serve_until(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => rpc::serve_stream(stream, bootstrap.clone(), core.max_message),
+                Ok((stream, _)) => rpc::serve_stream(stream, bootstrap(), core.max_message),
                 Err(e) => eprintln!("{}: accept failed: {e}", core.name()),
             },
             _ = &mut stop => break,

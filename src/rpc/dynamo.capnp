@@ -23,6 +23,10 @@ struct Failure {
     quorum @4;        # fewer than R/W replicas answered; `message` names who did and who did not
     unavailable @5;   # the node is shutting down or cannot reach any coordinator
     tooLarge @6;      # the key's record would grow past its size limit: resolve siblings
+    overloaded @7;    # too busy to start before the deadline; refused untouched: try
+                      # another coordinator after a short backoff (the node is not down)
+    deadline @8;      # the request's deadline passed before the work could be done;
+                      # a write may or may not have been applied
   }
 }
 
@@ -100,6 +104,8 @@ struct StatusReply {
   transferJson @15 :Text;    # this node's ownership transfer (JSON), empty when none
   antiEntropyJson @16 :Text; # anti-entropy, rebuilds, reaping, admission control and
                              # refused hints (JSON, src/node/anti_entropy.rs), empty: none
+  loadJson @17 :Text;        # limits, refusals, expired work, the engine pool and peers
+                             # marked down (JSON, src/api/status.rs LoadStatus), empty: none
 }
 
 # The client-facing interface; it is also the bootstrap capability of every node.
@@ -110,13 +116,18 @@ struct StatusReply {
 # written by that id answers with it instead of writing again. `retry` says an earlier
 # attempt of the same request may have been applied elsewhere (its reply was lost): the
 # coordinator then first looks for that request's version on the key's replicas.
+# `deadlineMs` (0: none, the node's default applies) is the caller's time left, in
+# milliseconds, when it sent the call: a node that cannot start the request in time
+# refuses it (`overloaded`), one that finds it passed drops it (`deadline`), and every
+# forward and replica call it makes carries what is left (src/api/deadline.rs).
 interface Dynamo {
-  get @0 (store :Text, key :Data, r :UInt8, forwarded :Bool) -> (reply :GetReply);
+  get @0 (store :Text, key :Data, r :UInt8, forwarded :Bool, deadlineMs :UInt32)
+      -> (reply :GetReply);
   put @1 (store :Text, key :Data, value :Data, context :Text, w :UInt8, forwarded :Bool,
-          requestId :UInt64, retry :Bool)
+          requestId :UInt64, retry :Bool, deadlineMs :UInt32)
       -> (reply :PutReply);
   delete @2 (store :Text, key :Data, context :Text, w :UInt8, forwarded :Bool,
-             requestId :UInt64, retry :Bool)
+             requestId :UInt64, retry :Bool, deadlineMs :UInt32)
       -> (reply :PutReply);
   ring @3 () -> (reply :RingReply);
   status @4 () -> (reply :StatusReply);
@@ -128,6 +139,8 @@ interface Dynamo {
 }
 
 # Node to node: replica reads and writes of version sets, hinted delivery, ping.
+# `deadlineMs` as for `Dynamo`: a replica that finds it passed (or cannot queue the
+# work before it) drops the call without touching its engine.
 interface Internode {
   # This replica's versions of `key`, hinted ones it keeps for other owners included.
   # `ringVersion` is the replica's serving ring version: a caller with an older ring
@@ -139,7 +152,7 @@ interface Internode {
   # and has not rebuilt the key's partition yet, so its answer counts as a stand-in's.
   # `reaped`: the key's reaped context here (src/context.rs encoding; empty: none):
   # versions it covers are dead, and the reader drops them from other replies.
-  read @0 (store :Text, key :Data, asOwner :Bool)
+  read @0 (store :Text, key :Data, asOwner :Bool, deadlineMs :UInt32)
       -> (failure :Failure, versions :List(VersionBytes), ringVersion :UInt64,
           rebuilding :Bool, reaped :Data);
   # Merge `versions` into this replica. With `hintFor` set the receiver is a stand-in
@@ -153,11 +166,12 @@ interface Internode {
   # `reaped` (empty: none): a reaped context the receiver takes in too (read repair of a
   # replica that still holds versions reaped elsewhere).
   write @1 (store :Text, key :Data, versions :List(VersionBytes), hintFor :Text,
-            step :Text, reaped :Data)
+            step :Text, reaped :Data, deadlineMs :UInt32)
       -> (failure :Failure, viewDiffers :Bool);
   # A stand-in hands off versions it kept for this node (the intended owner). The owner
   # answers only once they are durable (synced), so the stand-in may then drop its copy.
-  deliverHint @2 (store :Text, key :Data, versions :List(VersionBytes), from :Text)
+  deliverHint @2 (store :Text, key :Data, versions :List(VersionBytes), from :Text,
+                  deadlineMs :UInt32)
       -> (failure :Failure);
   # Liveness: the caller's name in, this node's name and data-directory id out.
   ping @3 (from :Text) -> (name :Text, nodeId :Text);

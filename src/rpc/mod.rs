@@ -161,8 +161,10 @@ fn kind_to_wire(kind: ErrorKind) -> failure::Kind {
         ErrorKind::UnknownStore => failure::Kind::UnknownStore,
         ErrorKind::BadContext => failure::Kind::BadContext,
         ErrorKind::Quorum => failure::Kind::Quorum,
-        ErrorKind::Unavailable | ErrorKind::Timeout => failure::Kind::Unavailable,
+        ErrorKind::Unavailable => failure::Kind::Unavailable,
+        ErrorKind::Timeout => failure::Kind::Deadline,
         ErrorKind::TooLarge => failure::Kind::TooLarge,
+        ErrorKind::Overloaded => failure::Kind::Overloaded,
     }
 }
 
@@ -175,6 +177,8 @@ fn kind_from_wire(kind: Result<failure::Kind, capnp::NotInSchema>) -> ErrorKind 
         Ok(failure::Kind::Quorum) => ErrorKind::Quorum,
         Ok(failure::Kind::Unavailable) => ErrorKind::Unavailable,
         Ok(failure::Kind::TooLarge) => ErrorKind::TooLarge,
+        Ok(failure::Kind::Overloaded) => ErrorKind::Overloaded,
+        Ok(failure::Kind::Deadline) => ErrorKind::Timeout,
         // A kind added by a newer peer: still a failure, message intact.
         Err(_) => ErrorKind::Internal,
     }
@@ -270,7 +274,35 @@ pub fn decode_versions(
     Ok(out)
 }
 
-use crate::api::{GetResponse, MemberStatus, NodeStatus, PutResponse, Sibling, StoreSummary};
+use crate::api::{
+    Deadline, GetRequest, GetResponse, MemberStatus, NodeStatus, PutResponse, Sibling, StoreSummary,
+};
+
+/// A received `deadlineMs` as a deadline on this node's clock (0: the sender set none).
+pub fn read_deadline(budget_ms: u32) -> Option<Deadline> {
+    (budget_ms != 0).then(|| Deadline::from_budget_ms(budget_ms, std::time::Duration::ZERO))
+}
+
+/// The `deadlineMs` to send for `deadline` (0: none). Callers check that it has not
+/// passed before they send (see [`check_deadline`]).
+pub fn write_deadline(deadline: Option<&Deadline>) -> u32 {
+    deadline.map_or(0, Deadline::budget_ms)
+}
+
+/// A `Timeout` failure when `deadline` has passed: the call `what` to `to` is not sent.
+pub fn check_deadline(
+    deadline: Option<&Deadline>,
+    what: &str,
+    to: &str,
+) -> Result<(), DynamoError> {
+    match deadline {
+        Some(d) if d.passed() => Err(DynamoError::new(
+            ErrorKind::Timeout,
+            format!("the request's deadline passed before its {what} to {to} was sent"),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// The request of a `Dynamo.get` call, and whether it was forwarded by a node.
 pub fn read_get_params(
@@ -281,6 +313,7 @@ pub fn read_get_params(
             store: text(p.get_store())?,
             key: data(p.get_key())?,
             r: (p.get_r() != 0).then_some(p.get_r()),
+            deadline: read_deadline(p.get_deadline_ms()),
         },
         p.get_forwarded(),
     ))
@@ -301,6 +334,7 @@ macro_rules! read_write_params {
                 w: (p.get_w() != 0).then_some(p.get_w()),
                 request_id: (p.get_request_id() != 0).then_some(p.get_request_id()),
                 retry: p.get_retry(),
+                deadline: read_deadline(p.get_deadline_ms()),
             },
             p.get_forwarded(),
         ))
@@ -320,6 +354,144 @@ pub fn read_delete_params(
     p: dynamo::delete_params::Reader<'_>,
 ) -> Result<(crate::api::PutRequest, bool), DynamoError> {
     read_write_params!(p, None)
+}
+
+/// A replica read (`Internode.read`) as a replica receives it.
+#[derive(Clone, Debug)]
+pub struct IncomingRead {
+    /// The store.
+    pub store: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The caller reads this node as one of the key's owners.
+    pub as_owner: bool,
+    /// The caller's deadline (`None`: it sent none).
+    pub deadline: Option<Deadline>,
+}
+
+/// The request of an `Internode.read` call.
+pub fn read_replica_read_params(
+    p: internode::read_params::Reader<'_>,
+) -> Result<IncomingRead, DynamoError> {
+    Ok(IncomingRead {
+        store: text(p.get_store())?,
+        key: data(p.get_key())?,
+        as_owner: p.get_as_owner(),
+        deadline: read_deadline(p.get_deadline_ms()),
+    })
+}
+
+/// Versions sent to a replica (`Internode.write`, or `deliverHint` with no `hint_for`,
+/// `step` or `reaped`) as the replica receives them, decoded.
+#[derive(Clone, Debug)]
+pub struct IncomingWrite {
+    /// The store.
+    pub store: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The versions.
+    pub versions: Vec<Version>,
+    /// The owner this node stands in for (`None`: it is written as an owner).
+    pub hint_for: Option<String>,
+    /// The caller's membership view (empty: not checked).
+    pub step: String,
+    /// A reaped context to take in.
+    pub reaped: Option<Context>,
+    /// The caller's deadline (`None`: it sent none).
+    pub deadline: Option<Deadline>,
+}
+
+/// Decodes the versions of an incoming write for `key` of `store`, refusing values over
+/// `max_value` (the receiving store's limit) with a message that names them.
+fn incoming_versions(
+    versions: capnp::Result<capnp::data_list::Reader<'_>>,
+    store: &str,
+    key: &[u8],
+    max_value: u64,
+) -> Result<Vec<Version>, DynamoError> {
+    decode_versions(versions, max_value).map_err(|e| {
+        DynamoError::new(
+            e.kind,
+            format!(
+                "refused versions for key {} in store {store}: {} (this node's max_value_size is {max_value})",
+                crate::store::printable_key(key),
+                e.message
+            ),
+        )
+    })
+}
+
+/// The request of an `Internode.write` call; `max_value` gives the named store's value
+/// limit (or refuses the store).
+pub fn read_replica_write_params(
+    p: internode::write_params::Reader<'_>,
+    max_value: impl FnOnce(&str) -> Result<u64, DynamoError>,
+) -> Result<IncomingWrite, DynamoError> {
+    let store = text(p.get_store())?;
+    let key = data(p.get_key())?;
+    let max = max_value(&store)?;
+    let hint_for = text(p.get_hint_for())?;
+    Ok(IncomingWrite {
+        versions: incoming_versions(p.get_versions(), &store, &key, max)?,
+        hint_for: (!hint_for.is_empty()).then_some(hint_for),
+        step: text(p.get_step()).unwrap_or_default(),
+        reaped: decode_context(p.get_reaped())?,
+        deadline: read_deadline(p.get_deadline_ms()),
+        store,
+        key,
+    })
+}
+
+/// The request of an `Internode.deliverHint` call (a plain merge at the owner).
+pub fn read_deliver_hint_params(
+    p: internode::deliver_hint_params::Reader<'_>,
+    max_value: impl FnOnce(&str) -> Result<u64, DynamoError>,
+) -> Result<IncomingWrite, DynamoError> {
+    let store = text(p.get_store())?;
+    let key = data(p.get_key())?;
+    let max = max_value(&store)?;
+    Ok(IncomingWrite {
+        versions: incoming_versions(p.get_versions(), &store, &key, max)?,
+        hint_for: None,
+        step: String::new(),
+        reaped: None,
+        deadline: read_deadline(p.get_deadline_ms()),
+        store,
+        key,
+    })
+}
+
+/// Fills an `Internode.read` reply: the replica's versions, whether it is rebuilding
+/// and its reaped context, or the failure; with the replica's serving ring version.
+pub fn write_replica_read_reply(
+    mut r: internode::read_results::Builder<'_>,
+    answer: &Result<ReplicaReply, DynamoError>,
+    ring_version: u64,
+) {
+    match answer {
+        Ok(reply) => {
+            r.set_ring_version(ring_version);
+            r.set_rebuilding(reply.rebuilding);
+            let reaped = encode_context(reply.reaped.as_ref());
+            if !reaped.is_empty() {
+                r.set_reaped(&reaped);
+            }
+            let encoded = encode_versions(&reply.versions);
+            set_versions(r.init_versions(encoded.len() as u32), &encoded);
+        }
+        Err(e) => write_failure(r.init_failure(), e),
+    }
+}
+
+/// Fills an `Internode.write` reply: `Ok(differs)` sets `viewDiffers`.
+pub fn write_replica_write_reply(
+    mut r: internode::write_results::Builder<'_>,
+    answer: &Result<bool, DynamoError>,
+) {
+    match answer {
+        Ok(differs) => r.set_view_differs(*differs),
+        Err(e) => write_failure(r.init_failure(), e),
+    }
 }
 
 /// Fills a `GetReply` from a response.
@@ -469,6 +641,12 @@ pub fn write_status(mut b: dynamo_capnp::status_reply::Builder<'_>, s: &NodeStat
         .and_then(|a| serde_json::to_string(a).ok())
         .unwrap_or_default();
     b.set_anti_entropy_json(ae.as_str());
+    let load = s
+        .load
+        .as_ref()
+        .and_then(|l| serde_json::to_string(l).ok())
+        .unwrap_or_default();
+    b.set_load_json(load.as_str());
     let all_hints = s.hints.iter().map(|h| (h, false));
     let orphaned = s.hints_for_non_members.iter().map(|h| (h, true));
     let count = s.hints.len() + s.hints_for_non_members.len();
@@ -550,25 +728,36 @@ pub fn read_status(
                 })?)
             }
         },
+        load: {
+            let t = text(r.get_load_json())?;
+            if t.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(&t).map_err(|e| {
+                    protocol(format!("reading the load status from {address}: {e}"))
+                })?)
+            }
+        },
     })
 }
 
-/// Calls `get` on the node at `address` (its capability `d`). `r` of `None` means the
-/// store's R; `forwarded` marks a node-to-node forward (server-driven coordination).
+/// Calls `get` on the node at `address` (its capability `d`) with `req` (its deadline's
+/// time left travels with it); `forwarded` marks a node-to-node forward (server-driven
+/// coordination).
 pub async fn call_get(
     d: &dynamo::Client,
     address: &str,
-    store: &str,
-    key: &[u8],
-    r: Option<u8>,
+    get: &GetRequest,
     forwarded: bool,
 ) -> Result<GetResponse, DynamoError> {
+    check_deadline(get.deadline.as_ref(), "get", address)?;
     let mut req = d.get_request();
     let mut p = req.get();
-    p.set_store(store);
-    p.set_key(key);
-    p.set_r(r.unwrap_or(0));
+    p.set_store(get.store.as_str());
+    p.set_key(&get.key);
+    p.set_r(get.r.unwrap_or(0));
     p.set_forwarded(forwarded);
+    p.set_deadline_ms(write_deadline(get.deadline.as_ref()));
     let resp = req
         .send()
         .promise
@@ -581,18 +770,22 @@ pub async fn call_get(
 /// Reads the versions of `key` held by the replica at `address` (its internode
 /// capability `node`), hinted copies included, whatever the store's `max_value_size`
 /// is now (it may have been lowered since they were written). `as_owner`: see the
-/// schema's `Internode.read`.
+/// schema's `Internode.read`; `deadline`: the request's, sent along (and not sent at
+/// all once passed).
 pub async fn call_replica_read(
     node: &internode::Client,
     address: &str,
     store: &str,
     key: &[u8],
     as_owner: bool,
+    deadline: Option<&Deadline>,
 ) -> Result<(ReplicaReply, u64), DynamoError> {
+    check_deadline(deadline, "replica read", address)?;
     let mut req = node.read_request();
     req.get().set_store(store);
     req.get().set_key(key);
     req.get().set_as_owner(as_owner);
+    req.get().set_deadline_ms(write_deadline(deadline));
     let resp = req
         .send()
         .promise
@@ -757,36 +950,33 @@ pub async fn call_gossip(
     Ok((digest, (!history.is_empty()).then_some(history)))
 }
 
-/// Merges the encoded versions of `key` into the replica at `address`; `hint_for`
-/// makes it a stand-in's write, kept for that owner. `step`: the caller's membership
-/// view (see `Internode.write`; empty: not checked). `reaped`: a reaped context the
-/// replica takes in too. `Ok(false)`: written, but the replica serves another view,
-/// and it matters (see `Internode.write`).
-#[allow(clippy::too_many_arguments)]
+/// Merges a [`ReplicaWrite`] into the replica at `address` (not sent once its deadline
+/// passed). `Ok(false)`: written, but the replica serves another view, and it matters
+/// (see `Internode.write`).
 pub async fn call_replica_write(
     node: &internode::Client,
     address: &str,
-    store: &str,
-    key: &[u8],
-    encoded: &[Vec<u8>],
-    hint_for: Option<&str>,
-    step: &str,
-    reaped: Option<&Context>,
+    w: &ReplicaWrite<'_>,
 ) -> Result<bool, DynamoError> {
+    check_deadline(w.deadline, "replica write", address)?;
     let mut req = node.write_request();
     {
         let mut p = req.get();
-        p.set_store(store);
-        p.set_key(key);
-        set_versions(p.reborrow().init_versions(encoded.len() as u32), encoded);
-        if let Some(h) = hint_for {
+        p.set_store(w.store);
+        p.set_key(w.key);
+        set_versions(
+            p.reborrow().init_versions(w.encoded.len() as u32),
+            w.encoded,
+        );
+        if let Some(h) = w.hint_for {
             p.set_hint_for(h);
         }
-        p.set_step(step);
-        let r = encode_context(reaped);
+        p.set_step(w.step);
+        let r = encode_context(w.reaped);
         if !r.is_empty() {
             p.set_reaped(&r);
         }
+        p.set_deadline_ms(write_deadline(w.deadline));
     }
     let resp = req
         .send()
@@ -798,6 +988,25 @@ pub async fn call_replica_write(
         Some(f) => Err(f),
         None => Ok(!r.get_view_differs()),
     }
+}
+
+/// One replica write (`Internode.write`) as it travels: versions already encoded.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaWrite<'a> {
+    /// The store.
+    pub store: &'a str,
+    /// The key.
+    pub key: &'a [u8],
+    /// The versions, encoded ([`encode_versions`]).
+    pub encoded: &'a [Vec<u8>],
+    /// The owner a stand-in keeps them for (`None`: the receiver is an owner).
+    pub hint_for: Option<&'a str>,
+    /// The caller's membership view (see `Internode.write`; empty: not checked).
+    pub step: &'a str,
+    /// A reaped context the replica takes in too.
+    pub reaped: Option<&'a Context>,
+    /// The request's deadline (`None`: none sent).
+    pub deadline: Option<&'a Deadline>,
 }
 
 /// One put or delete as it travels to a coordinator.
@@ -817,6 +1026,8 @@ pub struct WriteRequest<'a> {
     pub request_id: Option<u64>,
     /// An earlier attempt of this request may have been applied somewhere.
     pub retry: bool,
+    /// The request's deadline; its time left travels with the call.
+    pub deadline: Option<Deadline>,
 }
 
 /// Calls `put` (value `Some`) or `delete` (`None`) on the node at `address`;
@@ -835,8 +1046,11 @@ pub async fn call_put(
         w,
         request_id,
         retry,
+        deadline,
     } = *req;
+    check_deadline(deadline.as_ref(), "write", address)?;
     let request_id = request_id.unwrap_or(0);
+    let budget = write_deadline(deadline.as_ref());
     match value {
         Some(v) => {
             let mut req = d.put_request();
@@ -849,6 +1063,7 @@ pub async fn call_put(
             p.set_forwarded(forwarded);
             p.set_request_id(request_id);
             p.set_retry(retry);
+            p.set_deadline_ms(budget);
             let resp = req
                 .send()
                 .promise
@@ -867,6 +1082,7 @@ pub async fn call_put(
             p.set_forwarded(forwarded);
             p.set_request_id(request_id);
             p.set_retry(retry);
+            p.set_deadline_ms(budget);
             let resp = req
                 .send()
                 .promise

@@ -79,6 +79,14 @@ class TooLargeError(DynamoError):
     status = lib.DYNAMO_ERR_TOO_LARGE
 
 
+class OverloadedError(DynamoError):
+    """Every node tried was too busy to start the request before its deadline and refused
+    it untouched (nothing was written): back off briefly and retry, or shed load. The
+    cluster is not down."""
+
+    status = lib.DYNAMO_ERR_OVERLOADED
+
+
 class InternalError(DynamoError):
     """A bug, an engine failure, a protocol error or a caught panic in libdynamo."""
 
@@ -96,6 +104,7 @@ _BY_STATUS: dict[int, type[DynamoError]] = {
         BadContextError,
         TooLargeError,
         InternalError,
+        OverloadedError,
     )
 }
 
@@ -112,6 +121,7 @@ _CODE_NAMES: dict[int, str] = {
         "DYNAMO_ERR_BAD_CONTEXT",
         "DYNAMO_ERR_TOO_LARGE",
         "DYNAMO_ERR_INTERNAL",
+        "DYNAMO_ERR_OVERLOADED",
     )
 }
 

@@ -22,6 +22,7 @@ ALL = [
     (dynamo.BadContextError, _native.lib.DYNAMO_ERR_BAD_CONTEXT),
     (dynamo.TooLargeError, _native.lib.DYNAMO_ERR_TOO_LARGE),
     (dynamo.InternalError, _native.lib.DYNAMO_ERR_INTERNAL),
+    (dynamo.OverloadedError, _native.lib.DYNAMO_ERR_OVERLOADED),
 ]
 
 
