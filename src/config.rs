@@ -193,6 +193,10 @@ pub struct Faults {
     pub slow_key: Option<String>,
     /// See `slow_key`.
     pub slow_ms: u64,
+    /// `slow_key`'s delay is spent inside the engine call instead (on an engine
+    /// thread: a busy engine whose queue fills up behind it), for every engine call of
+    /// the key on this node.
+    pub slow_engine: bool,
     /// Never forward a request to a key's owners: coordinate it here even when this
     /// node is outside the key's top N (as when forwarding fails).
     pub never_forward: bool,

@@ -107,6 +107,8 @@ pub struct LoadStatus {
     pub engine_threads: u64,
     /// Engine calls waiting now.
     pub engine_queued: u64,
+    /// Engine threads running a call now.
+    pub engine_busy: u64,
     /// Engine calls refused as `overloaded` (the queue was full).
     pub engine_refused: u64,
     /// Engine calls dropped before the engine because their deadline passed in the

@@ -3,7 +3,8 @@
 use super::*;
 
 /// [`Client`] for synchronous callers: each call blocks the calling thread (do not use
-/// it inside an async runtime).
+/// it inside an async runtime). Cheap to clone; clones share the connections.
+#[derive(Clone)]
 pub struct BlockingClient {
     pub(super) client: Client,
 }

@@ -245,27 +245,51 @@ impl LocalNode {
         let local = me.is_some();
         let hint_for = me.as_ref().and_then(|t| t.hint_for.clone());
         let hint_for_me = hint_for.clone();
-        if let (true, true, Some(id)) = (retry, local, request_id) {
-            self.take_earlier_attempt(store, &key, id, &plan, hint_for.as_deref(), &deadline)
+        // A retry: an earlier attempt may have been applied elsewhere (its reply was
+        // lost). Its version, found on the key's replicas, is taken in (or, by a node
+        // that holds no record of the key, sent again) instead of a second one.
+        let earlier = match (retry, request_id) {
+            (true, Some(id)) => {
+                self.earlier_attempt(store, &key, id, &view, &deadline)
+                    .await
+            }
+            _ => Vec::new(),
+        };
+        if local && !earlier.is_empty() {
+            let (core, s, k, hint) = (core.clone(), s.clone(), k.clone(), hint_for.clone());
+            let found = earlier.clone();
+            // Best effort: if this fails, the write below makes a version of its own.
+            let _ = self
+                .engine_by(Some(deadline), store.name(), &key, move || {
+                    core.hints.merge(&s, &k, found, hint.as_deref())?;
+                    Ok(())
+                })
                 .await;
         }
-        let written = self
-            .engine_by(Some(deadline), store.name(), &key, move || {
-                let r = if local {
-                    core.hints.put(
-                        &s,
-                        &k,
-                        value.as_deref(),
-                        ctx.as_ref(),
-                        request_id,
-                        hint_for.as_deref(),
-                    )
-                } else {
-                    s.mint(&k, value.as_deref(), ctx.as_ref(), request_id)
-                };
-                r.map_err(DynamoError::from)
-            })
-            .await?;
+        let replayed = (!local)
+            .then(|| store.replay(earlier, ctx.as_ref()))
+            .flatten();
+        let written = match replayed {
+            Some(w) => w,
+            None => {
+                self.engine_by(Some(deadline), store.name(), &key, move || {
+                    let r = if local {
+                        core.hints.put(
+                            &s,
+                            &k,
+                            value.as_deref(),
+                            ctx.as_ref(),
+                            request_id,
+                            hint_for.as_deref(),
+                        )
+                    } else {
+                        s.mint(&k, value.as_deref(), ctx.as_ref(), request_id)
+                    };
+                    r.map_err(DynamoError::from)
+                })
+                .await?
+            }
+        };
         let token = store.context_token(&key, &written.context);
         // Replicas get the version written (its past names what it supersedes), not
         // the key's whole sibling set; encoded once for every round.
@@ -379,55 +403,37 @@ impl LocalNode {
         ))
     }
 
-    /// A retried write: an earlier attempt may have been applied at another coordinator
-    /// whose reply was lost. Its version (found by request id on the key's replicas) is
-    /// merged here first, so the write below replays it instead of making a second
-    /// sibling of the same value. Best effort: replicas that fail are skipped.
-    async fn take_earlier_attempt(
+    /// A retried write's earlier attempts: the versions written by request `id` that
+    /// the key's replicas hold, asked of every healthy member among the first 2N of the
+    /// key's walk (owners and the stand-ins an earlier attempt may have used), this
+    /// node aside. Best effort within the deadline: replicas that fail are skipped.
+    async fn earlier_attempt(
         &self,
         store: &Arc<VersionedStore>,
         key: &[u8],
         id: u64,
-        plan: &Plan,
-        hint_for: Option<&str>,
+        view: &Topology,
         deadline: &Deadline,
-    ) {
+    ) -> Vec<Version> {
+        let n = store.config().n;
         let key_rc = Rc::new(key.to_vec());
-        let reads = plan
-            .targets
+        let walk = walk_in(view, store, key);
+        let reads = walk
             .iter()
-            .filter(|t| t.name != self.name())
-            .map(|t| {
-                self.replica_read(
-                    &t.name,
-                    store,
-                    key_rc.clone(),
-                    t.hint_for.is_none(),
-                    Some(*deadline),
-                )
-            });
-        let found: Vec<Version> = futures::future::join_all(reads)
+            .take(2 * n)
+            .enumerate()
+            .filter(|(_, m)| *m != self.name() && self.is_healthy(m))
+            .map(|(i, m)| self.replica_read(m, store, key_rc.clone(), i < n, Some(*deadline)));
+        let mut found: Vec<Version> = futures::future::join_all(reads)
             .await
             .into_iter()
             .filter_map(Result::ok)
             .flat_map(|r| r.versions)
             .filter(|v| v.request_id == Some(id))
             .collect();
-        if found.is_empty() {
-            return;
-        }
-        let (core, s, k, hint) = (
-            self.core.clone(),
-            store.clone(),
-            key.to_vec(),
-            hint_for.map(str::to_owned),
-        );
-        let _ = self
-            .engine_by(Some(*deadline), store.name(), key, move || {
-                core.hints.merge(&s, &k, found, hint.as_deref())?;
-                Ok(())
-            })
-            .await;
+        found.sort_by_key(|v| v.dot);
+        found.dedup_by_key(|v| v.dot);
+        found
     }
 
     /// A stand-in for a replica that failed during a request: the next healthy member

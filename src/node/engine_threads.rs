@@ -51,6 +51,8 @@ struct Shared {
     expired: AtomicU64,
     /// Calls refused because the queue was full.
     refused: AtomicU64,
+    /// Threads running a call now.
+    busy: std::sync::atomic::AtomicUsize,
 }
 
 /// Counters of the pool, for status.
@@ -60,6 +62,8 @@ pub struct EnginePoolStats {
     pub threads: usize,
     /// Calls waiting now.
     pub queued: usize,
+    /// Threads running a call now.
+    pub busy: usize,
     /// Calls dropped before the engine because their deadline had passed.
     pub expired: u64,
     /// Calls refused (`overloaded`) because the queue was full.
@@ -88,6 +92,7 @@ impl EnginePool {
             closed: AtomicBool::new(false),
             expired: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            busy: Default::default(),
         });
         let mut started = 0;
         for i in 0..threads {
@@ -111,6 +116,7 @@ impl EnginePool {
         EnginePoolStats {
             threads: self.threads,
             queued: self.lock().jobs.len(),
+            busy: self.shared.busy.load(Ordering::Relaxed),
             expired: self.shared.expired.load(Ordering::Relaxed),
             refused: self.shared.refused.load(Ordering::Relaxed),
         }
@@ -215,7 +221,9 @@ fn serve(shared: &Shared) {
         if !run {
             shared.expired.fetch_add(1, Ordering::Relaxed);
         }
+        shared.busy.fetch_add(1, Ordering::Relaxed);
         (next.job)(run);
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -2,7 +2,7 @@
 //! connections to peers, and the replica operations (local ones on the engine threads,
 //! remote ones over RPC, each with the request timeout).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -127,16 +127,24 @@ impl LocalNode {
         key: &[u8],
         f: impl FnOnce() -> Result<T, DynamoError> + Send + 'static,
     ) -> Result<T, DynamoError> {
-        let inject = self
-            .core
-            .config
-            .faults
+        let faults = &self.core.config.faults;
+        let inject = faults
             .panic_on_key
             .as_deref()
             .is_some_and(|k| k.as_bytes() == key);
+        let slow = (faults.slow_engine
+            && faults
+                .slow_key
+                .as_deref()
+                .is_some_and(|k| k.as_bytes() == key))
+        .then(|| std::time::Duration::from_millis(faults.slow_ms));
         let run = move || {
             if inject {
                 panic!("injected fault: panic_on_key");
+            }
+            if let Some(busy) = slow {
+                // Fault injection: a busy engine holds its thread.
+                std::thread::sleep(busy);
             }
             f()
         };
@@ -306,12 +314,12 @@ impl LocalNode {
     }
 
     /// Runs `call` against peer `name` on the shared connection, under the request
-    /// timeout and never past `deadline`. An answer marks the peer up. A connection
-    /// that cannot be opened or breaks (or a peer that says it is going away) gives the
-    /// connection up and marks the peer down. A call that times out fails alone: the
-    /// connection and its other calls go on, and the peer is probed on its own
-    /// connection (one probe at a time), which marks it down only if the probe fails
-    /// too. A peer that answers `overloaded` is busy, not down.
+    /// timeout and never past `deadline`. An answer marks the peer up; a connection
+    /// that cannot be opened marks it down. A call that times out fails alone: the
+    /// connection and its other calls go on. A connection that breaks is closed (the
+    /// next call opens another). Either way the peer is then probed on a connection of
+    /// its own (one probe at a time), and only a failed probe marks it down. A peer
+    /// that answers `overloaded` is busy, not down.
     pub async fn call_peer_by<T, F, Fut>(
         &self,
         name: &str,
@@ -332,8 +340,10 @@ impl LocalNode {
                 format!("the request's deadline passed before its {what} to {name} was sent"),
             ));
         }
+        let connected = Cell::new(false);
         let attempt = async {
             let client = self.internode(name).await?;
+            connected.set(true);
             call(client).await
         };
         let (result, timed_out) = match tokio::time::timeout(timeout, attempt).await {
@@ -352,17 +362,27 @@ impl LocalNode {
                     eprintln!("{}: peer {name} is up again", self.name());
                 }
             }
-            Err(_) if timed_out => {
-                self.core.call_timeouts.fetch_add(1, Ordering::Relaxed);
-                // Slow is not dead: ask on an idle path, in the background.
+            Err(e) if !timed_out && !connected.get() && e.kind == ErrorKind::Unavailable => {
+                // It cannot be connected to: down.
+                self.give_up(name, &e.message);
+            }
+            Err(e)
+                if timed_out || matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Protocol) =>
+            {
+                if timed_out {
+                    self.core.call_timeouts.fetch_add(1, Ordering::Relaxed);
+                } else if let Some(p) = self.peers.borrow_mut().remove(name) {
+                    // The connection broke (or carried garbage): the next call opens
+                    // a fresh one. A peer that restarted is not down.
+                    p.conn.close();
+                }
+                // Slow or cut off is not dead yet: ask on a path of its own, in the
+                // background; only a failed probe marks it down.
                 let node = self.clone();
                 let peer = name.to_owned();
                 tokio::task::spawn_local(async move {
                     let _ = node.probe(&peer).await;
                 });
-            }
-            Err(e) if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::Protocol => {
-                self.give_up(name, &e.message);
             }
             Err(_) => {}
         }

@@ -586,6 +586,7 @@ impl NodeCore {
             expired: self.expired.load(Ordering::Relaxed),
             engine_threads: engine.threads as u64,
             engine_queued: engine.queued as u64,
+            engine_busy: engine.busy as u64,
             engine_refused: engine.refused,
             engine_expired: engine.expired,
             peers_marked_down: self.health.downs(),

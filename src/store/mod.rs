@@ -1078,7 +1078,15 @@ impl VersionedStore {
         let before = record.clone();
         if let Some(done) = request_id.and_then(|id| record.siblings.written_by(id)) {
             let version = done.clone();
-            let context = self.context_after(&record.siblings, &version, ctx);
+            let mut context = self.context_after(&record.siblings, &version, ctx);
+            // Attempts of one request through different coordinators can each have
+            // made a version: the answer covers all of them, so a write made with it
+            // supersedes every one.
+            for v in record.siblings.versions() {
+                if v.request_id == version.request_id {
+                    context.add(v.dot, v.timestamp_ms);
+                }
+            }
             self.commit(key, &before, &record, attach)?;
             return Ok(WriteResult {
                 version,
@@ -1131,6 +1139,27 @@ impl VersionedStore {
             context,
             siblings,
             replayed: false,
+        })
+    }
+
+    /// The answer to a retried write whose earlier attempts' versions (`found`, all of
+    /// one request id, non-empty) a coordinator that holds no record of the key found on
+    /// its replicas: the first by dot is sent again instead of a new one, and the context
+    /// covers every one of them and what `context` covered.
+    pub fn replay(&self, found: Vec<Version>, context: Option<&Context>) -> Option<WriteResult> {
+        let empty = Context::new();
+        let ctx = context.unwrap_or(&empty);
+        let version = found.iter().min_by_key(|v| v.dot)?.clone();
+        let siblings = Siblings::from_versions(vec![version.clone()], self.config.policy);
+        let mut context = self.context_after(&siblings, &version, ctx);
+        for v in &found {
+            context.add(v.dot, v.timestamp_ms);
+        }
+        Some(WriteResult {
+            version,
+            context,
+            siblings,
+            replayed: true,
         })
     }
 

@@ -1,0 +1,287 @@
+//! Issue 19 with real node processes: a node under overload sheds what it cannot serve
+//! (`overloaded` or a deadline failure, never a lost or duplicated write), drops work
+//! whose deadline passed before it reaches the engine, keeps other calls on a
+//! connection working when one times out, never marks a busy peer down, and a write
+//! retried through another coordinator leaves one version.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use dynamo::client::{Client, ClientOptions, Coordination, NodeStatus};
+use dynamo::cluster::LocalCluster;
+use dynamo::error::ErrorKind;
+
+fn index(name: &str) -> usize {
+    name.trim_start_matches("node-").parse::<usize>().unwrap() - 1
+}
+
+/// Stops node `i`, changes its config, starts it again.
+fn reconfigure(
+    cluster: &mut LocalCluster,
+    i: usize,
+    change: impl FnOnce(&mut dynamo::config::NodeConfig),
+) {
+    cluster.stop(i).unwrap();
+    cluster.reconfigure(i, change).unwrap();
+    cluster.restart(i).unwrap();
+}
+
+fn statuses(c: &dynamo::client::BlockingClient, addrs: &[String]) -> Vec<NodeStatus> {
+    addrs.iter().map(|a| c.status(Some(a)).unwrap()).collect()
+}
+
+/// Every node sees every member up and has never marked a peer down.
+fn assert_nobody_marked_down(c: &dynamo::client::BlockingClient, addrs: &[String]) {
+    for s in statuses(c, addrs) {
+        let load = s.load.as_ref().expect("load status");
+        assert_eq!(
+            load.peers_marked_down, 0,
+            "{} marked a peer down: {s:?}",
+            s.node
+        );
+        assert!(s.members.iter().all(|m| m.up), "{s:?}");
+    }
+}
+
+/// Waits until every node has finished rebuilding (a restarted node of a new cluster
+/// rebuilds once) and sees every member up.
+fn settle(c: &dynamo::client::BlockingClient, addrs: &[String]) {
+    eventually(30, "every node rebuilt and every member up", || {
+        statuses(c, addrs).iter().all(|s| {
+            let rebuilt = s
+                .anti_entropy
+                .as_ref()
+                .and_then(|a| a.rebuild.as_ref())
+                .is_none_or(|r| r.stores.iter().all(|st| st.done >= st.partitions));
+            rebuilt && s.members.iter().all(|m| m.up)
+        })
+    });
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Point 10: sixteen times more requests at once than a node admits. Every request
+/// either succeeds or fails as `overloaded` or on its deadline; every acknowledged
+/// write reads back as exactly its value, no write shows up twice, and no node marks a
+/// peer down.
+#[test]
+fn at_sixteen_times_overload_nothing_is_lost_or_doubled_and_no_peer_is_marked_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    const LIMIT: usize = 4;
+    for i in 0..3 {
+        reconfigure(&mut cluster, i, |cfg| {
+            cfg.node.max_in_flight = LIMIT;
+            cfg.node.max_in_flight_per_connection = LIMIT;
+        });
+    }
+    let c = client(&addrs, Coordination::ClientDriven);
+    let async_client = Client::connect(
+        &addrs,
+        ClientOptions {
+            timeout: Duration::from_secs(3),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let in_flight = 16 * LIMIT * 3;
+    let mut outcomes: BTreeMap<String, Result<(), ErrorKind>> = BTreeMap::new();
+    let rt = runtime();
+    for round in 0..4 {
+        let puts = (0..in_flight).map(|i| {
+            let c = async_client.clone();
+            let key = format!("load-{round}-{i}");
+            async move {
+                let r = c
+                    .put("default", key.as_bytes(), key.as_bytes(), None, None)
+                    .await;
+                (key, r.map(|_| ()).map_err(|e| e.kind))
+            }
+        });
+        for (key, r) in rt.block_on(futures::future::join_all(puts)) {
+            outcomes.insert(key, r);
+        }
+    }
+    let ok = outcomes.values().filter(|r| r.is_ok()).count();
+    let kinds: Vec<ErrorKind> = outcomes.values().filter_map(|r| r.err()).collect();
+    for k in &kinds {
+        assert!(
+            matches!(k, ErrorKind::Overloaded | ErrorKind::Timeout),
+            "a failure under overload that is neither overloaded nor a deadline: {k:?}"
+        );
+    }
+    let refused: u64 = statuses(&c, &addrs)
+        .iter()
+        .map(|s| s.load.as_ref().unwrap().overloaded)
+        .sum();
+    println!(
+        "{} requests: {ok} acknowledged, {} failed; the nodes refused {refused} at the door",
+        outcomes.len(),
+        kinds.len()
+    );
+    assert!(refused > 0, "the in-flight limit never refused anything");
+    assert!(ok > 0, "nothing got through");
+    for (key, r) in &outcomes {
+        let g = c.get("default", key.as_bytes(), Some(3)).unwrap();
+        match r {
+            Ok(()) => {
+                assert_eq!(g.siblings.len(), 1, "{key}: {g:?}");
+                assert_eq!(values(&g), vec![key.as_bytes().to_vec()], "{key}");
+            }
+            // A refused or expired write may or may not have been applied, once.
+            Err(_) => assert!(g.siblings.len() <= 1, "{key} doubled: {g:?}"),
+        }
+    }
+    assert_nobody_marked_down(&c, &addrs);
+}
+
+/// Point 10: a replica whose engine is busy past a write's deadline drops that write
+/// from its queue unrun (counted), and the slow replica is not marked down.
+#[test]
+fn a_replica_drops_work_whose_deadline_passed_before_its_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = dynamo::cluster::ClusterSpec::new(3, dir.path());
+    spec.stores = vec![rocks()];
+    spec.partitions = 64;
+    spec.anti_entropy.enabled = false;
+    let mut cluster = LocalCluster::start(&spec, std::path::Path::new(EXE)).unwrap();
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let ring = c.ring().unwrap().ring;
+    // A key node-3 is not the first owner of: node-3 receives it as a replica write.
+    let key = (0..)
+        .map(|i| format!("late-{i}"))
+        .find(|k| top3(&ring, k)[0] != "node-3")
+        .unwrap();
+    // node-3 has one engine thread, and an engine call for "hog" holds it for 2 s.
+    reconfigure(&mut cluster, 2, |cfg| {
+        cfg.node.engine_threads = 1;
+        cfg.faults.slow_key = Some("hog".into());
+        cfg.faults.slow_ms = 2000;
+        cfg.faults.slow_engine = true;
+    });
+    // Its restart's rebuild is over (it would pull the key from the others).
+    settle(&c, &addrs);
+    eventually(30, "node-3's engine is idle", || {
+        let l = c.status(Some(&addrs[2])).unwrap().load.unwrap();
+        l.engine_busy == 0 && l.engine_queued == 0
+    });
+    let before = c.status(Some(&addrs[2])).unwrap().load.unwrap();
+    let hogger = client_with_timeout(&addrs, Coordination::ClientDriven, Duration::from_secs(30));
+    let hog_address = addrs[2].clone();
+    let hog = std::thread::spawn(move || hogger.read_replica(&hog_address, "default", b"hog"));
+    eventually(5, "node-3's engine is busy", || {
+        c.status(Some(&addrs[2])).unwrap().load.unwrap().engine_busy > 0 || hog.is_finished()
+    });
+    let quick = client_with_timeout(
+        &addrs,
+        Coordination::ClientDriven,
+        Duration::from_millis(600),
+    );
+    quick
+        .put("default", key.as_bytes(), b"v", None, Some(1))
+        .unwrap();
+    hog.join().unwrap().unwrap();
+    eventually(10, "node-3 drops the late write", || {
+        let now = c.status(Some(&addrs[2])).unwrap().load.unwrap();
+        now.engine_expired > before.engine_expired
+    });
+    assert!(
+        replica_values(&c, &addrs[2], key.as_bytes()).is_empty(),
+        "the expired write reached node-3's engine"
+    );
+    assert_nobody_marked_down(&c, &addrs);
+}
+
+/// Point 10: while one call to a peer times out, other calls on the same connection
+/// go on and succeed, and the peer stays up.
+#[test]
+fn a_timed_out_call_leaves_the_other_calls_on_its_connection_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    reconfigure(&mut cluster, 1, |cfg| {
+        cfg.faults.slow_key = Some("slow".into());
+        cfg.faults.slow_ms = 2000;
+    });
+    let via1 = client(&addrs[..1], Coordination::ServerDriven);
+    wait_health(&via1, &addrs[0], "node-2", true);
+    let slow_reader = via1.clone();
+    let slow = std::thread::spawn(move || slow_reader.get("default", b"slow", Some(3)));
+    for i in 0..40 {
+        let k = format!("fast{i}");
+        via1.put("default", k.as_bytes(), b"v", None, Some(3))
+            .unwrap();
+        assert_eq!(
+            values(&via1.get("default", k.as_bytes(), Some(3)).unwrap()),
+            vec![b"v".to_vec()]
+        );
+    }
+    let e = slow.join().unwrap().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Quorum, "{e}");
+    assert!(e.message.contains("timed out"), "{e}");
+    assert!(via1.status(Some(&addrs[0])).unwrap().call_timeouts > 0);
+    assert_nobody_marked_down(&via1, &addrs);
+}
+
+/// Points 6 and 10: the first attempt of a put lands on some replicas but its reply is
+/// late, so the client retries it through another coordinator. That yields one
+/// version, and a delete made with the context the put returned leaves no value.
+#[test]
+fn a_write_retried_through_another_coordinator_leaves_one_version_and_its_context_deletes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(5, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let ring = c.ring().unwrap().ring;
+    let key = "retried-elsewhere";
+    let owners = top3(&ring, key);
+    // The first owner applies the write but answers late; the third is slow for the
+    // key, so the first attempt reaches it only as a hint, if at all.
+    reconfigure(&mut cluster, index(&owners[0]), |cfg| {
+        cfg.faults.delay_write_reply_ms = 2500
+    });
+    reconfigure(&mut cluster, index(&owners[2]), |cfg| {
+        cfg.faults.slow_key = Some(key.into());
+        cfg.faults.slow_ms = 1200;
+    });
+    let impatient = client_with_timeout(&addrs, Coordination::ClientDriven, Duration::from_secs(1));
+    let p = impatient
+        .put("default", key.as_bytes(), b"once", None, None)
+        .unwrap();
+    assert_ne!(p.coordinator, owners[0], "the answer came from the retry");
+    let g = c.get("default", key.as_bytes(), Some(2)).unwrap();
+    assert_eq!(values(&g), vec![b"once".to_vec()]);
+    assert_eq!(
+        g.siblings.len(),
+        1,
+        "the retry made a second version: {g:?}"
+    );
+    // The delete uses the put's own context, not a read's.
+    impatient
+        .delete("default", key.as_bytes(), Some(&p.context), None)
+        .unwrap();
+    // Every replica, stand-ins included, once every hint has been handed off.
+    eventually(30, "every hint handed off", || {
+        statuses(&c, &addrs)
+            .iter()
+            .all(|s| s.hints.values().sum::<u64>() == 0)
+    });
+    let g = c.get("default", key.as_bytes(), Some(2)).unwrap();
+    assert!(g.siblings.is_empty(), "a value survived the delete: {g:?}");
+    for a in &addrs {
+        assert!(
+            replica_values(&c, a, key.as_bytes()).is_empty(),
+            "{a} still holds a value of the deleted key"
+        );
+    }
+}
