@@ -751,6 +751,10 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
             rate: args.rate,
             coordination: *mode,
             seed: 2007 + i as u64,
+            node_pids: cluster
+                .as_ref()
+                .map(|c| c.nodes.iter().filter_map(|n| n.pid()).collect())
+                .unwrap_or_default(),
         };
         let client = workload::client_for(&opts)?;
         if i == 0 && !args.no_load {

@@ -2,6 +2,7 @@
 //! assertions.
 
 pub mod advise;
+pub mod cpu;
 pub mod engines;
 pub mod join;
 pub mod latency;

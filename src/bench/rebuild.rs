@@ -54,18 +54,6 @@ pub struct IdleCpu {
     pub exchanges: u64,
 }
 
-/// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after ") ".
-    let rest = stat.rsplit_once(") ")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // In USER_HZ ticks, which Linux fixes at 100 per second for user space.
-    Some((utime + stime) / 100.0)
-}
-
 /// Wipes node `i` (stopped cleanly, its data directory removed, started again) and
 /// returns when it serves.
 pub fn wipe(cluster: &mut LocalCluster, i: usize) -> anyhow::Result<()> {
@@ -119,7 +107,12 @@ pub fn idle_cpu(cluster: &LocalCluster, client: &BlockingClient, seconds: f64) -
     let before: Vec<(Option<f64>, u64)> = cluster
         .nodes
         .iter()
-        .map(|n| (n.pid().and_then(cpu_seconds), exchanges(&n.address)))
+        .map(|n| {
+            (
+                n.pid().and_then(super::cpu::process_cpu_seconds),
+                exchanges(&n.address),
+            )
+        })
         .collect();
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(seconds));
@@ -129,7 +122,7 @@ pub fn idle_cpu(cluster: &LocalCluster, client: &BlockingClient, seconds: f64) -
         .iter()
         .zip(before)
         .map(|(n, (cpu0, ex0))| {
-            let cpu1 = n.pid().and_then(cpu_seconds);
+            let cpu1 = n.pid().and_then(super::cpu::process_cpu_seconds);
             IdleCpu {
                 node: n.name.clone(),
                 cpu_share: match (cpu0, cpu1) {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::cpu::CpuMeter;
 use super::latency::{format_rate, format_us, LatencyRecorder, PhaseSummary};
 use crate::client::{Client, ClientOptions, Coordination};
 use crate::error::DynamoError;
@@ -110,6 +111,10 @@ pub struct WorkloadOptions {
     pub coordination: Coordination,
     /// Random seed.
     pub seed: u64,
+    /// The node processes, when this benchmark started them (their CPU time per
+    /// operation is reported); empty otherwise.
+    #[serde(skip)]
+    pub node_pids: Vec<u32>,
 }
 
 /// What one run measured.
@@ -131,6 +136,12 @@ pub struct WorkloadReport {
     pub error_samples: Vec<String>,
     /// With a target rate: how far the run fell behind at its end, ms.
     pub behind_ms: f64,
+    /// CPU time the cluster's node processes used per operation in the measured run,
+    /// in microseconds (`None` when the nodes are not local processes this benchmark
+    /// started: `--spawn`).
+    pub cluster_cpu_us_per_op: Option<f64>,
+    /// CPU time this benchmark process (the client) used per operation, microseconds.
+    pub client_cpu_us_per_op: Option<f64>,
 }
 
 /// YCSB's zipfian generator over `0..n` (Gray et al., "Quickly generating
@@ -324,6 +335,8 @@ pub async fn run_phased(
     let counter = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let cluster_cpu = (!opts.node_pids.is_empty()).then(|| CpuMeter::start(opts.node_pids.clone()));
+    let client_cpu = CpuMeter::start(vec![std::process::id()]);
     let start = Instant::now();
     let end = start + opts.duration;
     let value = vec![b'v'; opts.value_size];
@@ -413,6 +426,8 @@ pub async fn run_phased(
     }
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
+    let cluster_cpu_s = cluster_cpu.as_ref().and_then(CpuMeter::seconds);
+    let client_cpu_s = client_cpu.seconds();
     let behind_ms = match opts.rate {
         Some(_) => elapsed.saturating_sub(opts.duration).as_secs_f64() * 1000.0,
         None => 0.0,
@@ -448,7 +463,13 @@ pub async fn run_phased(
         errors: s.errors,
         error_samples: s.samples.clone(),
         behind_ms,
+        cluster_cpu_us_per_op: None,
+        client_cpu_us_per_op: None,
     };
+    let mut report = report;
+    let ops = report.total.ops.max(1) as f64;
+    report.cluster_cpu_us_per_op = cluster_cpu_s.map(|c| c * 1e6 / ops);
+    report.client_cpu_us_per_op = client_cpu_s.map(|c| c * 1e6 / ops);
     (report, per_phase)
 }
 
@@ -516,6 +537,15 @@ pub fn render_table(reports: &[WorkloadReport]) -> String {
                 None => String::new(),
             }
         );
+        if let Some(cpu) = r.cluster_cpu_us_per_op {
+            let _ = writeln!(
+                out,
+                "{:<14} CPU per operation: {cpu:.0} us in the cluster's nodes, {} in this client",
+                "",
+                r.client_cpu_us_per_op
+                    .map_or("n/a".into(), |c| format!("{c:.0} us"))
+            );
+        }
         for e in &r.error_samples {
             let _ = writeln!(out, "{:<14} error: {e}", "");
         }
