@@ -23,6 +23,8 @@
 //! max_in_flight = 4096            # requests served at once; then `overloaded`
 //! max_in_flight_per_connection = 1024
 //! default_deadline_ms = 3000      # for requests that carry no deadline
+//! max_connections = 4096          # accepted connections open at once
+//! idle_timeout_ms = 300000        # an accepted connection silent this long is closed
 //!
 //! [cluster]
 //! partitions = 256                # Q, a power of two, fixed at cluster creation
@@ -251,6 +253,12 @@ pub struct NodeSection {
     /// The deadline of a request that came without one (an older client), in
     /// milliseconds from its arrival.
     pub default_deadline_ms: u64,
+    /// Accepted connections open at once; one more is closed as soon as it is
+    /// accepted.
+    pub max_connections: usize,
+    /// An accepted connection that sends nothing for this long is closed, in
+    /// milliseconds (clients and peers reconnect when they need to).
+    pub idle_timeout_ms: u64,
 }
 
 /// An hour, in milliseconds: the most a node's timeouts and intervals may be.
@@ -275,6 +283,8 @@ impl Default for NodeSection {
             max_in_flight: 4096,
             max_in_flight_per_connection: 1024,
             default_deadline_ms: 3000,
+            max_connections: 4096,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -412,6 +422,7 @@ impl NodeConfig {
             ("node.ping_interval_ms", self.node.ping_interval_ms),
             ("node.gossip_interval_ms", self.node.gossip_interval_ms),
             ("node.default_deadline_ms", self.node.default_deadline_ms),
+            ("node.idle_timeout_ms", self.node.idle_timeout_ms),
         ] {
             if value == 0 || value > HOUR_MS {
                 return Err(bad(
@@ -423,6 +434,7 @@ impl NodeConfig {
         for (field, value, most) in [
             ("node.engine_threads", self.node.engine_threads.max(1), 1024),
             ("node.engine_queue", self.node.engine_queue, 1 << 20),
+            ("node.max_connections", self.node.max_connections, 1 << 20),
             ("node.max_in_flight", self.node.max_in_flight, 1 << 20),
             (
                 "node.max_in_flight_per_connection",

@@ -285,3 +285,37 @@ fn a_write_retried_through_another_coordinator_leaves_one_version_and_its_contex
         );
     }
 }
+
+/// Point 7: accepted connections are capped (one over the cap is closed at once, and
+/// logged) and idle ones are closed; the node goes on serving new ones.
+#[test]
+fn connections_over_the_cap_and_idle_ones_are_closed_and_the_node_serves_on() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    reconfigure(&mut cluster, 0, |cfg| {
+        cfg.node.max_connections = 8;
+        cfg.node.idle_timeout_ms = 1000;
+    });
+    let mut raw: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&addrs[0]).unwrap())
+        .collect();
+    for (i, s) in raw.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 16];
+        // Nothing was sent on it: the node closes it, over the cap or idle.
+        let n = s
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("connection {i} was left open: {e}"));
+        assert_eq!(n, 0, "connection {i} got data");
+    }
+    let log = std::fs::read_to_string(&cluster.nodes[0].log_path).unwrap();
+    assert!(log.contains("node.max_connections"), "{log}");
+    let c = client(&addrs[..1], Coordination::ServerDriven);
+    c.put("default", b"after", b"v", None, None).unwrap();
+    assert_eq!(
+        values(&c.get("default", b"after", None).unwrap()),
+        vec![b"v".to_vec()]
+    );
+}

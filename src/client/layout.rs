@@ -155,6 +155,7 @@ impl State {
             let l = Rc::new(l);
             *self.layout.borrow_mut() = Some(l.clone());
             self.stale.set(false);
+            self.forget_departed(&l);
             return Ok(l);
         }
         // As for requests: when a node did not answer in time the caller sees a
@@ -169,6 +170,29 @@ impl State {
             },
             format!("no node answered: {}", why.join("; ")),
         ))
+    }
+
+    /// Drops the connections and failure marks of addresses that are neither members
+    /// of `layout` nor seeds: nodes that left, so the maps stay as small as the
+    /// cluster.
+    fn forget_departed(&self, layout: &Layout) {
+        let keep = |a: &String| {
+            layout.addresses.values().any(|m| m == a) || self.seeds.iter().any(|s| s == a)
+        };
+        let gone: Vec<String> = self
+            .conns
+            .borrow()
+            .keys()
+            .filter(|a| !keep(a))
+            .cloned()
+            .collect();
+        for a in gone {
+            if let Some(c) = self.conns.borrow_mut().remove(&a) {
+                c.close();
+            }
+        }
+        self.internodes.borrow_mut().retain(|a, _| keep(a));
+        self.failed.borrow_mut().retain(|a, _| keep(a));
     }
 
     /// The cached layout; refreshed in the background when old or after an error,

@@ -1166,11 +1166,41 @@ pub async fn serve_until(
             core.config.cluster.seeds.join(", ")
         ),
     }
+    let open = Rc::new(Cell::new(0usize));
+    let idle = Duration::from_millis(core.config.node.idle_timeout_ms);
+    let cap = core.config.node.max_connections;
+    let mut refused_since_log = 0u64;
+    let mut last_log = Instant::now() - Duration::from_secs(60);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => rpc::serve_stream(stream, bootstrap(), core.max_message),
-                Err(e) => eprintln!("{}: accept failed: {e}", core.name()),
+                Ok((stream, peer)) if open.get() >= cap => {
+                    // Over the cap: closed at once (dropped), logged at most once a
+                    // second with how many were refused since.
+                    drop(stream);
+                    refused_since_log += 1;
+                    if last_log.elapsed() >= Duration::from_secs(1) {
+                        eprintln!(
+                            "{}: {cap} connections open (node.max_connections): closed \
+                             {refused_since_log} new one(s), the last from {peer}",
+                            core.name()
+                        );
+                        refused_since_log = 0;
+                        last_log = Instant::now();
+                    }
+                }
+                Ok((stream, _)) => {
+                    rpc::serve_stream(stream, bootstrap(), core.max_message, idle, open.clone())
+                }
+                Err(e) => {
+                    // Out of file descriptors (or another transient failure): back off
+                    // instead of spinning on a listener that stays readable.
+                    if last_log.elapsed() >= Duration::from_secs(1) {
+                        eprintln!("{}: accept failed, pausing 100 ms: {e}", core.name());
+                        last_log = Instant::now();
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             },
             _ = &mut stop => break,
         }

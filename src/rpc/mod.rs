@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
 use futures::AsyncReadExt;
@@ -101,12 +101,15 @@ fn run_rpc(
     side: rpc_twoparty_capnp::Side,
     bootstrap: Option<capnp::capability::Client>,
     max_message: usize,
+    last_read: Rc<Cell<Instant>>,
 ) -> RpcSystem<rpc_twoparty_capnp::Side> {
-    // Without NODELAY a request waits up to 40 ms for the peer's delayed ACK.
-    let _ = stream.set_nodelay(true);
+    tune(&stream);
     let (reader, writer) = stream.compat().split();
     let network = twoparty::VatNetwork::new(
-        futures::io::BufReader::new(reader),
+        futures::io::BufReader::new(ActivityReader {
+            inner: reader,
+            last: last_read,
+        }),
         futures::io::BufWriter::new(writer),
         side,
         reader_options(max_message),
@@ -115,7 +118,14 @@ fn run_rpc(
 }
 
 fn attach(stream: TcpStream, max_message: usize) -> Connection {
-    let mut system = run_rpc(stream, rpc_twoparty_capnp::Side::Client, None, max_message);
+    let last_read = Rc::new(Cell::new(Instant::now()));
+    let mut system = run_rpc(
+        stream,
+        rpc_twoparty_capnp::Side::Client,
+        None,
+        max_message,
+        last_read,
+    );
     let dynamo: dynamo::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
     let alive = Rc::new(Cell::new(true));
     let flag = alive.clone();
@@ -130,17 +140,74 @@ fn attach(stream: TcpStream, max_message: usize) -> Connection {
     }
 }
 
-/// Serves `bootstrap` on an accepted stream until the peer hangs up, accepting
-/// messages of up to `max_message` bytes.
-pub fn serve_stream(stream: TcpStream, bootstrap: dynamo::Client, max_message: usize) {
+/// TCP settings of every connection: no Nagle delay (without NODELAY a request waits up
+/// to 40 ms for the peer's delayed ACK), and keepalive probes, so a peer that vanished
+/// without a FIN or RST (a cut cable, a machine powered off) is noticed and its
+/// connection closed within about a minute even when nothing is sent.
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
+/// A reader that notes when it last read anything (for the idle timeout).
+struct ActivityReader<R> {
+    inner: R,
+    last: Rc<Cell<Instant>>,
+}
+
+impl<R: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for ActivityReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.last.set(Instant::now());
+        }
+        polled
+    }
+}
+
+/// Serves `bootstrap` on an accepted stream until the peer hangs up or sends nothing
+/// for `idle` (the connection is then closed), accepting messages of up to
+/// `max_message` bytes. `open` counts the connections served: it is one more while
+/// this one lives.
+pub fn serve_stream(
+    stream: TcpStream,
+    bootstrap: dynamo::Client,
+    max_message: usize,
+    idle: Duration,
+    open: Rc<Cell<usize>>,
+) {
+    let last_read = Rc::new(Cell::new(Instant::now()));
     let system = run_rpc(
         stream,
         rpc_twoparty_capnp::Side::Server,
         Some(bootstrap.client),
         max_message,
+        last_read.clone(),
     );
+    open.set(open.get() + 1);
     tokio::task::spawn_local(async move {
-        let _ = system.await;
+        let watch = async {
+            loop {
+                let quiet = last_read.get().elapsed();
+                if quiet >= idle {
+                    return;
+                }
+                tokio::time::sleep(idle - quiet).await;
+            }
+        };
+        tokio::select! {
+            _ = system => {},
+            _ = watch => {},
+        }
+        open.set(open.get().saturating_sub(1));
     });
 }
 
