@@ -18,6 +18,7 @@
 //! gossip_interval_ms = 1000       # how often membership is gossiped with a peer
 //! membership_grace_ms = 30000     # after a ring switch: writes still reach dropped
 //!                                 # replicas this long, then they drop the data
+//! rpc_threads = 0                 # RPC event loops (0: one per core)
 //! engine_threads = 0              # threads running engine calls (0: one per core)
 //! engine_queue = 4096             # request engine calls that may wait; then `overloaded`
 //! max_in_flight = 4096            # requests served at once; then `overloaded`
@@ -240,6 +241,8 @@ pub struct NodeSection {
     /// a served ring is never taken back, see `crate::membership::sequence`). Off keeps
     /// every copy, for an operator who wants to delete by hand.
     pub drop_moved_partitions: bool,
+    /// RPC event loops (0: one per core); accepted connections are spread over them.
+    pub rpc_threads: usize,
     /// Threads running engine calls (0: one per core).
     pub engine_threads: usize,
     /// Engine calls of client requests that may wait for a thread; past it a request is
@@ -278,6 +281,7 @@ impl Default for NodeSection {
             gossip_interval_ms: 1000,
             membership_grace_ms: 30_000,
             drop_moved_partitions: true,
+            rpc_threads: 0,
             engine_threads: 0,
             engine_queue: 4096,
             max_in_flight: 4096,
@@ -433,6 +437,7 @@ impl NodeConfig {
         }
         for (field, value, most) in [
             ("node.engine_threads", self.node.engine_threads.max(1), 1024),
+            ("node.rpc_threads", self.node.rpc_threads.max(1), 1024),
             ("node.engine_queue", self.node.engine_queue, 1 << 20),
             ("node.max_connections", self.node.max_connections, 1 << 20),
             ("node.max_in_flight", self.node.max_in_flight, 1 << 20),

@@ -7,8 +7,8 @@
 //! nodes may disagree, which sloppy quorum tolerates.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What this node knows of one peer's health.
 #[derive(Clone, Debug)]
@@ -28,6 +28,31 @@ pub struct HealthTable {
     /// Times a peer went from up to down since start (for status and benchmarks: under
     /// load alone it stays 0).
     downs: std::sync::atomic::AtomicU64,
+    /// The peers being probed now (by any event loop), with how to wait for the end.
+    probes: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+/// Who probes a peer: this caller, or another one it can wait for.
+pub enum ProbeTurn<'a> {
+    /// No probe of the peer runs: this caller probes it while it holds the ticket.
+    Mine(ProbeTicket<'a>),
+    /// Another caller probes it: wait with [`HealthTable::wait_probe`].
+    Running(Arc<tokio::sync::Notify>),
+}
+
+/// The right to probe one peer; dropping it ends the probe and wakes its waiters.
+pub struct ProbeTicket<'a> {
+    table: &'a HealthTable,
+    name: String,
+}
+
+impl Drop for ProbeTicket<'_> {
+    fn drop(&mut self) {
+        let mut probes = self.table.probes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(done) = probes.remove(&self.name) {
+            done.notify_waiters();
+        }
+    }
 }
 
 impl HealthTable {
@@ -71,6 +96,37 @@ impl HealthTable {
             }
             _ => false,
         })
+    }
+
+    /// Takes the turn to probe `name`, or learns that another caller has it: one probe
+    /// at a time per peer for the whole node, whatever event loop asks.
+    pub fn probe_turn(&self, name: &str) -> ProbeTurn<'_> {
+        let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        match probes.get(name) {
+            Some(running) => ProbeTurn::Running(running.clone()),
+            None => {
+                probes.insert(name.to_owned(), Arc::default());
+                ProbeTurn::Mine(ProbeTicket {
+                    table: self,
+                    name: name.to_owned(),
+                })
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) for the probe of `name` that `running` announces.
+    pub async fn wait_probe(&self, name: &str, running: Arc<tokio::sync::Notify>, limit: Duration) {
+        let done = running.notified();
+        tokio::pin!(done);
+        // Registered before the check below: a probe ending after it still wakes us.
+        done.as_mut().enable();
+        let still = {
+            let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+            probes.get(name).is_some_and(|r| Arc::ptr_eq(r, &running))
+        };
+        if still {
+            let _ = tokio::time::timeout(limit, done).await;
+        }
     }
 
     /// Times a peer was marked down since start.

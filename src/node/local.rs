@@ -8,6 +8,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::api::Deadline;
 use crate::context::Context;
@@ -558,8 +559,8 @@ impl LocalNode {
 
     /// Probes `target` with a ping on a connection of its own, under the request
     /// timeout: an answer marks it up, no answer (or no connection) marks it down.
-    /// While a probe of `target` runs, callers wait for that one instead of sending
-    /// another.
+    /// While a probe of `target` runs (on any of the node's event loops), callers wait
+    /// for that one instead of sending another.
     pub async fn probe(&self, target: &str) -> Result<(), DynamoError> {
         use futures::FutureExt;
         let running = self.probing.borrow().get(target).cloned();
@@ -568,7 +569,27 @@ impl LocalNode {
             None => {
                 let (node, name) = (self.clone(), target.to_owned());
                 let p = async move {
-                    let r = node.ping_once(&name).await;
+                    let core = node.core.clone();
+                    let r = match core.health.probe_turn(&name) {
+                        super::health::ProbeTurn::Mine(ticket) => {
+                            let r = node.ping_once(&name).await;
+                            drop(ticket);
+                            r
+                        }
+                        // Another event loop probes it: its answer is ours.
+                        super::health::ProbeTurn::Running(running) => {
+                            let limit = core.request_timeout() + Duration::from_millis(100);
+                            core.health.wait_probe(&name, running, limit).await;
+                            let h = core.health.get(&name);
+                            match h.up {
+                                true => Ok(()),
+                                false => Err(DynamoError::unreachable(
+                                    &name,
+                                    h.last_error.unwrap_or_else(|| "down".into()),
+                                )),
+                            }
+                        }
+                    };
                     node.probing.borrow_mut().remove(&name);
                     r
                 }

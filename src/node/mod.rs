@@ -3,9 +3,11 @@
 //! (failure detection, hinted handoff, gossip, transfers, anti-entropy and reaping,
 //! rebuilding lost data), the background ones under admission control.
 //!
-//! Threads: the core state ([`NodeCore`]) is `Send + Sync`. capnp-rpc runs on one
-//! current-thread tokio runtime inside a `LocalSet` (the thread that calls
-//! [`run`]); engine calls go to dedicated engine threads, never on the event loop.
+//! Threads: the core state ([`NodeCore`]) is `Send + Sync`. capnp-rpc runs on
+//! `node.rpc_threads` event loops, each a current-thread tokio runtime inside a
+//! `LocalSet` with its own [`LocalNode`] (its own peer connections): the thread that
+//! calls [`run`] accepts connections, hands them out in turn and runs the background
+//! loops. Engine calls go to a pool of engine threads, never on an event loop.
 
 mod admin;
 pub mod admission;

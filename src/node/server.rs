@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ pub use crate::api::MAX_KEYS_PER_PAGE;
 struct DynamoServer {
     node: LocalNode,
     internode: internode::Client,
-    stopping: Rc<Cell<bool>>,
+    stopping: Arc<AtomicBool>,
     /// Requests in flight on this connection.
     in_flight: Rc<Cell<usize>>,
 }
@@ -150,7 +150,7 @@ impl DynamoServer {
     }
 
     fn check_open(&self) -> Result<(), DynamoError> {
-        if self.stopping.get() {
+        if self.stopping.load(Ordering::SeqCst) {
             return Err(DynamoError::new(
                 ErrorKind::Unavailable,
                 format!("node {} is shutting down", self.node.name()),
@@ -1120,6 +1120,11 @@ pub fn bind(listen: &str) -> Result<std::net::TcpListener, NodeError> {
 
 /// Serves on `listener` until `stop` completes, then drains in-flight requests. Installs
 /// no signal handlers (an embedded node must leave the host's signals alone).
+///
+/// The RPC runs on `node.rpc_threads` event loops (0: one per core): this one, which
+/// accepts and runs the background loops, and threads of their own, each with its own
+/// peer connections. Accepted connections are spread over the loops in turn. Every
+/// loop has stopped, and its threads ended, when this returns.
 pub async fn serve_until(
     core: Arc<NodeCore>,
     listener: std::net::TcpListener,
@@ -1129,19 +1134,25 @@ pub async fn serve_until(
     let listen = core.config.node.listen.clone();
     let listener = TcpListener::from_std(listener)
         .map_err(|e| NodeError::Io(format!("listening on {listen} (node.listen): {e}")))?;
-    let stopping = Rc::new(Cell::new(false));
-    let internode: internode::Client =
-        capnp_rpc::new_client(InternodeServer { node: node.clone() });
-    // Each connection gets its own client-facing server (its own in-flight count);
-    // they share the node and its internode interface.
-    let bootstrap = || -> dynamo::Client {
-        capnp_rpc::new_client(DynamoServer {
-            node: node.clone(),
-            internode: internode.clone(),
-            stopping: stopping.clone(),
-            in_flight: Rc::default(),
-        })
+    let stopping = Arc::new(AtomicBool::new(false));
+    let open = Arc::new(AtomicUsize::new(0));
+    let loops = match core.config.node.rpc_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
+    let mut workers = Vec::new();
+    for i in 1..loops {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (core, stopping, open) = (core.clone(), stopping.clone(), open.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-rpc-{i}", core.name()))
+            .spawn(move || event_loop(core, rx, stopping, open));
+        match spawned {
+            Ok(handle) => workers.push((tx, handle)),
+            Err(e) => eprintln!("{}: cannot start RPC thread {i}: {e}", node.name()),
+        }
+    }
+    let bootstrap = server_factory(&node, &stopping);
     let ping = tokio::task::spawn_local(handoff::probe_loop(node.clone()));
     let gossip_task = tokio::task::spawn_local(gossip::gossip_loop(node.clone()));
     let transfer_task = tokio::task::spawn_local(transfer::transfer_loop(node.clone()));
@@ -1153,12 +1164,14 @@ pub async fn serve_until(
     tokio::pin!(stop);
     match core.view() {
         Some(v) => eprintln!(
-            "{}: listening on {listen} ({} members, {} partitions, ring version {}, stores: {})",
+            "{}: listening on {listen} ({} members, {} partitions, ring version {}, stores: {}; {} RPC thread(s), {} engine thread(s))",
             core.name(),
             v.ring().members().len(),
             v.ring().partition_count(),
             v.version(),
-            core.stores.keys().cloned().collect::<Vec<_>>().join(", ")
+            core.stores.keys().cloned().collect::<Vec<_>>().join(", "),
+            workers.len() + 1,
+            core.engines.stats().threads,
         ),
         None => eprintln!(
             "{}: listening on {listen}; learning the cluster from seeds {}",
@@ -1166,15 +1179,15 @@ pub async fn serve_until(
             core.config.cluster.seeds.join(", ")
         ),
     }
-    let open = Rc::new(Cell::new(0usize));
     let idle = Duration::from_millis(core.config.node.idle_timeout_ms);
     let cap = core.config.node.max_connections;
     let mut refused_since_log = 0u64;
     let mut last_log = Instant::now() - Duration::from_secs(60);
+    let mut next = 0usize;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if open.get() >= cap => {
+                Ok((stream, peer)) if open.load(Ordering::SeqCst) >= cap => {
                     // Over the cap: closed at once (dropped), logged at most once a
                     // second with how many were refused since.
                     drop(stream);
@@ -1190,7 +1203,17 @@ pub async fn serve_until(
                     }
                 }
                 Ok((stream, _)) => {
-                    rpc::serve_stream(stream, bootstrap(), core.max_message, idle, open.clone())
+                    // In turn over the loops; this one takes every (workers + 1)th.
+                    next = (next + 1) % (workers.len() + 1);
+                    match next.checked_sub(1).and_then(|w| workers.get(w)) {
+                        None => rpc::serve_stream(stream, bootstrap(), core.max_message, idle, open.clone()),
+                        Some((tx, _)) => {
+                            let handed = stream.into_std().map(|s| tx.send(s));
+                            if let Err(e) = handed {
+                                eprintln!("{}: handing a connection to an RPC thread: {e}", core.name());
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors (or another transient failure): back off
@@ -1206,7 +1229,7 @@ pub async fn serve_until(
         }
     }
     eprintln!("{}: shutting down", core.name());
-    stopping.set(true);
+    stopping.store(true, Ordering::SeqCst);
     drop(listener);
     ping.abort();
     gossip_task.abort();
@@ -1216,9 +1239,86 @@ pub async fn serve_until(
     ae_task.abort();
     rebuild_task.abort();
     admission_task.abort();
+    drain(&core).await;
+    for (tx, handle) in workers {
+        // Closing its channel tells the loop to drain and end.
+        drop(tx);
+        let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            eprintln!("{}: an RPC thread ended badly", core.name());
+        }
+    }
+    Ok(())
+}
+
+/// Waits (up to [`DRAIN`]) until no client request is in flight.
+async fn drain(core: &NodeCore) {
     let start = Instant::now();
     while core.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(())
+}
+
+/// Makes the client-facing server of one accepted connection on `node`'s loop: each
+/// connection gets its own (its own in-flight count); they share the loop's node and
+/// internode interface.
+fn server_factory(node: &LocalNode, stopping: &Arc<AtomicBool>) -> impl Fn() -> dynamo::Client {
+    let internode: internode::Client =
+        capnp_rpc::new_client(InternodeServer { node: node.clone() });
+    let (node, stopping) = (node.clone(), stopping.clone());
+    move || {
+        capnp_rpc::new_client(DynamoServer {
+            node: node.clone(),
+            internode: internode.clone(),
+            stopping: stopping.clone(),
+            in_flight: Rc::default(),
+        })
+    }
+}
+
+/// One extra RPC event loop: serves the connections the accepting loop hands it, with
+/// peer connections of its own, until its channel closes; then drains and ends.
+fn event_loop(
+    core: Arc<NodeCore>,
+    mut accepted: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    stopping: Arc<AtomicBool>,
+    open: Arc<AtomicUsize>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: cannot start an RPC event loop: {e}", core.name());
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let node = LocalNode::new(core.clone());
+        let bootstrap = server_factory(&node, &stopping);
+        let idle = Duration::from_millis(core.config.node.idle_timeout_ms);
+        let tidy = {
+            let node = node.clone();
+            let every = Duration::from_millis(core.config.node.ping_interval_ms);
+            tokio::task::spawn_local(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    node.forget_departed();
+                }
+            })
+        };
+        while let Some(stream) = accepted.recv().await {
+            match stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(stream))
+            {
+                Ok(s) => rpc::serve_stream(s, bootstrap(), core.max_message, idle, open.clone()),
+                Err(e) => eprintln!("{}: serving a connection: {e}", core.name()),
+            }
+        }
+        tidy.abort();
+        drain(&core).await;
+    });
 }

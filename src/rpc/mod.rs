@@ -182,7 +182,7 @@ pub fn serve_stream(
     bootstrap: dynamo::Client,
     max_message: usize,
     idle: Duration,
-    open: Rc<Cell<usize>>,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let last_read = Rc::new(Cell::new(Instant::now()));
     let system = run_rpc(
@@ -192,7 +192,7 @@ pub fn serve_stream(
         max_message,
         last_read.clone(),
     );
-    open.set(open.get() + 1);
+    open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::task::spawn_local(async move {
         let watch = async {
             loop {
@@ -207,7 +207,7 @@ pub fn serve_stream(
             _ = system => {},
             _ = watch => {},
         }
-        open.set(open.get().saturating_sub(1));
+        open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     });
 }
 
