@@ -751,9 +751,15 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
             rate: args.rate,
             coordination: *mode,
             seed: 2007 + i as u64,
+            // Every node's, or none (a partial sum would not be the cluster's).
             node_pids: cluster
                 .as_ref()
-                .map(|c| c.nodes.iter().filter_map(|n| n.pid()).collect())
+                .and_then(|c| {
+                    c.nodes
+                        .iter()
+                        .map(|n| n.pid())
+                        .collect::<Option<Vec<u32>>>()
+                })
                 .unwrap_or_default(),
         };
         let client = workload::client_for(&opts)?;

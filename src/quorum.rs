@@ -2,8 +2,11 @@
 //! coordinates a get and by a client that coordinates its own reads (client-driven
 //! coordination, section 6.4), so both follow exactly the same rules:
 //!
-//! - the first N healthy members of the key's walk are asked; a replica that fails is
-//!   replaced by the next healthy member past them (a stand-in);
+//! - R and W are between 1 and N ([`quorum_size`]);
+//! - owners first, then stand-ins: the first N healthy members of the key's walk are
+//!   asked, each owner believed down gets the next healthy member past the top N
+//!   ([`stand_ins_for`]), and a replica that fails is replaced by the next healthy
+//!   member not used yet ([`next_stand_in`]);
 //! - replies from stand-ins count toward R only once every owner that was asked has
 //!   replied or failed, so a stand-in's "not found" never hides a value an owner could
 //!   still return; owners alone answer as soon as R of them replied;
@@ -58,6 +61,68 @@ pub struct ReplicaReply {
     pub rebuilding: bool,
     /// The key's reaped context there (versions it covers are dead).
     pub reaped: Option<Context>,
+}
+
+/// The effective R or W of one request: `requested` if given, else the store's
+/// `default`; it must be between 1 and the store's `n` (a bad request otherwise).
+pub fn quorum_size(
+    store: &str,
+    field: &str,
+    requested: Option<u8>,
+    default: usize,
+    n: usize,
+) -> Result<usize, DynamoError> {
+    let q = requested.map_or(default, usize::from);
+    if q == 0 || q > n {
+        return Err(DynamoError::new(
+            ErrorKind::BadRequest,
+            format!("{field}={q} is invalid for store {store}: it must be between 1 and N={n}"),
+        ));
+    }
+    Ok(q)
+}
+
+/// Owners first, then stand-ins: for each owner of `down_owners` (in walk order) the
+/// next member past the key's top `n` of `walk` that is `healthy` and not in `taken`,
+/// as a stand-in holding a hint for that owner. Owners left without one are counted in
+/// the second value.
+pub fn stand_ins_for(
+    walk: &[String],
+    n: usize,
+    down_owners: &[String],
+    taken: &[String],
+    healthy: impl Fn(&str) -> bool,
+) -> (Vec<Target>, usize) {
+    let mut past = walk
+        .iter()
+        .skip(n)
+        .filter(|m| !taken.contains(m) && healthy(m));
+    let mut targets = Vec::new();
+    let mut uncovered = 0;
+    for owner in down_owners {
+        match past.next() {
+            Some(s) => targets.push(Target {
+                name: s.clone(),
+                hint_for: Some(owner.clone()),
+            }),
+            None => uncovered += 1,
+        }
+    }
+    (targets, uncovered)
+}
+
+/// The stand-in for a replica that failed during a request: the first member past the
+/// key's top `n` of `walk` that the request has not `used` and that is `healthy`.
+pub fn next_stand_in(
+    walk: &[String],
+    n: usize,
+    used: &[String],
+    healthy: impl Fn(&str) -> bool,
+) -> Option<String> {
+    walk.iter()
+        .skip(n)
+        .find(|m| !used.contains(m) && healthy(m))
+        .cloned()
 }
 
 /// Reads one member's versions of the key.

@@ -16,9 +16,14 @@ use std::time::{Duration, Instant};
 pub struct Deadline(Instant);
 
 impl Deadline {
-    /// The deadline `budget` from now.
+    /// The longest budget a deadline keeps (an hour, like the longest configurable
+    /// timeout): a larger one is cut to it, so no arithmetic on it overflows and no
+    /// request can hold a slot for ever.
+    pub const MAX_BUDGET: Duration = Duration::from_secs(3_600);
+
+    /// The deadline `budget` from now (at most [`Deadline::MAX_BUDGET`]).
     pub fn after(budget: Duration) -> Self {
-        Self(Instant::now() + budget)
+        Self(Instant::now() + budget.min(Self::MAX_BUDGET))
     }
 
     /// The deadline a received budget names (`budget_ms` of 0: the sender set none, and
@@ -97,6 +102,8 @@ mod tests {
     fn no_budget_means_the_default_and_a_tiny_one_is_never_zero() {
         let d = Deadline::from_budget_ms(0, Duration::from_secs(3));
         assert!(d.remaining() > Duration::from_millis(2_900));
+        let huge = Deadline::after(Duration::MAX);
+        assert!(huge.remaining() <= Deadline::MAX_BUDGET);
         let tiny = Deadline::after(Duration::from_micros(500));
         assert!(tiny.budget_ms() <= 1);
         assert_eq!(

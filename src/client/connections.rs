@@ -48,17 +48,19 @@ impl State {
             ),
         };
         if let Err(e) = &r {
-            if matches!(
-                e.kind,
-                ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Protocol
-            ) {
-                // A slow reply fails this call only: other calls on the connection go
-                // on. A broken or garbled connection is closed.
-                if !timed_out {
-                    if let Some(c) = self.conns.borrow_mut().remove(address) {
-                        c.close();
-                    }
+            // A slow reply fails this call only: other calls on the connection go on.
+            // A failure the node reported (its deadline passed, it is overloaded) says
+            // nothing about the connection either. Only a connection that broke is
+            // dropped (it is not alive any more) and its node avoided for a moment.
+            let broken = !timed_out
+                && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Protocol)
+                && self.live_conn(address).is_none();
+            if broken {
+                if let Some(c) = self.conns.borrow_mut().remove(address) {
+                    c.close();
                 }
+            }
+            if timed_out || matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Protocol) {
                 self.failed
                     .borrow_mut()
                     .insert(address.to_owned(), Instant::now());

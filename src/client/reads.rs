@@ -37,16 +37,7 @@ impl State {
         r: Option<u8>,
     ) -> Result<GetResponse, DynamoError> {
         let n = usize::from(store.n);
-        let r = r.map_or(usize::from(store.r), usize::from);
-        if r == 0 || r > n {
-            return Err(DynamoError::new(
-                ErrorKind::BadRequest,
-                format!(
-                    "r={r} is invalid for store {}: it must be between 1 and N={n}",
-                    store.name
-                ),
-            ));
-        }
+        let r = crate::quorum::quorum_size(&store.name, "r", r, usize::from(store.r), n)?;
         if key.is_empty() {
             return Err(DynamoError::new(
                 ErrorKind::BadRequest,
@@ -80,17 +71,12 @@ impl State {
         // Every owner is asked, so each one counts before any stand-in's reply may (a
         // stand-in's "not found" must never hide an owner's value). An owner that failed
         // a call a moment ago also gets a stand-in at once, in parallel.
-        let owners: Vec<&String> = walk.iter().take(n).collect();
+        let owners: Vec<String> = walk.iter().take(n).cloned().collect();
         let mut targets: Vec<Target> = owners.iter().map(|m| Target::owner(m.as_str())).collect();
-        let mut stand_ins = walk.iter().skip(n).filter(|m| !down(m));
-        for owner in owners.iter().filter(|m| down(m)) {
-            if let Some(s) = stand_ins.next() {
-                targets.push(Target {
-                    name: s.clone(),
-                    hint_for: Some((*owner).clone()),
-                });
-            }
-        }
+        let down_owners: Vec<String> = owners.iter().filter(|m| down(m)).cloned().collect();
+        let (stand_ins, _) =
+            crate::quorum::stand_ins_for(&walk, n, &down_owners, &owners, |m| !down(m));
+        targets.extend(stand_ins);
         let key_rc = Rc::new(key.to_vec());
         let read: ReadFn = {
             let (st, layout, store_name, key) = (
@@ -110,12 +96,7 @@ impl State {
         };
         let mut q = QuorumRead::start(r, policy, targets, read);
         let ok = q
-            .wait(|used| {
-                walk.iter()
-                    .skip(n)
-                    .find(|m| !used.contains(m) && !down(m))
-                    .cloned()
-            })
+            .wait(|used| crate::quorum::next_stand_in(&walk, n, used, |m| !down(m)))
             .await;
         if !ok {
             // A request every replica refuses (an oversize key, a store it does not

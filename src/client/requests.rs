@@ -98,8 +98,9 @@ impl State {
                 tokio::time::sleep(retry_pause(round)).await;
             }
             for address in self.route(&layout, &summary, key) {
-                // Any attempt after the first may follow one that was applied.
-                let retry = attempts > 0;
+                // An attempt after one that may have been applied (it timed out or its
+                // node went away) is a retry; one refused as overloaded was not applied.
+                let retry = attempts > overloaded;
                 attempts += 1;
                 match self.send(&address, &op, store, key, retry).await {
                     Ok(a) => return Ok(a),

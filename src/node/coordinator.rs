@@ -22,7 +22,10 @@ use crate::version::{Siblings, Version};
 use super::local::{LocalNode, WritePayload};
 use super::{NodeCore, Topology};
 use crate::api::Deadline;
-use crate::quorum::{holding_reaped, stale_replicas, QuorumRead, ReadFn, Target};
+use crate::quorum::{
+    holding_reaped, next_stand_in, quorum_size, stale_replicas, stand_ins_for, QuorumRead, ReadFn,
+    Target,
+};
 
 /// The replicas of one request and the owners left out.
 struct Plan {
@@ -111,24 +114,14 @@ impl LocalNode {
                 down.push(((*m).to_owned(), why));
             }
         }
-        let mut owed = down.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>();
-        owed.reverse();
-        for m in walk.iter().skip(n) {
-            if owed.is_empty() {
-                break;
-            }
-            if targets.iter().any(|t| t.name == *m) || !self.is_healthy(m) {
-                continue;
-            }
-            targets.push(Target {
-                name: (*m).to_owned(),
-                hint_for: owed.pop(),
-            });
-        }
+        let owed: Vec<String> = down.iter().map(|(m, _)| m.clone()).collect();
+        let taken: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+        let (stand_ins, uncovered) = stand_ins_for(&walk, n, &owed, &taken, |m| self.is_healthy(m));
+        targets.extend(stand_ins);
         Plan {
             targets,
             down,
-            uncovered: owed.len(),
+            uncovered,
         }
     }
 
@@ -267,9 +260,9 @@ impl LocalNode {
                 .await;
         }
         let replayed = (!local)
-            .then(|| store.replay(earlier, ctx.as_ref()))
+            .then(|| store.replay(earlier.clone(), ctx.as_ref()))
             .flatten();
-        let written = match replayed {
+        let mut written = match replayed {
             Some(w) => w,
             None => {
                 self.engine_by(Some(deadline), store.name(), &key, move || {
@@ -290,6 +283,11 @@ impl LocalNode {
                 .await?
             }
         };
+        // Whatever happened above, the answer covers every version this request made,
+        // so a write made with it supersedes them all.
+        for v in &earlier {
+            written.context.add(v.dot, v.timestamp_ms);
+        }
         let token = store.context_token(&key, &written.context);
         // Replicas get the version written (its past names what it supersedes), not
         // the key's whole sibling set; encoded once for every round.
@@ -406,7 +404,8 @@ impl LocalNode {
     /// A retried write's earlier attempts: the versions written by request `id` that
     /// the key's replicas hold, asked of every healthy member among the first 2N of the
     /// key's walk (owners and the stand-ins an earlier attempt may have used), this
-    /// node aside. Best effort within the deadline: replicas that fail are skipped.
+    /// node aside. Best effort within half the time left: replicas that fail, or do not
+    /// answer by then, are skipped.
     async fn earlier_attempt(
         &self,
         store: &Arc<VersionedStore>,
@@ -424,8 +423,12 @@ impl LocalNode {
             .enumerate()
             .filter(|(_, m)| *m != self.name() && self.is_healthy(m))
             .map(|(i, m)| self.replica_read(m, store, key_rc.clone(), i < n, Some(*deadline)));
-        let mut found: Vec<Version> = futures::future::join_all(reads)
-            .await
+        // Half the time left at most: the write itself needs the rest.
+        let answers =
+            tokio::time::timeout(deadline.remaining() / 2, futures::future::join_all(reads))
+                .await
+                .unwrap_or_default();
+        let mut found: Vec<Version> = answers
             .into_iter()
             .filter_map(Result::ok)
             .flat_map(|r| r.versions)
@@ -439,12 +442,8 @@ impl LocalNode {
     /// A stand-in for a replica that failed during a request: the next healthy member
     /// past the top N that the request has not used yet.
     fn stand_in(&self, store: &VersionedStore, key: &[u8], used: &[String]) -> Option<String> {
-        let n = store.config().n;
-        self.walk(store, key)
-            .ok()?
-            .into_iter()
-            .skip(n)
-            .find(|m| !used.iter().any(|u| u == m) && self.is_healthy(m))
+        let walk = self.walk(store, key).ok()?;
+        next_stand_in(&walk, store.config().n, used, |m| self.is_healthy(m))
     }
 
     /// Coordinates a get: R replies, merged; stale replicas repaired afterwards.
@@ -753,6 +752,11 @@ impl Replication {
             Err(e) => {
                 self.failed.push(format!("{}: {}", t.name, e.message));
                 let owner = t.hint_for.clone().unwrap_or(t.name.clone());
+                if self.deadline.passed() {
+                    // Past the deadline a stand-in's write would be dropped unsent; the
+                    // replica gets the version from read repair or anti-entropy.
+                    return;
+                }
                 if let Some(m) = self.node.stand_in(&self.store, &self.key, &self.used) {
                     self.used.push(m.clone());
                     self.send(Target {
@@ -784,16 +788,5 @@ fn check_quorum(
     requested: Option<u8>,
     default: usize,
 ) -> Result<usize, DynamoError> {
-    let n = store.config().n;
-    let q = requested.map_or(default, usize::from);
-    if q == 0 || q > n {
-        return Err(DynamoError::new(
-            ErrorKind::BadRequest,
-            format!(
-                "{field}={q} is invalid for store {}: it must be between 1 and N={n}",
-                store.name()
-            ),
-        ));
-    }
-    Ok(q)
+    quorum_size(store.name(), field, requested, default, store.config().n)
 }

@@ -276,7 +276,13 @@ impl LocalNode {
 
     /// The client-facing capability of peer `name` (for forwarding).
     pub async fn dynamo_of(&self, name: &str) -> Result<rpc::dynamo::Client, DynamoError> {
-        self.internode(name).await?;
+        if let Err(e) = self.internode(name).await {
+            // It cannot be connected to: down.
+            if e.kind == ErrorKind::Unavailable {
+                self.give_up(name, &e.message);
+            }
+            return Err(e);
+        }
         let peers = self.peers.borrow();
         let p = peers
             .get(name)
@@ -284,12 +290,9 @@ impl LocalNode {
         Ok(p.conn.dynamo.clone())
     }
 
-    /// Gives up the shared connection to `name` (closing it: it is broken) and marks
-    /// the peer down.
+    /// `name` could not be connected to: marks it down. (There is no connection to
+    /// close; one another caller opened meanwhile is left alone.)
     fn give_up(&self, name: &str, why: &str) {
-        if let Some(p) = self.peers.borrow_mut().remove(name) {
-            p.conn.close();
-        }
         self.mark_down(name, why);
     }
 
@@ -370,12 +373,11 @@ impl LocalNode {
             Err(e)
                 if timed_out || matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Protocol) =>
             {
+                // Neither a timeout nor a failure the peer reported closes the shared
+                // connection; one that broke is not alive any more, and the next call
+                // opens a fresh one (a peer that restarted is not down).
                 if timed_out {
                     self.core.call_timeouts.fetch_add(1, Ordering::Relaxed);
-                } else if let Some(p) = self.peers.borrow_mut().remove(name) {
-                    // The connection broke (or carried garbage): the next call opens
-                    // a fresh one. A peer that restarted is not down.
-                    p.conn.close();
                 }
                 // Slow or cut off is not dead yet: ask on a path of its own, in the
                 // background; only a failed probe marks it down.
@@ -417,17 +419,17 @@ impl LocalNode {
                 .await;
         }
         let store_name = store.name().to_owned();
+        let sent = self.call_deadline(deadline);
         let answer = self
             .call_peer_by(target, "replica read", deadline.as_ref(), |c| async move {
-                rpc::call_replica_read(&c, target, &store_name, &key, as_owner, deadline.as_ref())
-                    .await
+                rpc::call_replica_read(&c, target, &store_name, &key, as_owner, Some(&sent)).await
             })
             .await;
         let (versions, theirs) = match answer {
             // No owner in its rings (it serves a newer one): learn that view before
             // the read picks stand-ins, so that they come from the new ring.
             Err(e) if e.kind == ErrorKind::Quorum => {
-                self.learn_from(target).await;
+                self.learn_within(target, deadline).await;
                 return Err(e);
             }
             other => other?,
@@ -472,6 +474,7 @@ impl LocalNode {
                 })
                 .await;
         }
+        let sent = self.call_deadline(deadline);
         let write = rpc::ReplicaWrite {
             store: store.name(),
             key: &payload.key,
@@ -479,7 +482,7 @@ impl LocalNode {
             hint_for: hint_for.as_deref(),
             step,
             reaped: payload.reaped.as_deref(),
-            deadline: deadline.as_ref(),
+            deadline: Some(&sent),
         };
         let agrees = self
             .call_peer_by(target, "replica write", deadline.as_ref(), |c| async move {
@@ -487,9 +490,27 @@ impl LocalNode {
             })
             .await?;
         if !agrees {
-            self.learn_from(target).await;
+            self.learn_within(target, deadline).await;
         }
         Ok(agrees)
+    }
+
+    /// The deadline sent with one replica call: the request's, or the end of this
+    /// call's timeout if that comes first (the replica stops when this node stops
+    /// waiting for it); a background call (no deadline) gets the request timeout.
+    fn call_deadline(&self, deadline: Option<Deadline>) -> Deadline {
+        let call = Deadline::after(self.core.request_timeout());
+        deadline.map_or(call, |d| d.min(call))
+    }
+
+    /// [`LocalNode::learn_from`], but never past `deadline`.
+    async fn learn_within(&self, peer: &str, deadline: Option<Deadline>) {
+        match deadline {
+            Some(d) => {
+                let _ = tokio::time::timeout(d.remaining(), self.learn_from(peer)).await;
+            }
+            None => self.learn_from(peer).await,
+        }
     }
 
     /// One gossip exchange with `peer`, or, when one is running already, waiting for

@@ -50,6 +50,11 @@ struct InternodeServer {
     node: LocalNode,
 }
 
+/// The deadline of one forward of a request due at `deadline`: half the time left.
+fn forward_deadline(deadline: &crate::api::Deadline) -> crate::api::Deadline {
+    crate::api::Deadline::after(deadline.remaining() / 2)
+}
+
 /// The failure of a request whose deadline passed while a forward of it to `owner` ran.
 fn deadline_passed(what: &str, owner: &str) -> DynamoError {
     DynamoError::new(
@@ -177,9 +182,9 @@ impl DynamoServer {
             .collect()
     }
 
-    /// A forward's transport failed: a connection that could not be opened or broke
-    /// marks the owner down (the connection layer did); a forward that timed out or an
-    /// owner that is busy does not, since busy is not dead.
+    /// A forward failed: an owner that could not be connected to was marked down (by
+    /// [`LocalNode::dynamo_of`]); a forward that timed out or an owner that is busy is
+    /// not, since busy is not dead.
     fn forward_failed(&self, owner: &str, e: &DynamoError) {
         eprintln!(
             "{}: forward to {owner} failed, trying the next coordinator: {}",
@@ -198,20 +203,32 @@ impl DynamoServer {
         req.deadline = Some(deadline);
         let st = self.node.core.store(&req.store)?.clone();
         for owner in self.forward_targets(&st, &req.key, forwarded) {
+            // Half the time left, so that another owner (or this node) can still take
+            // the request if this one cannot; the owner is told that shorter deadline.
+            let part = forward_deadline(&deadline);
+            let fwd = GetRequest {
+                deadline: Some(part),
+                ..req.clone()
+            };
             let attempt = async {
                 let d = self.node.dynamo_of(&owner).await?;
-                // A failure the owner reports is the answer; only transport errors
-                // move on to the next owner.
-                match rpc::call_get(&d, &owner, &req, true).await {
-                    Err(e) if e.kind == ErrorKind::Unavailable => Err(e),
+                // A failure the owner reports is the answer; only transport errors and
+                // a busy owner move on to the next owner.
+                match rpc::call_get(&d, &owner, &fwd, true).await {
+                    Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Overloaded) => {
+                        Err(e)
+                    }
                     answer => Ok(answer),
                 }
             };
-            match tokio::time::timeout(deadline.remaining(), attempt).await {
+            match tokio::time::timeout(part.remaining(), attempt).await {
                 Ok(Ok(answer)) => return answer,
                 Ok(Err(e)) => self.forward_failed(&owner, &e),
-                Err(_) => return Err(deadline_passed("get", &owner)),
+                Err(_) => self.forward_failed(&owner, &deadline_passed("get", &owner)),
             };
+            if deadline.passed() {
+                return Err(deadline_passed("get", &owner));
+            }
         }
         let out = self
             .node
@@ -233,6 +250,8 @@ impl DynamoServer {
         req.deadline = Some(deadline);
         let st = self.node.core.store(&req.store)?.clone();
         for owner in self.forward_targets(&st, &req.key, forwarded) {
+            // As for gets: half the time left, told to the owner.
+            let part = forward_deadline(&deadline);
             let fwd = rpc::WriteRequest {
                 store: &req.store,
                 key: &req.key,
@@ -241,24 +260,36 @@ impl DynamoServer {
                 w: req.w,
                 request_id: req.request_id,
                 retry: req.retry,
-                deadline: Some(deadline),
+                deadline: Some(part),
             };
             let attempt = async {
                 let d = self.node.dynamo_of(&owner).await?;
                 let answer = rpc::call_put(&d, &owner, &fwd, true).await;
                 match answer {
-                    Err(e) if e.kind == ErrorKind::Unavailable => Err(e),
+                    Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Overloaded) => {
+                        Err(e)
+                    }
                     answer => Ok(answer),
                 }
             };
-            let outcome = tokio::time::timeout(deadline.remaining(), attempt).await;
-            // A forward that failed may have been applied: the next one is a retry.
-            req.retry = true;
+            let outcome = tokio::time::timeout(part.remaining(), attempt).await;
             match outcome {
                 Ok(Ok(answer)) => return answer,
-                Ok(Err(e)) => self.forward_failed(&owner, &e),
-                Err(_) => return Err(deadline_passed("write", &owner)),
+                // Refused untouched: the next attempt is no retry.
+                Ok(Err(e)) if e.kind == ErrorKind::Overloaded => self.forward_failed(&owner, &e),
+                // It may have been applied: the next attempt is a retry.
+                Ok(Err(e)) => {
+                    req.retry = true;
+                    self.forward_failed(&owner, &e)
+                }
+                Err(_) => {
+                    req.retry = true;
+                    self.forward_failed(&owner, &deadline_passed("write", &owner))
+                }
             };
+            if deadline.passed() {
+                return Err(deadline_passed("write", &owner));
+            }
         }
         let token = self.node.coordinate_put(&st, req).await?;
         let delay = self.node.core.config.faults.delay_write_reply_ms;
@@ -327,10 +358,14 @@ impl dynamo::Server for DynamoServer {
     ) -> Result<(), capnp::Error> {
         let started = Instant::now();
         let answer = match (rpc::read_get_params(params.get()?), self.admit()) {
-            (Ok((req, fwd)), Ok(_slots)) => self.handle_get(req, fwd).await,
+            (Ok((req, fwd)), Ok(_slots)) => {
+                let answer = self.handle_get(req, fwd).await;
+                // Refusals are not latency samples (they would hide the overload).
+                self.node.core.admission.record(started.elapsed());
+                answer
+            }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
-        self.node.core.admission.record(started.elapsed());
         let reply = results.get().init_reply();
         match answer {
             Ok(g) => rpc::write_get_reply(reply, &g),
@@ -346,10 +381,13 @@ impl dynamo::Server for DynamoServer {
     ) -> Result<(), capnp::Error> {
         let started = Instant::now();
         let answer = match (rpc::read_put_params(params.get()?), self.admit()) {
-            (Ok((req, fwd)), Ok(_slots)) => self.handle_put(req, fwd).await,
+            (Ok((req, fwd)), Ok(_slots)) => {
+                let answer = self.handle_put(req, fwd).await;
+                self.node.core.admission.record(started.elapsed());
+                answer
+            }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
-        self.node.core.admission.record(started.elapsed());
         rpc::answer_put(results.get().init_reply(), &answer);
         Ok(())
     }
@@ -361,10 +399,13 @@ impl dynamo::Server for DynamoServer {
     ) -> Result<(), capnp::Error> {
         let started = Instant::now();
         let answer = match (rpc::read_delete_params(params.get()?), self.admit()) {
-            (Ok((req, fwd)), Ok(_slots)) => self.handle_put(req, fwd).await,
+            (Ok((req, fwd)), Ok(_slots)) => {
+                let answer = self.handle_put(req, fwd).await;
+                self.node.core.admission.record(started.elapsed());
+                answer
+            }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
-        self.node.core.admission.record(started.elapsed());
         rpc::answer_put(results.get().init_reply(), &answer);
         Ok(())
     }
