@@ -111,13 +111,17 @@ pub struct WorkloadArgs {
     /// Node addresses of a running cluster, comma-separated.
     #[arg(long, value_delimiter = ',', conflicts_with = "spawn")]
     pub nodes: Vec<String>,
-    /// Start a local cluster of this many nodes for the run (N=3, R=2, W=2) and stop it
-    /// afterwards.
+    /// Start a local cluster of this many nodes for the run (N=3, R=2, W=2; fewer nodes
+    /// lower N, R and W to fit: one node is N=R=W=1) and stop it afterwards.
     #[arg(long)]
     pub spawn: Option<usize>,
     /// Engine of the spawned cluster's store.
     #[arg(long, default_value = dynamo::store::default_engine())]
     pub engine: String,
+    /// Durability of the spawned cluster's store: os (the default) or sync (on disk
+    /// before the acknowledgement, with group commit).
+    #[arg(long, default_value = "os", value_parser = parse_durability)]
+    pub durability: dynamo::store::group_commit::StoreDurability,
     /// Directory of the spawned cluster (default: a temporary directory, removed).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -523,6 +527,14 @@ pub fn status(args: StatusArgs) -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
+fn parse_durability(s: &str) -> Result<dynamo::store::group_commit::StoreDurability, String> {
+    match s {
+        "os" => Ok(dynamo::store::group_commit::StoreDurability::Os),
+        "sync" => Ok(dynamo::store::group_commit::StoreDurability::Sync),
+        other => Err(format!("unknown durability {other:?}: use os or sync")),
+    }
+}
+
 fn store_for(engine: &str) -> StoreConfig {
     StoreConfig {
         engine: engine.to_owned(),
@@ -714,12 +726,21 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
                 }
             };
             let mut spec = ClusterSpec::new(k, &dir);
-            spec.stores = vec![store_for(&args.engine)];
+            let mut store = store_for(&args.engine);
+            store.n = store.n.min(k.max(1));
+            store.r = store.r.min(store.n);
+            store.w = store.w.min(store.n);
+            store.durability = args.durability;
             eprintln!(
-                "starting a local cluster of {k} nodes (N=3, R=2, W=2, engine {}) in {}",
+                "starting a local cluster of {k} nodes (N={}, R={}, W={}, engine {}, durability {:?}) in {}",
+                store.n,
+                store.r,
+                store.w,
                 args.engine,
+                store.durability,
                 dir.display()
             );
+            spec.stores = vec![store];
             let exe = std::env::current_exe().context("finding the dynamo binary")?;
             let c = LocalCluster::start(&spec, &exe)?;
             let addrs = c.addresses();

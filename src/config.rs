@@ -46,6 +46,7 @@
 //! max_key_size = 4096
 //! max_value_size = 1048576
 //! prune_threshold = 10
+//! durability = "os"               # or "sync": on disk before acknowledged (group commit)
 //!
 //! [anti_entropy]                  # see docs/anti-entropy.md
 //! enabled = true

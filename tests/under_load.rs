@@ -319,3 +319,37 @@ fn connections_over_the_cap_and_idle_ones_are_closed_and_the_node_serves_on() {
         vec![b"v".to_vec()]
     );
 }
+
+/// Point 2: a store with `durability = "sync"` acknowledges concurrent writes (they wait
+/// for a shared flush, group commit) and every one reads back.
+#[test]
+fn a_sync_store_acknowledges_concurrent_writes_after_a_shared_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = rocks();
+    store.n = 1;
+    store.r = 1;
+    store.w = 1;
+    store.durability = dynamo::store::group_commit::StoreDurability::Sync;
+    let cluster = start(1, dir.path(), store);
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let async_client = Client::connect(&addrs, ClientOptions::default()).unwrap();
+    let rt = runtime();
+    let puts = (0..32).map(|i| {
+        let c = async_client.clone();
+        async move {
+            let key = format!("synced-{i}");
+            c.put("default", key.as_bytes(), b"v", None, None).await
+        }
+    });
+    for r in rt.block_on(futures::future::join_all(puts)) {
+        r.unwrap();
+    }
+    for i in 0..32 {
+        let key = format!("synced-{i}");
+        assert_eq!(
+            values(&c.get("default", key.as_bytes(), None).unwrap()),
+            vec![b"v".to_vec()]
+        );
+    }
+}

@@ -283,6 +283,14 @@ impl LocalNode {
                 .await?
             }
         };
+        // A `sync` store acknowledges its own copy only once it is on disk (group
+        // commit: concurrent writers share the flush).
+        if local {
+            store
+                .durable(store.durability_mark())
+                .await
+                .map_err(DynamoError::from)?;
+        }
         // Whatever happened above, the answer covers every version this request made,
         // so a write made with it supersedes them all.
         for v in &earlier {

@@ -466,13 +466,17 @@ impl LocalNode {
             let k = payload.key.to_vec();
             let v = payload.versions.to_vec();
             let dead = payload.reaped.as_deref().cloned();
-            return self
-                .engine_by(deadline, store.name(), &payload.key, move || {
-                    core.hints
-                        .merge_with_reaped(&s, &k, v, dead.as_ref(), hint_for.as_deref())?;
-                    Ok(true)
-                })
-                .await;
+            self.engine_by(deadline, store.name(), &payload.key, move || {
+                core.hints
+                    .merge_with_reaped(&s, &k, v, dead.as_ref(), hint_for.as_deref())?;
+                Ok(())
+            })
+            .await?;
+            store
+                .durable(store.durability_mark())
+                .await
+                .map_err(DynamoError::from)?;
+            return Ok(true);
         }
         let sent = self.call_deadline(deadline);
         let write = rpc::ReplicaWrite {

@@ -558,6 +558,7 @@ impl InternodeServer {
             ..
         } = w;
         let (k, name) = (key.clone(), st.name().to_owned());
+        let store = st.clone();
         self.node
             .engine_by(deadline, &name, &key, move || {
                 core.hints.merge_with_reaped(
@@ -572,7 +573,12 @@ impl InternodeServer {
                 }
                 Ok(())
             })
+            .await?;
+        // A `sync` store answers once the write is on disk (group commit).
+        store
+            .durable(store.durability_mark())
             .await
+            .map_err(DynamoError::from)
     }
 }
 

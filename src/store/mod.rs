@@ -29,6 +29,7 @@
 //! Bad input (oversize key or value, malformed context, a context issued for another
 //! key) is refused with a [`StoreError`] before anything is written.
 
+pub mod group_commit;
 pub mod reap;
 pub mod record;
 pub mod registry;
@@ -171,6 +172,10 @@ pub struct StoreConfig {
     /// Default: 4 × `max_value_size`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_record_size: Option<usize>,
+    /// `os` (the default: the write-ahead log is written before a write is
+    /// acknowledged, flushed by the OS) or `sync` (flushed to disk first, with group
+    /// commit: concurrent writers share one flush).
+    pub durability: group_commit::StoreDurability,
 }
 
 impl Default for StoreConfig {
@@ -187,6 +192,7 @@ impl Default for StoreConfig {
             prune_threshold: DEFAULT_PRUNE_THRESHOLD,
             max_record_size: None,
             object_size: None,
+            durability: group_commit::StoreDurability::Os,
         }
     }
 }
@@ -507,6 +513,15 @@ pub enum StoreError {
         #[source]
         source: EngineError,
     },
+    /// A `durability = "sync"` store could not make a write durable: it was written
+    /// but may not survive a power loss, and is not acknowledged.
+    #[error("store {store:?}: the write is not known to be on disk: {reason}")]
+    Durability {
+        /// The store.
+        store: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 fn known_list(known: &[String]) -> String {
@@ -594,6 +609,9 @@ pub struct VersionedStore {
     /// Whether the `aae` keyspace holds a state hash for every record (false only
     /// while a store written before it existed is being indexed).
     indexed: AtomicBool,
+    /// With `durability = "sync"`: the syncer every record write waits for (see
+    /// [`VersionedStore::durable`]).
+    group: Option<group_commit::GroupCommit>,
 }
 
 impl fmt::Debug for VersionedStore {
@@ -723,7 +741,10 @@ impl VersionedStore {
                 empty
             }
         };
+        let group = (config.durability == group_commit::StoreDurability::Sync)
+            .then(|| group_commit::GroupCommit::start(&config.name, engine.clone()));
         Ok(Self {
+            group,
             fresh,
             tree: HashTree::new(partitions),
             indexed: AtomicBool::new(indexed),
@@ -1011,7 +1032,34 @@ impl VersionedStore {
                 guard.apply(segment, key, old_hash ^ new_hash);
             }
         }
+        if let Some(g) = &self.group {
+            g.note_write();
+        }
         Ok(())
+    }
+
+    /// The point every record write made so far must reach to be durable: pass it to
+    /// [`VersionedStore::durable`] once the write returned (`None`: the store's
+    /// durability is `os`, nothing to wait for).
+    pub fn durability_mark(&self) -> Option<u64> {
+        self.group.as_ref().map(|g| g.written())
+    }
+
+    /// Waits, without blocking a thread, until every record write up to `mark` (from
+    /// [`VersionedStore::durability_mark`]) is on disk: with `durability = "sync"` a
+    /// write is acknowledged only after this. Many writers share one flush (group
+    /// commit).
+    pub async fn durable(&self, mark: Option<u64>) -> Result<(), StoreError> {
+        match (&self.group, mark) {
+            (Some(g), Some(seq)) => g
+                .durable(seq)
+                .await
+                .map_err(|reason| StoreError::Durability {
+                    store: self.config.name.clone(),
+                    reason,
+                }),
+            _ => Ok(()),
+        }
     }
 
     fn decode_record(&self, key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
