@@ -664,29 +664,18 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let answer = async {
-            let st = self.store(p.get_store())?;
-            let partition = existing_partition(&st, p.get_partition())?;
-            let after = rpc::data(p.get_after())?;
             // At most 10,000 keys a page, so one reply stays far below any message limit.
-            let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
+            let page = rpc::read_keys_params(p)?;
+            let st = self.store_named(&page.store)?;
+            let partition = existing_partition(&st, page.partition)?;
             self.node
                 .engine_any("listing keys", move || {
-                    Ok(st.keys_after(partition, &after, limit)?)
+                    Ok(st.keys_after(partition, &page.after, page.limit)?)
                 })
                 .await
         }
         .await;
-        match answer {
-            Ok((keys, more)) => {
-                let mut r = results.get();
-                let mut list = r.reborrow().init_keys(keys.len() as u32);
-                for (i, k) in keys.iter().enumerate() {
-                    list.set(i as u32, k);
-                }
-                r.set_more(more);
-            }
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        rpc::write_keys_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -697,39 +686,28 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let answer = async {
-            let st = self.store(p.get_store())?;
-            let partition = existing_partition(&st, p.get_partition())?;
-            let after = rpc::data(p.get_after())?;
-            let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
+            let page = rpc::read_partition_records_params(p)?;
+            let st = self.store_named(&page.store)?;
+            let partition = existing_partition(&st, page.partition)?;
             // A page stays far below the message limit whatever the caller asked.
-            let max_bytes = (p.get_max_bytes() as usize).clamp(1, self.node.core.max_message / 4);
+            let max_bytes = usize::try_from(page.max_bytes)
+                .unwrap_or(usize::MAX)
+                .clamp(1, self.node.core.max_message / 4);
             // Read before the page: a rebuild that ends meanwhile only makes the flag
             // err on the careful side.
             let rebuilding = self.node.core.rebuild.is_rebuilding(st.name(), partition);
-            let graveyard = p.get_graveyard();
             self.node
                 .engine_any("reading a partition for a transfer", move || {
-                    let (records, more) = match graveyard {
-                        true => st.reaped_after(partition, &after, limit)?,
-                        false => st.records_after(partition, &after, limit, max_bytes)?,
+                    let (records, more) = match page.graveyard {
+                        true => st.reaped_after(partition, &page.after, page.limit)?,
+                        false => st.records_after(partition, &page.after, page.limit, max_bytes)?,
                     };
                     Ok((records, more, rebuilding))
                 })
                 .await
         }
         .await;
-        match answer {
-            Ok((records, more, rebuilding)) => {
-                let mut r = results.get();
-                crate::rpc::anti_entropy::write_key_states(
-                    r.reborrow().init_records(records.len() as u32),
-                    &records,
-                );
-                r.set_more(more);
-                r.set_rebuilding(rebuilding);
-            }
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        rpc::write_partition_records_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -744,9 +722,7 @@ impl internode::Server for InternodeServer {
         }
         let p = params.get()?;
         let answer = async {
-            let from = rpc::text(p.get_from())?;
-            let digest = rpc::data(p.get_digest())?;
-            let history = rpc::text(p.get_history())?;
+            let (from, digest, history) = rpc::read_gossip_params(p)?;
             if !history.is_empty() {
                 let h = gossip::parse_history(&history, &from)?;
                 // Merged in the background: saving it syncs a file, which may take
@@ -776,17 +752,10 @@ impl internode::Server for InternodeServer {
             let reply = view
                 .filter(|_| my_digest.as_slice() != digest.as_slice())
                 .map(|v| gossip::history_json(v.history()));
-            Ok::<_, DynamoError>((my_digest, reply))
+            Ok::<_, DynamoError>((my_digest.to_vec(), reply))
         }
         .await;
-        match answer {
-            Ok((digest, history)) => {
-                let mut r = results.get();
-                r.set_digest(&digest);
-                r.set_history(history.as_deref().unwrap_or(""));
-            }
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        rpc::write_gossip_reply(results.get(), &answer);
         Ok(())
     }
 

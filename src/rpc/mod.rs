@@ -528,6 +528,118 @@ pub fn read_deliver_hint_params(
     })
 }
 
+/// A page request (`Internode.keys`, `Internode.partitionRecords`) as a replica
+/// receives it; `limit` already clamped to 1..=[`crate::api::MAX_KEYS_PER_PAGE`].
+#[derive(Clone, Debug)]
+pub struct IncomingPage {
+    /// The store.
+    pub store: String,
+    /// The partition (not checked against the ring yet).
+    pub partition: u32,
+    /// The last key of the previous page (empty: from the first).
+    pub after: Vec<u8>,
+    /// Keys at most.
+    pub limit: usize,
+    /// Bytes of values at most (`partitionRecords`; 0 for `keys`).
+    pub max_bytes: u64,
+    /// `partitionRecords`: list the partition's reaped keys instead.
+    pub graveyard: bool,
+}
+
+/// The request of an `Internode.keys` call.
+pub fn read_keys_params(
+    p: internode::keys_params::Reader<'_>,
+) -> Result<IncomingPage, DynamoError> {
+    Ok(IncomingPage {
+        store: text(p.get_store())?,
+        partition: p.get_partition(),
+        after: data(p.get_after())?,
+        limit: p.get_limit().clamp(1, crate::api::MAX_KEYS_PER_PAGE) as usize,
+        max_bytes: 0,
+        graveyard: false,
+    })
+}
+
+/// Fills an `Internode.keys` reply with a page of keys (`more`: others follow).
+pub fn write_keys_reply(
+    mut r: internode::keys_results::Builder<'_>,
+    answer: &Result<(Vec<Vec<u8>>, bool), DynamoError>,
+) {
+    match answer {
+        Ok((keys, more)) => {
+            let mut list = r.reborrow().init_keys(keys.len() as u32);
+            for (i, k) in keys.iter().enumerate() {
+                list.set(i as u32, k);
+            }
+            r.set_more(*more);
+        }
+        Err(e) => write_failure(r.init_failure(), e),
+    }
+}
+
+/// The request of an `Internode.partitionRecords` call.
+pub fn read_partition_records_params(
+    p: internode::partition_records_params::Reader<'_>,
+) -> Result<IncomingPage, DynamoError> {
+    Ok(IncomingPage {
+        store: text(p.get_store())?,
+        partition: p.get_partition(),
+        after: data(p.get_after())?,
+        limit: p.get_limit().clamp(1, crate::api::MAX_KEYS_PER_PAGE) as usize,
+        max_bytes: p.get_max_bytes(),
+        graveyard: p.get_graveyard(),
+    })
+}
+
+/// One page of a partition's records for a transfer: the records, whether more
+/// follow, and whether the replica is rebuilding the partition itself.
+pub type RecordsPage = (Vec<crate::store::KeyState>, bool, bool);
+
+/// Fills an `Internode.partitionRecords` reply.
+pub fn write_partition_records_reply(
+    mut r: internode::partition_records_results::Builder<'_>,
+    answer: &Result<RecordsPage, DynamoError>,
+) {
+    match answer {
+        Ok((records, more, rebuilding)) => {
+            anti_entropy::write_key_states(
+                r.reborrow().init_records(records.len() as u32),
+                records,
+            );
+            r.set_more(*more);
+            r.set_rebuilding(*rebuilding);
+        }
+        Err(e) => write_failure(r.init_failure(), e),
+    }
+}
+
+/// An `Internode.gossip` call as received: the caller's name, its history's digest and
+/// its history (JSON; empty when not sent).
+pub fn read_gossip_params(
+    p: internode::gossip_params::Reader<'_>,
+) -> Result<(String, Vec<u8>, String), DynamoError> {
+    Ok((
+        text(p.get_from())?,
+        data(p.get_digest())?,
+        text(p.get_history())?,
+    ))
+}
+
+/// Fills an `Internode.gossip` reply: this node's digest and, when the digests differ,
+/// its history (JSON).
+pub fn write_gossip_reply(
+    mut r: internode::gossip_results::Builder<'_>,
+    answer: &Result<(Vec<u8>, Option<String>), DynamoError>,
+) {
+    match answer {
+        Ok((digest, history)) => {
+            r.set_digest(digest);
+            r.set_history(history.as_deref().unwrap_or(""));
+        }
+        Err(e) => write_failure(r.init_failure(), e),
+    }
+}
+
 /// Fills an `Internode.read` reply: the replica's versions, whether it is rebuilding
 /// and its reaped context, or the failure; with the replica's serving ring version.
 pub fn write_replica_read_reply(
