@@ -16,8 +16,17 @@
 //! ([`Context::next_dot`]) is not covered by it, and adding it gives a context strictly
 //! after the old one.
 //!
-//! Encoding: version byte [`CONTEXT_FORMAT`], then the vector, then the cloud, all
-//! varints. [`Context::to_token`] wraps that in URL-safe base64 together with a
+//! Request memory: besides dots, a context remembers the client request ids of the
+//! versions it was built from (at most [`MAX_CONTEXT_REQUESTS`], the newest by
+//! timestamp). Attempts of one request through different coordinators can each make a
+//! version under its own dot; a context that saw one of them covers the request, so a
+//! write made with it supersedes every attempt's version, also one it never saw (see
+//! [`Context::covers_write`]). Request ids take no part in [`Context::descends`]: they
+//! are not events, only names for one.
+//!
+//! Encoding: version byte [`CONTEXT_FORMAT`] (or [`CONTEXT_FORMAT_REQUESTS`] when it
+//! remembers requests), then the vector, then the cloud, all varints, then (format 2)
+//! the request ids, each 8 bytes big-endian and a varint timestamp. [`Context::to_token`] wraps that in URL-safe base64 together with a
 //! fingerprint of the key it was issued for, so a context pasted onto the wrong key is
 //! rejected instead of silently superseding unrelated versions.
 
@@ -32,8 +41,16 @@ use crate::codec::{put_varint, DecodeError, Reader};
 use crate::dot::{Actor, Dot};
 use crate::vclock::{Causality, VClock, MAX_DECODED_ENTRIES};
 
-/// Format byte of the binary encoding. Decoders reject any other value.
+/// Format byte of the binary encoding of a context that remembers no request.
 pub const CONTEXT_FORMAT: u8 = 1;
+/// Format byte of a context that remembers request ids too. Decoders reject any
+/// format byte but these two.
+pub const CONTEXT_FORMAT_REQUESTS: u8 = 2;
+/// Most request ids a context remembers: the newest by timestamp (ties: highest id).
+/// A version made by an attempt of a request that no context of its key remembers any
+/// more (eight later writes of the key carried it out of memory before that version
+/// met one that superseded it) shows up as a sibling again.
+pub const MAX_CONTEXT_REQUESTS: usize = 8;
 /// Format byte of the printable token.
 pub const TOKEN_FORMAT: u8 = 1;
 /// Longest token accepted, so a hostile token cannot make us allocate much.
@@ -79,6 +96,8 @@ pub enum ContextError {
 pub struct Context {
     vv: VClock,
     cloud: BTreeMap<Dot, u64>,
+    /// Request ids seen, with the newest timestamp of a version each wrote.
+    requests: BTreeMap<u64, u64>,
 }
 
 impl Context {
@@ -92,6 +111,7 @@ impl Context {
         Self {
             vv,
             cloud: BTreeMap::new(),
+            requests: BTreeMap::new(),
         }
     }
 
@@ -105,9 +125,14 @@ impl Context {
         self.cloud.iter()
     }
 
-    /// True if it covers no event.
+    /// The request ids it remembers, with their timestamps.
+    pub fn requests(&self) -> impl Iterator<Item = (&u64, &u64)> {
+        self.requests.iter()
+    }
+
+    /// True if it covers no event and remembers no request.
     pub fn is_empty(&self) -> bool {
-        self.vv.is_empty() && self.cloud.is_empty()
+        self.vv.is_empty() && self.cloud.is_empty() && self.requests.is_empty()
     }
 
     /// Number of vector entries plus cloud dots (its size, for pruning).
@@ -118,6 +143,42 @@ impl Context {
     /// Does it cover `dot`?
     pub fn covers(&self, dot: &Dot) -> bool {
         self.vv.covers(dot) || self.cloud.contains_key(dot)
+    }
+
+    /// Has it seen a version written by request `id`?
+    pub fn covers_request(&self, id: u64) -> bool {
+        self.requests.contains_key(&id)
+    }
+
+    /// Does a write made with this context supersede the version `dot` written by
+    /// `request_id`: it saw that version, or another attempt of the same request.
+    pub fn covers_write(&self, dot: &Dot, request_id: Option<u64>) -> bool {
+        self.covers(dot) || request_id.is_some_and(|id| self.covers_request(id))
+    }
+
+    /// Remembers request `id` (whose version is stamped `timestamp_ms`), keeping only
+    /// the newest [`MAX_CONTEXT_REQUESTS`].
+    pub fn add_request(&mut self, id: u64, timestamp_ms: u64) {
+        let t = self.requests.entry(id).or_insert(timestamp_ms);
+        *t = (*t).max(timestamp_ms);
+        self.cap_requests();
+    }
+
+    /// Keeps the newest requests by (timestamp, id): the top of a union is the same
+    /// whatever order contexts were merged in, so merge stays a semilattice.
+    fn cap_requests(&mut self) {
+        while self.requests.len() > MAX_CONTEXT_REQUESTS {
+            let oldest = self
+                .requests
+                .iter()
+                .map(|(id, ts)| (*ts, *id))
+                .min()
+                .map(|(_, id)| id);
+            match oldest {
+                Some(id) => self.requests.remove(&id),
+                None => break,
+            };
+        }
     }
 
     /// Highest counter of `actor` it covers (0 if none).
@@ -181,6 +242,11 @@ impl Context {
         for a in actors {
             self.normalize_actor(a);
         }
+        for (id, ts) in &other.requests {
+            let t = self.requests.entry(*id).or_insert(*ts);
+            *t = (*t).max(*ts);
+        }
+        self.cap_requests();
     }
 
     /// Covers every event `other` covers.
@@ -252,12 +318,24 @@ impl Context {
     }
 
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(CONTEXT_FORMAT);
+        // Format 1 when no request is remembered: what older builds wrote and read.
+        out.push(if self.requests.is_empty() {
+            CONTEXT_FORMAT
+        } else {
+            CONTEXT_FORMAT_REQUESTS
+        });
         self.vv.encode(out);
         put_varint(out, self.cloud.len() as u64);
         for (d, ts) in &self.cloud {
             d.encode(out);
             put_varint(out, *ts);
+        }
+        if !self.requests.is_empty() {
+            put_varint(out, self.requests.len() as u64);
+            for (id, ts) in &self.requests {
+                out.extend_from_slice(&id.to_be_bytes());
+                put_varint(out, *ts);
+            }
         }
     }
 
@@ -271,8 +349,10 @@ impl Context {
 
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let format = r.u8()?;
-        if format != CONTEXT_FORMAT {
-            return Err(r.error(format!("format byte {format}, expected {CONTEXT_FORMAT}")));
+        if format != CONTEXT_FORMAT && format != CONTEXT_FORMAT_REQUESTS {
+            return Err(r.error(format!(
+                "format byte {format}, expected {CONTEXT_FORMAT} or {CONTEXT_FORMAT_REQUESTS}"
+            )));
         }
         let vv = VClock::decode(r)?;
         let n = r.bounded(MAX_DECODED_ENTRIES, "cloud dot count")?;
@@ -281,6 +361,15 @@ impl Context {
             let d = Dot::decode(r)?;
             let ts = r.varint()?;
             ctx.add(d, ts);
+        }
+        if format == CONTEXT_FORMAT_REQUESTS {
+            let n = r.bounded(MAX_DECODED_ENTRIES, "request id count")?;
+            for _ in 0..n {
+                let b = r.take(8)?;
+                let id = u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                let ts = r.varint()?;
+                ctx.add_request(id, ts);
+            }
         }
         Ok(ctx)
     }
@@ -390,6 +479,61 @@ mod tests {
             Context::from_token(&truncated, 0xdead_beef),
             Err(ContextError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn requests_are_remembered_capped_and_round_trip() {
+        let mut c = Context::new();
+        c.add(d(1, 1), 5);
+        assert_eq!(c.encode()[0], CONTEXT_FORMAT, "no request: the old format");
+        for id in 0..(MAX_CONTEXT_REQUESTS as u64 + 3) {
+            c.add_request(1000 + id, 10 + id);
+        }
+        assert_eq!(c.requests().count(), MAX_CONTEXT_REQUESTS);
+        assert!(!c.covers_request(1000), "the oldest go first");
+        assert!(c.covers_request(1000 + MAX_CONTEXT_REQUESTS as u64 + 2));
+        assert!(c.covers_write(&d(9, 9), Some(1005)));
+        assert!(!c.covers_write(&d(9, 9), Some(1)));
+        assert!(!c.covers_write(&d(9, 9), None));
+        let bytes = c.encode();
+        assert_eq!(bytes[0], CONTEXT_FORMAT_REQUESTS);
+        assert_eq!(Context::decode(&bytes).unwrap(), c);
+        let t = c.to_token(7);
+        assert_eq!(Context::from_token(&t, 7).unwrap(), c);
+        let mut only = Context::new();
+        only.add_request(3, 1);
+        assert!(!only.is_empty());
+        let mut bad = bytes.clone();
+        bad[0] = 3;
+        assert!(Context::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn merging_requests_is_a_union_capped_the_same_in_any_order() {
+        let mut a = Context::new();
+        let mut b = Context::new();
+        let mut c = Context::new();
+        for i in 0..6u64 {
+            a.add_request(i, 100 + i);
+            b.add_request(10 + i, 100 + 2 * i);
+            c.add_request(i, 200 - i);
+        }
+        let mut ab_c = a.clone();
+        ab_c.merge(&b);
+        ab_c.merge(&c);
+        let mut bc = b.clone();
+        bc.merge(&c);
+        let mut a_bc = a.clone();
+        a_bc.merge(&bc);
+        let mut c_b_a = c.clone();
+        c_b_a.merge(&b);
+        c_b_a.merge(&a);
+        assert_eq!(ab_c, a_bc);
+        assert_eq!(ab_c, c_b_a);
+        assert_eq!(ab_c.requests().count(), MAX_CONTEXT_REQUESTS);
+        let mut again = ab_c.clone();
+        again.merge(&ab_c);
+        assert_eq!(again, ab_c);
     }
 
     #[test]

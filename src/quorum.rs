@@ -303,7 +303,7 @@ pub fn drop_reaped(set: &Siblings, reaped: &Context, policy: ConflictPolicy) -> 
     let kept: Vec<Version> = set
         .versions()
         .iter()
-        .filter(|v| !reaped.covers(&v.dot))
+        .filter(|v| !reaped.covers_write(&v.dot, v.request_id))
         .cloned()
         .collect();
     if kept.len() == set.len() {
@@ -320,7 +320,10 @@ pub fn holding_reaped(replies: &[(Target, Vec<Version>)], reaped: &Context) -> V
     }
     replies
         .iter()
-        .filter(|(_, had)| had.iter().any(|v| reaped.covers(&v.dot)))
+        .filter(|(_, had)| {
+            had.iter()
+                .any(|v| reaped.covers_write(&v.dot, v.request_id))
+        })
         .map(|(t, _)| t.clone())
         .collect()
 }

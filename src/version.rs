@@ -12,7 +12,10 @@
 //!   drop the superseded"), so replicas that receive the same versions in any order,
 //!   duplicated or not, hold the same set;
 //! - a write with context `C` drops exactly the versions `C` covers and keeps the rest,
-//!   including a concurrent write from the same coordinator.
+//!   including a concurrent write from the same coordinator; "covers" includes the
+//!   versions of any request `C` remembers (a retried request's other attempts);
+//! - at most one version per client request id: attempts of one request that
+//!   coordinators wrote under different dots collapse to the lowest dot.
 //!
 //! Under `lww` a set holds one version: the greatest by (timestamp, dot). That is a
 //! total order, so merge is again a semilattice; it ignores causality, as the paper's
@@ -82,10 +85,14 @@ impl Version {
         self.value.is_none()
     }
 
-    /// Its past plus its own dot: everything a reader of this version has seen.
+    /// Its past plus its own dot (and request): everything a reader of this version
+    /// has seen.
     pub fn history(&self) -> Context {
         let mut h = self.past.clone();
         h.add(self.dot, self.timestamp_ms);
+        if let Some(id) = self.request_id {
+            h.add_request(id, self.timestamp_ms);
+        }
         h
     }
 
@@ -201,17 +208,48 @@ impl Siblings {
         self.versions.iter().find(|v| v.request_id == Some(id))
     }
 
+    /// The versions here that other attempts of the requests that wrote `sent` made:
+    /// same request id, another dot. What a replica answers a write with, so the
+    /// coordinator's answer covers every attempt.
+    pub fn other_attempts(&self, sent: &[(Dot, u64)]) -> Vec<Version> {
+        if sent.is_empty() {
+            return Vec::new();
+        }
+        self.versions
+            .iter()
+            .filter(|v| {
+                v.request_id
+                    .is_some_and(|id| sent.iter().any(|(d, s)| *s == id && *d != v.dot))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The (dot, request id) of each version that has a request id: what
+    /// [`Siblings::other_attempts`] compares with.
+    pub fn attempts_of(versions: &[Version]) -> Vec<(Dot, u64)> {
+        versions
+            .iter()
+            .filter_map(|v| v.request_id.map(|id| (v.dot, id)))
+            .collect()
+    }
+
     /// True if every version is a tombstone (and there is at least one).
     pub fn all_tombstones(&self) -> bool {
         !self.versions.is_empty() && self.versions.iter().all(Version::is_tombstone)
     }
 
-    /// A context covering exactly these versions and everything they supersede.
+    /// A context covering exactly these versions and everything they supersede, and
+    /// remembering the requests that wrote them (so it supersedes their other
+    /// attempts' versions too).
     pub fn context(&self) -> Context {
         let mut c = Context::new();
         for v in &self.versions {
             c.merge(&v.past);
             c.add(v.dot, v.timestamp_ms);
+            if let Some(id) = v.request_id {
+                c.add_request(id, v.timestamp_ms);
+            }
         }
         c
     }
@@ -242,11 +280,22 @@ impl Siblings {
                 all.dedup_by(|later, earlier| later.dot == earlier.dot);
                 let superseded: Vec<bool> = all
                     .iter()
-                    .map(|v| all.iter().any(|u| u.dot != v.dot && u.past.covers(&v.dot)))
+                    .map(|v| all.iter().any(|u| supersedes(u, v)))
                     .collect();
-                self.versions = all
+                let alive: Vec<Version> = all
                     .into_iter()
                     .zip(superseded)
+                    .filter_map(|(v, dead)| (!dead).then_some(v))
+                    .collect();
+                // Then one version per request among the survivors (a dead attempt
+                // never takes a live one with it).
+                let twin: Vec<bool> = alive
+                    .iter()
+                    .map(|v| alive.iter().any(|u| stands_for(u, v)))
+                    .collect();
+                self.versions = alive
+                    .into_iter()
+                    .zip(twin)
                     .filter_map(|(v, dead)| (!dead).then_some(v))
                     .collect();
             }
@@ -262,6 +311,9 @@ impl Siblings {
     pub fn context_after_write(&self, written: &Version, writer_context: &Context) -> Context {
         let mut c = writer_context.clone();
         c.add(written.dot, written.timestamp_ms);
+        if let Some(id) = written.request_id {
+            c.add_request(id, written.timestamp_ms);
+        }
         for v in &self.versions {
             if v.dot != written.dot {
                 c.merge(&v.past);
@@ -269,6 +321,32 @@ impl Siblings {
         }
         c
     }
+}
+
+/// Does `u` make `v` dead in one sibling set (`siblings` policy)? `u`'s writer had
+/// seen `v` (its past covers `v`'s dot), or had seen another attempt of the request
+/// that wrote `v` (its past remembers that request; see `Context`'s request memory).
+/// A request's attempts never supersede one another this way (see [`stands_for`]).
+fn supersedes(u: &Version, v: &Version) -> bool {
+    if u.dot == v.dot {
+        return false;
+    }
+    if u.past.covers(&v.dot) {
+        return true;
+    }
+    match v.request_id {
+        Some(id) => u.request_id != Some(id) && u.past.covers_request(id),
+        None => false,
+    }
+}
+
+/// Among versions no other supersedes: are `u` and `v` attempts of one request (same
+/// request id) and `u` the one that stands for it? The lowest dot does, so merges
+/// never keep two versions of one request and every replica keeps the same one. A
+/// context that covers the kept one's dot also remembers its request
+/// ([`Siblings::context`]), so whatever supersedes it supersedes the others too.
+fn stands_for(u: &Version, v: &Version) -> bool {
+    u.dot < v.dot && v.request_id.is_some() && u.request_id == v.request_id
 }
 
 fn encoded(v: &Version) -> Vec<u8> {
@@ -302,6 +380,83 @@ mod tests {
         let v3 = version(1, 3, &v1.history(), "c");
         s.merge([v3.clone()], ConflictPolicy::Siblings);
         assert_eq!(s.versions(), &[v2, v3]);
+    }
+
+    fn attempt(actor: u64, counter: u64, past: &Context, id: u64) -> Version {
+        Version {
+            request_id: Some(id),
+            ..version(actor, counter, past, "retried")
+        }
+    }
+
+    #[test]
+    fn two_attempts_of_one_request_keep_one_version_in_any_order() {
+        let base = version(5, 1, &Context::new(), "base");
+        let first = attempt(1, 4, &base.history(), 77);
+        let retry = attempt(2, 1, &base.history(), 77);
+        let other = version(3, 1, &Context::new(), "concurrent");
+        let mut a = Siblings::new();
+        a.merge([first.clone(), other.clone()], ConflictPolicy::Siblings);
+        a.merge([retry.clone()], ConflictPolicy::Siblings);
+        let mut b = Siblings::new();
+        b.merge([retry.clone()], ConflictPolicy::Siblings);
+        b.merge([other.clone(), first.clone()], ConflictPolicy::Siblings);
+        assert_eq!(a, b);
+        let kept = first.dot.min(retry.dot);
+        assert_eq!(
+            a.versions()
+                .iter()
+                .filter(|v| v.request_id == Some(77))
+                .count(),
+            1,
+            "{a:?}"
+        );
+        assert!(a.versions().iter().any(|v| v.dot == kept));
+        assert!(
+            a.versions().iter().any(|v| v.dot == other.dot),
+            "a concurrent write stays"
+        );
+    }
+
+    #[test]
+    fn a_write_from_one_attempt_supersedes_every_attempt() {
+        let first = attempt(1, 1, &Context::new(), 42);
+        let retry = attempt(2, 1, &Context::new(), 42);
+        // The client saw only the retry's answer and deletes with it.
+        let mut seen = Siblings::new();
+        seen.merge([retry.clone()], ConflictPolicy::Siblings);
+        let delete = Version {
+            value: None,
+            ..version(2, 2, &seen.context(), "")
+        };
+        // The first attempt's version, on a replica that never saw the retry, meets it.
+        let mut s = Siblings::new();
+        s.merge([first.clone()], ConflictPolicy::Siblings);
+        s.merge([delete.clone()], ConflictPolicy::Siblings);
+        assert_eq!(s.versions(), std::slice::from_ref(&delete));
+        // And the other way round.
+        let mut t = Siblings::new();
+        t.merge([delete.clone()], ConflictPolicy::Siblings);
+        t.merge([first, retry], ConflictPolicy::Siblings);
+        assert_eq!(t.versions(), &[delete]);
+    }
+
+    #[test]
+    fn a_request_id_never_drops_an_unrelated_write() {
+        let mut past = Context::new();
+        past.add_request(9, 1);
+        let w = version(1, 1, &past, "remembers 9");
+        let unrelated = attempt(2, 1, &Context::new(), 10);
+        let s =
+            Siblings::from_versions(vec![w.clone(), unrelated.clone()], ConflictPolicy::Siblings);
+        assert_eq!(s.len(), 2);
+        // A version whose own request its past names is kept (a request never drops itself).
+        let mut own = Context::new();
+        own.add_request(11, 1);
+        let a = attempt(3, 1, &own, 11);
+        let b = attempt(4, 1, &Context::new(), 11);
+        let s = Siblings::from_versions(vec![a.clone(), b], ConflictPolicy::Siblings);
+        assert_eq!(s.versions(), &[a]);
     }
 
     #[test]

@@ -130,3 +130,141 @@ proptest! {
         prop_assert_eq!(all.len(), written.len());
     }
 }
+
+/// A put, or a retry of an earlier put (same value, context and request id) through
+/// another replica as coordinator, as a client does after a timeout or a lost reply.
+#[derive(Clone, Debug)]
+enum RetryOp {
+    Put {
+        at: usize,
+        fresh: bool,
+        delete: bool,
+    },
+    Retry {
+        of: usize,
+        at: usize,
+    },
+    Deliver {
+        msg: usize,
+        to: usize,
+    },
+}
+
+fn retry_op() -> impl Strategy<Value = RetryOp> {
+    prop_oneof![
+        3 => (0usize..3, any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(at, fresh, delete)| RetryOp::Put { at, fresh, delete }),
+        2 => (0usize..64, 0usize..3).prop_map(|(of, at)| RetryOp::Retry { of, at }),
+        2 => (0usize..64, 0usize..3).prop_map(|(msg, to)| RetryOp::Deliver { msg, to }),
+    ]
+}
+
+/// One client request and every version its attempts made.
+#[derive(Clone)]
+struct Request {
+    id: u64,
+    value: Option<Vec<u8>>,
+    ctx: Option<Context>,
+    attempts: Vec<Version>,
+}
+
+/// Fewer requests than a context remembers, so no request is forgotten.
+const MAX_REQUESTS: usize = dynamo::context::MAX_CONTEXT_REQUESTS;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn retried_requests_leave_one_version_and_a_context_from_one_attempt_supersedes_all(
+        ops in prop::collection::vec(retry_op(), 1..40),
+        order in prop::collection::vec(any::<prop::sample::Index>(), 0..80),
+    ) {
+        let replicas = [replica(), replica(), replica()];
+        let mut requests: Vec<Request> = Vec::new();
+        let mut answers: Vec<Context> = Vec::new();
+        let mut messages: Vec<Vec<Version>> = Vec::new();
+        for op in ops {
+            let (id, value, ctx, at) = match op {
+                RetryOp::Put { at, fresh, delete } if requests.len() < MAX_REQUESTS => {
+                    let id = 1000 + requests.len() as u64;
+                    let value = (!delete).then(|| format!("v{id}").into_bytes());
+                    // A fresh read at the coordinator, or the answer of an earlier put.
+                    let ctx = if fresh || answers.is_empty() {
+                        Some(replicas[at].get(KEY).unwrap().context)
+                    } else {
+                        answers.last().cloned()
+                    };
+                    requests.push(Request { id, value: value.clone(), ctx: ctx.clone(), attempts: Vec::new() });
+                    (id, value, ctx, at)
+                }
+                RetryOp::Put { .. } => continue,
+                RetryOp::Retry { of, at } => {
+                    if requests.is_empty() { continue; }
+                    let r = requests[of % requests.len()].clone();
+                    (r.id, r.value, r.ctx, at)
+                }
+                RetryOp::Deliver { msg, to } => {
+                    if !messages.is_empty() {
+                        let m = messages[msg % messages.len()].clone();
+                        replicas[to].merge_remote(KEY, m).unwrap();
+                    }
+                    continue;
+                }
+            };
+            let w = replicas[at]
+                .put_with(KEY, value.as_deref(), ctx.as_ref(), Some(id), &mut |_| Ok(()))
+                .unwrap();
+            prop_assert_eq!(w.version.request_id, Some(id));
+            let attempts = &mut requests.iter_mut().find(|r| r.id == id).unwrap().attempts;
+            if !attempts.iter().any(|v| v.dot == w.version.dot) {
+                attempts.push(w.version.clone());
+            }
+            answers.push(w.context.clone());
+            messages.push(w.siblings.into_versions());
+        }
+        for idx in order {
+            if messages.is_empty() { break; }
+            let i = idx.index(messages.len() * 3);
+            replicas[i % 3].merge_remote(KEY, messages[i / 3].clone()).unwrap();
+        }
+        for m in messages.iter().rev() {
+            for r in &replicas {
+                r.merge_remote(KEY, m.clone()).unwrap();
+            }
+        }
+        let finals: Vec<Vec<Version>> = replicas
+            .iter()
+            .map(|r| r.get(KEY).unwrap().siblings.into_versions())
+            .collect();
+        prop_assert_eq!(&finals[0], &finals[1]);
+        prop_assert_eq!(&finals[1], &finals[2]);
+        // One version per request ...
+        let ids: Vec<u64> = finals[0].iter().filter_map(|v| v.request_id).collect();
+        let distinct: BTreeSet<u64> = ids.iter().copied().collect();
+        prop_assert_eq!(ids.len(), distinct.len(), "two versions of one request: {:?}", finals[0]);
+        // ... and exactly the requests no later writer had seen an attempt of.
+        let writers: Vec<Context> = requests.iter().filter_map(|r| r.ctx.clone()).collect();
+        let expected: BTreeSet<u64> = requests
+            .iter()
+            .filter(|r| {
+                !r.attempts
+                    .iter()
+                    .any(|a| writers.iter().any(|c| c.covers_write(&a.dot, a.request_id)))
+            })
+            .map(|r| r.id)
+            .collect();
+        prop_assert_eq!(distinct, expected);
+        // No dot names two writes (a write born superseded still used its dot up).
+        let all: Vec<Dot> = requests.iter().flat_map(|r| r.attempts.iter().map(|v| v.dot)).collect();
+        let unique: BTreeSet<Dot> = all.iter().copied().collect();
+        prop_assert_eq!(all.len(), unique.len());
+        // The answer of any attempt supersedes every attempt of its request.
+        for Request { attempts, .. } in &requests {
+            for answer in &answers {
+                if attempts.iter().any(|a| answer.covers(&a.dot)) {
+                    prop_assert!(attempts.iter().all(|a| answer.covers_write(&a.dot, a.request_id)));
+                }
+            }
+        }
+    }
+}

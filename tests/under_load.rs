@@ -353,3 +353,64 @@ fn a_sync_store_acknowledges_concurrent_writes_after_a_shared_flush() {
         );
     }
 }
+
+/// Point 6: a replica that already holds a version of a request answers a write of
+/// another attempt of it (another dot, same request id) with the version it holds,
+/// and keeps one version of the request whichever attempt arrives first.
+#[test]
+fn a_replica_answers_another_attempt_of_a_request_with_the_version_it_holds() {
+    use dynamo::dot::{Actor, Dot};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(3, dir.path(), rocks());
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let key = b"attempted-twice";
+    c.put("default", key, b"once", None, None).unwrap();
+    let replica = &addrs[0];
+    eventually(10, "the replica holds the put", || {
+        c.read_replica(replica, "default", key)
+            .is_ok_and(|v| v.len() == 1)
+    });
+    let held = c.read_replica(replica, "default", key).unwrap().remove(0);
+    let id = held.request_id.expect("the client sends a request id");
+    let attempt = |incarnation: u64| dynamo::version::Version {
+        dot: Dot::new(Actor::new(incarnation, 1), 1),
+        request_id: Some(id),
+        ..held.clone()
+    };
+    let write = |v: dynamo::version::Version| {
+        internode(replica, |node, address| async move {
+            let encoded = dynamo::rpc::encode_versions(&[v]);
+            let w = dynamo::rpc::ReplicaWrite {
+                store: "default",
+                key,
+                encoded: &encoded,
+                hint_for: None,
+                step: "",
+                reaped: None,
+                deadline: None,
+            };
+            dynamo::rpc::call_replica_write(&node, &address, &w).await
+        })
+        .unwrap()
+    };
+    // A later dot: the replica keeps its own version and names it.
+    let later = attempt(u64::MAX);
+    assert!(later.dot > held.dot);
+    let ack = write(later);
+    assert_eq!(ack.held.len(), 1, "{ack:?}");
+    assert_eq!(ack.held[0].dot, held.dot);
+    let now = c.read_replica(replica, "default", key).unwrap();
+    assert_eq!(now.len(), 1, "two versions of one request: {now:?}");
+    assert_eq!(now[0].dot, held.dot);
+    // An earlier dot stands for the request from now on, on every replica alike.
+    let earlier = attempt(1);
+    assert!(earlier.dot < held.dot);
+    let dot = earlier.dot;
+    let ack = write(earlier);
+    assert!(ack.held.is_empty(), "{ack:?}");
+    let now = c.read_replica(replica, "default", key).unwrap();
+    assert_eq!(now.len(), 1, "two versions of one request: {now:?}");
+    assert_eq!(now[0].dot, dot);
+    assert_eq!(now[0].value.as_deref(), Some(&b"once"[..]));
+}

@@ -826,10 +826,12 @@ pub(crate) fn reap_state(
     let theirs =
         crate::version::Siblings::from_versions(record.versions.clone(), store.config().policy);
     if read.siblings.is_empty() {
-        let covered = read
-            .reaped
-            .as_ref()
-            .is_some_and(|r| theirs.versions().iter().all(|v| r.covers(&v.dot)));
+        let covered = read.reaped.as_ref().is_some_and(|r| {
+            theirs
+                .versions()
+                .iter()
+                .all(|v| r.covers_write(&v.dot, v.request_id))
+        });
         return Ok(if covered { 2 } else { 0 });
     }
     Ok(u8::from(read.siblings == theirs))

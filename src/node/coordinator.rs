@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::context::Context;
 use crate::error::{DynamoError, ErrorKind};
+use crate::rpc;
 
 use crate::store::{printable_key, VersionedStore};
 use crate::version::{Siblings, Version};
@@ -296,7 +297,7 @@ impl LocalNode {
         for v in &earlier {
             written.context.add(v.dot, v.timestamp_ms);
         }
-        let token = store.context_token(&key, &written.context);
+        let mut context = written.context;
         // Replicas get the version written (its past names what it supersedes), not
         // the key's whole sibling set; encoded once for every round.
         let payload = Rc::new(WritePayload::new(Rc::new(key), vec![written.version], None));
@@ -343,6 +344,15 @@ impl LocalNode {
             view = now;
         }
         if fan.quorum(w) && !(fan.view_changed && self.learned_since(&view)) {
+            // Replicas that already held another attempt's version of this request
+            // named it: the answer covers it too.
+            for v in &fan.held {
+                context.add(v.dot, v.timestamp_ms);
+            }
+            if local && !fan.held.is_empty() {
+                self.take_in_background(store, &fan.key, fan.held.clone(), hint_for_me);
+            }
+            let token = store.context_token(&fan.key, &context);
             // The rest of the replicas still get their copy (or a stand-in does),
             // without anyone waiting for it.
             if fan.pending > 0 {
@@ -407,6 +417,31 @@ impl LocalNode {
                 }
             ),
         ))
+    }
+
+    /// Merges versions other attempts of a request left on replicas into this node's
+    /// copy, in the background and best effort (anti-entropy would bring them too).
+    fn take_in_background(
+        &self,
+        store: &Arc<VersionedStore>,
+        key: &[u8],
+        versions: Vec<Version>,
+        hint_for: Option<String>,
+    ) {
+        let (node, s, k) = (self.clone(), store.clone(), key.to_vec());
+        tokio::task::spawn_local(async move {
+            let core = node.core.clone();
+            let name = s.name().to_owned();
+            let key = k.clone();
+            let _ = node
+                .engine_by(None, &name, &key, move || {
+                    core.hints
+                        .merge(&s, &k, versions, hint_for.as_deref())
+                        .map_err(DynamoError::from)?;
+                    Ok(())
+                })
+                .await;
+        });
     }
 
     /// A retried write's earlier attempts: the versions written by request `id` that
@@ -624,8 +659,8 @@ struct Replication {
     payload: Rc<WritePayload>,
     /// The request's deadline: no replica write or stand-in is sent past it.
     deadline: Deadline,
-    tx: mpsc::UnboundedSender<(Target, Result<bool, DynamoError>)>,
-    rx: mpsc::UnboundedReceiver<(Target, Result<bool, DynamoError>)>,
+    tx: mpsc::UnboundedSender<(Target, Result<rpc::ReplicaAck, DynamoError>)>,
+    rx: mpsc::UnboundedReceiver<(Target, Result<rpc::ReplicaAck, DynamoError>)>,
     /// The membership view the write was planned with (see `Topology::step_key`).
     step: Rc<String>,
     /// A replica serves another view, and it matters (a transfer is pending there, or
@@ -648,6 +683,9 @@ struct Replication {
     acked_second: Vec<Vec<String>>,
     /// Failures, for the quorum error.
     failed: Vec<String>,
+    /// Versions replicas hold that other attempts of this request made: the answer's
+    /// context covers them too.
+    held: Vec<Version>,
 }
 
 impl Replication {
@@ -679,6 +717,7 @@ impl Replication {
             second: Vec::new(),
             acked_second: Vec::new(),
             failed: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -750,10 +789,15 @@ impl Replication {
         };
         self.pending -= 1;
         match result {
-            Ok(agrees) => {
+            Ok(ack) => {
                 // Stored either way; a replica with another view that matters makes
                 // the coordinator plan again with what it learned from it.
-                self.view_changed |= !agrees;
+                self.view_changed |= !ack.agrees;
+                for v in ack.held {
+                    if !self.held.iter().any(|h| h.dot == v.dot) {
+                        self.held.push(v);
+                    }
+                }
                 let hint_for = t.hint_for.clone();
                 self.ack(t.name, hint_for.as_deref());
             }

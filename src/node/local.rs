@@ -450,7 +450,8 @@ impl LocalNode {
     /// [`super::Topology::step_key`]; empty: not checked). `Ok(false)`: written, but
     /// the replica serves another view and it matters (see `Internode.write`); this
     /// node has learned the replica's view before returning, so the write can be
-    /// planned again. Never runs past `deadline`.
+    /// planned again. The answer also names the versions other attempts of the
+    /// written requests left on the replica. Never runs past `deadline`.
     pub(crate) async fn replica_write(
         &self,
         target: &str,
@@ -459,24 +460,31 @@ impl LocalNode {
         hint_for: Option<String>,
         step: &str,
         deadline: Option<Deadline>,
-    ) -> Result<bool, DynamoError> {
+    ) -> Result<rpc::ReplicaAck, DynamoError> {
         if target == self.name() {
             let core = self.core.clone();
             let s = store.clone();
             let k = payload.key.to_vec();
             let v = payload.versions.to_vec();
             let dead = payload.reaped.as_deref().cloned();
-            self.engine_by(deadline, store.name(), &payload.key, move || {
-                core.hints
-                    .merge_with_reaped(&s, &k, v, dead.as_ref(), hint_for.as_deref())?;
-                Ok(())
-            })
-            .await?;
+            let held = self
+                .engine_by(deadline, store.name(), &payload.key, move || {
+                    let sent = Siblings::attempts_of(&v);
+                    let (now, _) = core.hints.merge_with_reaped(
+                        &s,
+                        &k,
+                        v,
+                        dead.as_ref(),
+                        hint_for.as_deref(),
+                    )?;
+                    Ok(now.other_attempts(&sent))
+                })
+                .await?;
             store
                 .durable(store.durability_mark())
                 .await
                 .map_err(DynamoError::from)?;
-            return Ok(true);
+            return Ok(rpc::ReplicaAck { agrees: true, held });
         }
         let sent = self.call_deadline(deadline);
         let write = rpc::ReplicaWrite {
@@ -488,15 +496,15 @@ impl LocalNode {
             reaped: payload.reaped.as_deref(),
             deadline: Some(&sent),
         };
-        let agrees = self
+        let ack = self
             .call_peer_by(target, "replica write", deadline.as_ref(), |c| async move {
                 rpc::call_replica_write(&c, target, &write).await
             })
             .await?;
-        if !agrees {
+        if !ack.agrees {
             self.learn_within(target, deadline).await;
         }
-        Ok(agrees)
+        Ok(ack)
     }
 
     /// The deadline sent with one replica call: the request's, or the end of this

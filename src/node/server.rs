@@ -17,6 +17,7 @@ use crate::error::{DynamoError, ErrorKind};
 use crate::quorum::ReplicaReply;
 use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
+use crate::version::{Siblings, Version};
 
 use super::local::LocalNode;
 use super::{admission, anti_entropy, gossip, handoff, rebuild, transfer};
@@ -545,7 +546,13 @@ impl InternodeServer {
     /// stand-in and records the hint in the same atomic batch. With `durable` the engine
     /// is synced before the answer (a delivered hint: the stand-in drops its copy once
     /// this node acknowledged). Dropped unrun once the caller's deadline passed.
-    async fn merge_in(&self, w: rpc::IncomingWrite, durable: bool) -> Result<(), DynamoError> {
+    /// Merges an incoming write; answers with the versions other attempts of its
+    /// requests left here (see `Internode.write`).
+    async fn merge_in(
+        &self,
+        w: rpc::IncomingWrite,
+        durable: bool,
+    ) -> Result<Vec<Version>, DynamoError> {
         self.check_deadline(w.deadline.as_ref(), "replica write")?;
         let st = self.store_named(&w.store)?;
         let core = self.node.core.clone();
@@ -559,9 +566,11 @@ impl InternodeServer {
         } = w;
         let (k, name) = (key.clone(), st.name().to_owned());
         let store = st.clone();
-        self.node
+        let held = self
+            .node
             .engine_by(deadline, &name, &key, move || {
-                core.hints.merge_with_reaped(
+                let sent = Siblings::attempts_of(&versions);
+                let (now, _) = core.hints.merge_with_reaped(
                     &st,
                     &k,
                     versions,
@@ -571,14 +580,15 @@ impl InternodeServer {
                 if durable {
                     st.sync()?;
                 }
-                Ok(())
+                Ok(now.other_attempts(&sent))
             })
             .await?;
         // A `sync` store answers once the write is on disk (group commit).
         store
             .durable(store.durability_mark())
             .await
-            .map_err(DynamoError::from)
+            .map_err(DynamoError::from)?;
+        Ok(held)
     }
 }
 
@@ -632,7 +642,7 @@ impl internode::Server for InternodeServer {
                         && ((v.next_step().is_some() && !v.next_receivers().is_empty())
                             || !self.node.core.is_owner(&v, &w.store, &w.key))
                 });
-            self.merge_in(w, false).await.map(|()| differs)
+            self.merge_in(w, false).await.map(|held| (differs, held))
         }
         .await;
         rpc::write_replica_write_reply(results.get(), &answer);
@@ -648,7 +658,7 @@ impl internode::Server for InternodeServer {
         let p = params.get()?;
         let answer = async {
             let w = rpc::read_deliver_hint_params(p, |s| self.max_value_of(s))?;
-            self.merge_in(w, true).await
+            self.merge_in(w, true).await.map(drop)
         }
         .await;
         if let Err(e) = answer {

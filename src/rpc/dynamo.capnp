@@ -167,7 +167,10 @@ interface Internode {
   # replica that still holds versions reaped elsewhere).
   write @1 (store :Text, key :Data, versions :List(VersionBytes), hintFor :Text,
             step :Text, reaped :Data, deadlineMs :UInt32)
-      -> (failure :Failure, viewDiffers :Bool);
+      -> (failure :Failure, viewDiffers :Bool, held :List(VersionBytes));
+  # `held`: versions this replica holds (after the merge) that another attempt of the
+  # same client request wrote under another dot: the coordinator's answer covers them
+  # too, so a write made with it supersedes every attempt.
   # A stand-in hands off versions it kept for this node (the intended owner). The owner
   # answers only once they are durable (synced), so the stand-in may then drop its copy.
   deliverHint @2 (store :Text, key :Data, versions :List(VersionBytes), from :Text,

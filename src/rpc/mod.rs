@@ -662,13 +662,19 @@ pub fn write_replica_read_reply(
     }
 }
 
-/// Fills an `Internode.write` reply: `Ok(differs)` sets `viewDiffers`.
+/// Fills an `Internode.write` reply: `Ok((differs, held))` sets `viewDiffers` and the
+/// versions other attempts of the written requests left here.
 pub fn write_replica_write_reply(
     mut r: internode::write_results::Builder<'_>,
-    answer: &Result<bool, DynamoError>,
+    answer: &Result<(bool, Vec<Version>), DynamoError>,
 ) {
     match answer {
-        Ok(differs) => r.set_view_differs(*differs),
+        Ok((differs, held)) => {
+            r.set_view_differs(*differs);
+            if !held.is_empty() {
+                set_versions(r.init_held(held.len() as u32), &encode_versions(held));
+            }
+        }
         Err(e) => write_failure(r.init_failure(), e),
     }
 }
@@ -1129,14 +1135,23 @@ pub async fn call_gossip(
     Ok((digest, (!history.is_empty()).then_some(history)))
 }
 
+/// What a replica answered to a [`ReplicaWrite`] it stored.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicaAck {
+    /// False: the replica serves another view, and it matters (see `Internode.write`).
+    pub agrees: bool,
+    /// Versions it holds that other attempts of the written requests made (other
+    /// dots, same request id).
+    pub held: Vec<Version>,
+}
+
 /// Merges a [`ReplicaWrite`] into the replica at `address` (not sent once its deadline
-/// passed). `Ok(false)`: written, but the replica serves another view, and it matters
-/// (see `Internode.write`).
+/// passed).
 pub async fn call_replica_write(
     node: &internode::Client,
     address: &str,
     w: &ReplicaWrite<'_>,
-) -> Result<bool, DynamoError> {
+) -> Result<ReplicaAck, DynamoError> {
     check_deadline(w.deadline, "replica write", address)?;
     let mut req = node.write_request();
     {
@@ -1163,10 +1178,18 @@ pub async fn call_replica_write(
         .await
         .map_err(|e| from_capnp(address, e))?;
     let r = resp.get().map_err(|e| from_capnp(address, e))?;
-    match read_failure(r.has_failure(), r.get_failure()) {
-        Some(f) => Err(f),
-        None => Ok(!r.get_view_differs()),
+    if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
+        return Err(f);
     }
+    let held = if r.has_held() {
+        decode_versions(r.get_held(), u64::from(u32::MAX))?
+    } else {
+        Vec::new()
+    };
+    Ok(ReplicaAck {
+        agrees: !r.get_view_differs(),
+        held,
+    })
 }
 
 /// One replica write (`Internode.write`) as it travels: versions already encoded.

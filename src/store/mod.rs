@@ -965,7 +965,12 @@ impl VersionedStore {
         let old_hash = tree::state_hash(key, &before.siblings);
         let new_hash = tree::state_hash(key, &after.siblings);
         let mut batch = WriteBatch::new();
-        let unchanged = before.siblings == after.siblings && before.reaped == after.reaped;
+        // A write whose version was born superseded (its context's writer had seen
+        // another attempt of its request) leaves the siblings as they were, but the
+        // dot it took must still be remembered, or the next write would issue it again.
+        let unchanged = before.siblings == after.siblings
+            && before.reaped == after.reaped
+            && (before.coordinator == after.coordinator || after.siblings.is_empty());
         if !unchanged {
             let had_record = !before.in_graveyard && !before.siblings.is_empty();
             let reaped = after.reaped.as_ref().filter(|c| !c.is_empty());
@@ -1384,7 +1389,7 @@ impl VersionedStore {
                 .siblings
                 .versions()
                 .iter()
-                .filter(|v| !all.covers(&v.dot))
+                .filter(|v| !all.covers_write(&v.dot, v.request_id))
                 .cloned()
                 .collect();
             if kept.len() != record.siblings.len() {
@@ -1394,7 +1399,7 @@ impl VersionedStore {
         }
         let mut versions = versions;
         if let Some(dead) = &record.reaped {
-            versions.retain(|v| !dead.covers(&v.dot));
+            versions.retain(|v| !dead.covers_write(&v.dot, v.request_id));
         }
         let changed = record.siblings.merge(versions, self.config.policy);
         if changed {

@@ -146,3 +146,29 @@ pub fn open_fds(pid: u32) -> usize {
         .expect("/proc/PID/fd")
         .count()
 }
+
+/// Runs `call` with the internode capability of the node at `address`, on a
+/// connection of its own.
+pub fn internode<T, F, Fut>(address: &str, call: F) -> Result<T, dynamo::error::DynamoError>
+where
+    F: FnOnce(dynamo::rpc::internode::Client, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, dynamo::error::DynamoError>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let address = address.to_owned();
+    tokio::task::LocalSet::new().block_on(&rt, async move {
+        let conn = dynamo::rpc::connect(
+            &address,
+            std::time::Duration::from_secs(5),
+            dynamo::rpc::DEFAULT_MAX_MESSAGE,
+        )
+        .await?;
+        let node = conn.dynamo.internode_request().send().pipeline.get_node();
+        let answer = call(node, address).await;
+        conn.close();
+        answer
+    })
+}
