@@ -76,43 +76,14 @@ impl State {
         request: &str,
     ) -> Result<crate::admin::AdminReply, DynamoError> {
         let conn = self.conn(address).await?;
-        self.timed(address, async {
-            let mut req = conn.dynamo.admin_request();
-            req.get().set_request(request);
-            let resp = req
-                .send()
-                .promise
-                .await
-                .map_err(|e| rpc::from_capnp(address, e))?;
-            let r = resp.get().map_err(|e| rpc::from_capnp(address, e))?;
-            if let Some(f) = rpc::read_failure(r.has_failure(), r.get_failure()) {
-                return Err(f);
-            }
-            let text = rpc::text(r.get_reply())?;
-            serde_json::from_str(&text)
-                .map_err(|e| rpc::protocol(format!("reading the admin reply from {address}: {e}")))
-        })
-        .await
+        self.timed(address, rpc::call_admin(&conn.dynamo, address, request))
+            .await
     }
 
     pub(super) async fn status_of(&self, address: &str) -> Result<NodeStatus, DynamoError> {
         let conn = self.conn(address).await?;
-        self.timed(address, async {
-            let resp = conn
-                .dynamo
-                .status_request()
-                .send()
-                .promise
-                .await
-                .map_err(|e| rpc::from_capnp(address, e))?;
-            rpc::read_status(
-                address,
-                resp.get()
-                    .map_err(|e| rpc::from_capnp(address, e))?
-                    .get_reply(),
-            )
-        })
-        .await
+        self.timed(address, rpc::call_status(&conn.dynamo, address))
+            .await
     }
 
     /// The internode capability of the node at `address`.
@@ -126,7 +97,7 @@ impl State {
                 return Ok(node.clone());
             }
         }
-        let node = conn.dynamo.internode_request().send().pipeline.get_node();
+        let node = conn.internode();
         self.internodes
             .borrow_mut()
             .insert(address.to_owned(), (conn, node.clone()));

@@ -72,52 +72,24 @@ pub(super) const AVOID: Duration = Duration::from_secs(1);
 impl State {
     pub(super) async fn ring_of(&self, address: &str) -> Result<Layout, DynamoError> {
         let conn = self.conn(address).await?;
-        self.timed(address, async {
-            let resp = conn
-                .dynamo
-                .ring_request()
-                .send()
-                .promise
-                .await
-                .map_err(|e| rpc::from_capnp(address, e))?;
-            let r = resp
-                .get()
-                .and_then(|r| r.get_reply())
-                .map_err(|e| rpc::from_capnp(address, e))?;
-            let ring = Ring::from_json(&rpc::text(r.get_ring_json())?)
-                .map_err(|e| rpc::protocol(format!("ring from {address}: {e}")))?;
-            let mut members = Vec::new();
-            for m in r
-                .get_members()
-                .map_err(|e| rpc::from_capnp(address, e))?
+        let info = self
+            .timed(address, rpc::call_ring(&conn.dynamo, address))
+            .await?;
+        Ok(Layout {
+            addresses: info
+                .members
                 .iter()
-            {
-                members.push(rpc::read_member(m)?);
-            }
-            let mut stores = Vec::new();
-            for s in r
-                .get_stores()
-                .map_err(|e| rpc::from_capnp(address, e))?
+                .map(|m| (m.name.clone(), m.address.clone()))
+                .collect(),
+            stores: info
+                .stores
                 .iter()
-            {
-                stores.push(rpc::read_store(s)?);
-            }
-            Ok(Layout {
-                addresses: members
-                    .iter()
-                    .map(|m| (m.name.clone(), m.address.clone()))
-                    .collect(),
-                stores: stores.iter().map(|s| (s.name.clone(), s.clone())).collect(),
-                info: RingInfo {
-                    ring,
-                    members,
-                    stores,
-                },
-                fetched: Instant::now(),
-                walks: RefCell::default(),
-            })
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect(),
+            info,
+            fetched: Instant::now(),
+            walks: RefCell::default(),
         })
-        .await
     }
 
     /// Fetches the layout from the seeds (then known members) and caches it.

@@ -49,7 +49,6 @@ pub use crate::api::{
 };
 use crate::error::{DynamoError, ErrorKind};
 use crate::quorum::{lacking_replicas, stale_replicas, QuorumRead, ReadFn, Target};
-use crate::ring::Ring;
 use crate::rpc::{self, internode, Connection};
 use crate::version::{ConflictPolicy, Version};
 

@@ -304,7 +304,17 @@ impl LocalNode {
         let key = payload.key.clone();
         let held = local.then(|| hint_for_me.clone());
         let mut fan = self
-            .replicate(store, &payload, &plan, &view, held.clone(), w, deadline)
+            .replicate(
+                store,
+                &payload,
+                Round {
+                    plan: &plan,
+                    view: &view,
+                    held: held.clone(),
+                },
+                w,
+                deadline,
+            )
             .await;
         let mut plan = plan;
         let mut view = view;
@@ -338,7 +348,17 @@ impl LocalNode {
                 });
             }
             fan = self
-                .replicate(store, &payload, &again, &now, still_held, w, deadline)
+                .replicate(
+                    store,
+                    &payload,
+                    Round {
+                        plan: &again,
+                        view: &now,
+                        held: still_held,
+                    },
+                    w,
+                    deadline,
+                )
                 .await;
             plan = again;
             view = now;
@@ -552,17 +572,15 @@ impl LocalNode {
     /// the other replica sets of `view`; `held`: this node stored it (standing in for
     /// that owner, if any) and counts. Returns once W is reached in every set, every
     /// write has answered, or a replica serves another view (`view_changed`).
-    #[allow(clippy::too_many_arguments)]
     async fn replicate(
         &self,
         store: &Arc<VersionedStore>,
         payload: &Rc<WritePayload>,
-        plan: &Plan,
-        view: &Topology,
-        held: Option<Option<String>>,
+        round: Round<'_>,
         w: usize,
         deadline: Deadline,
     ) -> Replication {
+        let Round { plan, view, held } = round;
         let mut fan = Replication::new(
             self.clone(),
             store.clone(),
@@ -647,6 +665,15 @@ impl LocalNode {
             }
         }
     }
+}
+
+/// One round of a put's replication: where it goes, planned with which view, and
+/// whether this node's own copy counts (`held`: stored here, standing in for that
+/// owner if any).
+struct Round<'a> {
+    plan: &'a Plan,
+    view: &'a Topology,
+    held: Option<Option<String>>,
 }
 
 /// The replica writes of one put: sent in parallel; a replica that fails gets a

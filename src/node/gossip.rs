@@ -219,7 +219,7 @@ async fn call_address(
 ) -> Result<(Vec<u8>, Option<String>), DynamoError> {
     let attempt = async {
         let conn = rpc::connect(address, timeout, max_message).await?;
-        let internode = conn.dynamo.internode_request().send().pipeline.get_node();
+        let internode = conn.internode();
         let answer = rpc::call_gossip(&internode, address, me, digest, history).await;
         conn.close();
         answer

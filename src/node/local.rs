@@ -234,7 +234,7 @@ impl LocalNode {
         let address = self.core.address(name)?;
         let conn =
             rpc::connect(&address, self.core.request_timeout(), self.core.max_message).await?;
-        let internode = conn.dynamo.internode_request().send().pipeline.get_node();
+        let internode = conn.internode();
         self.conns(path).borrow_mut().insert(
             name.to_owned(),
             Peer {
@@ -563,24 +563,7 @@ impl LocalNode {
         let store_name = store.name().to_owned();
         let me = self.name().to_owned();
         self.call_peer(target, "hinted handoff", |c| async move {
-            let mut req = c.deliver_hint_request();
-            {
-                let mut p = req.get();
-                p.set_store(store_name.as_str());
-                p.set_key(key);
-                p.set_from(me.as_str());
-                rpc::set_versions(p.reborrow().init_versions(encoded.len() as u32), &encoded);
-            }
-            let resp = req
-                .send()
-                .promise
-                .await
-                .map_err(|e| rpc::from_capnp(target, e))?;
-            let r = resp.get().map_err(|e| rpc::from_capnp(target, e))?;
-            match rpc::read_failure(r.has_failure(), r.get_failure()) {
-                Some(f) => Err(f),
-                None => Ok(()),
-            }
+            rpc::call_deliver_hint(&c, target, &store_name, key, &me, &encoded).await
         })
         .await
     }
@@ -642,18 +625,7 @@ impl LocalNode {
         let timeout = self.core.request_timeout();
         let attempt = async {
             let c = self.connection(target, Path::Probe).await?;
-            let mut req = c.ping_request();
-            req.get().set_from(me.as_str());
-            let resp = req
-                .send()
-                .promise
-                .await
-                .map_err(|e| rpc::from_capnp(target, e))?;
-            let name = rpc::text(
-                resp.get()
-                    .map_err(|e| rpc::from_capnp(target, e))?
-                    .get_name(),
-            )?;
+            let name = rpc::call_ping(&c, target, &me).await?;
             if name != target {
                 return Err(rpc::protocol(format!(
                     "{target}'s address answers as node {name:?}: check cluster.members"

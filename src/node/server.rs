@@ -15,6 +15,7 @@ use crate::api::{
 };
 use crate::error::{DynamoError, ErrorKind};
 use crate::quorum::ReplicaReply;
+use crate::rpc::anti_entropy as ae_rpc;
 use crate::rpc::{self, dynamo, internode};
 use crate::store::VersionedStore;
 use crate::version::{Siblings, Version};
@@ -367,11 +368,7 @@ impl dynamo::Server for DynamoServer {
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
-        let reply = results.get().init_reply();
-        match answer {
-            Ok(g) => rpc::write_get_reply(reply, &g),
-            Err(e) => rpc::write_failure(reply.init_failure(), &e),
-        }
+        rpc::answer_get(results.get().init_reply(), &answer);
         Ok(())
     }
 
@@ -421,18 +418,12 @@ impl dynamo::Server for DynamoServer {
             Ok(v) => v,
             Err(e) => return Err(capnp::Error::failed(e.message)),
         };
-        let mut b = results.get().init_reply();
-        b.set_ring_json(view.ring().to_json().as_str());
-        let members = member_statuses(&self.node);
-        let mut ms = b.reborrow().init_members(members.len() as u32);
-        for (i, m) in members.iter().enumerate() {
-            rpc::write_member(ms.reborrow().get(i as u32), m);
-        }
-        let stores = store_summaries(core);
-        let mut ss = b.init_stores(stores.len() as u32);
-        for (i, s) in stores.iter().enumerate() {
-            rpc::write_store(ss.reborrow().get(i as u32), s);
-        }
+        rpc::write_ring_reply(
+            results.get().init_reply(),
+            &view.ring().to_json(),
+            &member_statuses(&self.node),
+            &store_summaries(core),
+        );
         Ok(())
     }
 
@@ -459,19 +450,11 @@ impl dynamo::Server for DynamoServer {
         let p = params.get()?;
         let answer = async {
             self.check_open()?;
-            let text = rpc::text(p.get_request())?;
-            let request: crate::admin::AdminRequest = serde_json::from_str(&text).map_err(|e| {
-                DynamoError::new(ErrorKind::BadRequest, format!("not an admin request: {e}"))
-            })?;
-            let reply = super::admin::handle(&self.node, request).await?;
-            serde_json::to_string(&reply)
-                .map_err(|e| DynamoError::new(ErrorKind::Internal, format!("encoding: {e}")))
+            let request = rpc::read_admin_params(p)?;
+            super::admin::handle(&self.node, request).await
         }
         .await;
-        match answer {
-            Ok(json) => results.get().set_reply(json.as_str()),
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        rpc::write_admin_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -480,7 +463,7 @@ impl dynamo::Server for DynamoServer {
         _: dynamo::InternodeParams,
         mut results: dynamo::InternodeResults,
     ) -> Result<(), capnp::Error> {
-        results.get().set_node(self.internode.clone());
+        rpc::write_internode_reply(results.get(), self.internode.clone());
         Ok(())
     }
 }
@@ -495,13 +478,6 @@ impl InternodeServer {
         {
             tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
         }
-    }
-
-    fn store(
-        &self,
-        p: capnp::Result<capnp::text::Reader<'_>>,
-    ) -> Result<Arc<VersionedStore>, DynamoError> {
-        self.store_named(&rpc::text(p)?)
     }
 
     /// The store `name`, unless this node's storage failed.
@@ -776,32 +752,17 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let answer = (|| {
-            let st = self.store(p.get_store())?;
-            let parts = p
-                .get_partitions()
-                .map_err(|e| rpc::protocol(format!("reading partitions: {e}")))?;
-            let mut out = Vec::with_capacity(parts.len() as usize);
-            for part in parts.iter() {
+            let (store, parts) = ae_rpc::read_roots_params(p)?;
+            let st = self.store_named(&store)?;
+            let mut out = Vec::with_capacity(parts.len());
+            for part in parts {
                 let part = anti_entropy::check_partition(&st, part)?;
                 let rebuilding = self.node.core.rebuild.is_rebuilding(st.name(), part);
                 out.push(st.tree_root(part).filter(|_| !rebuilding));
             }
             Ok::<_, DynamoError>(out)
         })();
-        match answer {
-            Ok(roots) => {
-                let mut r = results.get();
-                let mut rl = r.reborrow().init_roots(roots.len() as u32);
-                for (i, x) in roots.iter().enumerate() {
-                    rl.set(i as u32, x.unwrap_or(0));
-                }
-                let mut ready = r.init_ready(roots.len() as u32);
-                for (i, x) in roots.iter().enumerate() {
-                    ready.set(i as u32, x.is_some());
-                }
-            }
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        ae_rpc::write_roots_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -812,14 +773,9 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let answer = (|| {
-            let st = self.store(p.get_store())?;
-            let part = anti_entropy::check_partition(&st, p.get_partition())?;
-            let branches: Vec<u16> = p
-                .get_branches()
-                .map_err(|e| rpc::protocol(format!("reading branches: {e}")))?
-                .iter()
-                .take(crate::store::tree::BRANCHES)
-                .collect();
+            let (store, partition, branches) = ae_rpc::read_tree_params(p)?;
+            let st = self.store_named(&store)?;
+            let part = anti_entropy::check_partition(&st, partition)?;
             if self.node.core.rebuild.is_rebuilding(st.name(), part) {
                 return Ok(None);
             }
@@ -829,18 +785,7 @@ impl internode::Server for InternodeServer {
                 st.tree_leaves(part, &branches)
             })
         })();
-        match answer {
-            Ok(hashes) => {
-                let mut r = results.get();
-                r.set_ready(hashes.is_some());
-                let hashes = hashes.unwrap_or_default();
-                let mut l = r.init_hashes(hashes.len() as u32);
-                for (i, h) in hashes.iter().enumerate() {
-                    l.set(i as u32, *h);
-                }
-            }
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        ae_rpc::write_tree_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -851,23 +796,21 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let answer = async {
-            let st = self.store(p.get_store())?;
-            let part = anti_entropy::check_partition(&st, p.get_partition())?;
-            let segments: Vec<u8> = p
-                .get_segments()
-                .map_err(|e| rpc::protocol(format!("reading segments: {e}")))?
-                .iter()
-                .take(crate::store::tree::SEGMENTS)
-                .map(|s| s.min(255) as u8)
-                .collect();
-            let limit = p.get_limit().clamp(1, MAX_KEYS_PER_PAGE) as usize;
+            let ae_rpc::SegmentsRequest {
+                store,
+                partition,
+                segments,
+                limit,
+            } = ae_rpc::read_segments_params(p)?;
+            let st = self.store_named(&store)?;
+            let part = anti_entropy::check_partition(&st, partition)?;
             let budget = self.node.core.max_message / 4;
             self.node
                 .engine_any("listing segments", move || {
                     let mut all: Vec<crate::store::KeyHash> = Vec::new();
                     let mut bytes = 0usize;
                     let mut more = false;
-                    let mut listed: u16 = 0;
+                    let mut listed = 0usize;
                     for seg in segments {
                         let (mut keys, m) = st.segment_hashes(part, seg, limit)?;
                         let b: usize = keys.iter().map(|(k, _)| k.len() + 16).sum();
@@ -888,27 +831,16 @@ impl internode::Server for InternodeServer {
                         more |= m;
                         listed += 1;
                     }
-                    Ok((all, more, listed))
+                    Ok(ae_rpc::SegmentsPage {
+                        keys: all,
+                        more,
+                        listed,
+                    })
                 })
                 .await
         }
         .await;
-        match answer {
-            Ok((keys, more, listed)) => {
-                let mut r = results.get();
-                let mut kl = r.reborrow().init_keys(keys.len() as u32);
-                for (i, (k, _)) in keys.iter().enumerate() {
-                    kl.set(i as u32, k);
-                }
-                let mut hl = r.reborrow().init_hashes(keys.len() as u32);
-                for (i, (_, h)) in keys.iter().enumerate() {
-                    hl.set(i as u32, *h);
-                }
-                r.set_more(more);
-                r.set_listed(listed);
-            }
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        ae_rpc::write_segments_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -919,22 +851,10 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let answer = async {
-            let st = self.store(p.get_store())?;
-            let list = p
-                .get_keys()
-                .map_err(|e| rpc::protocol(format!("reading keys: {e}")))?;
-            if list.len() as usize > crate::rpc::anti_entropy::MAX_RECORDS_PER_CALL {
-                return Err(rpc::protocol(format!(
-                    "{} keys in one fetch; at most {}",
-                    list.len(),
-                    crate::rpc::anti_entropy::MAX_RECORDS_PER_CALL
-                )));
-            }
-            let mut keys = Vec::with_capacity(list.len() as usize);
-            for k in list.iter() {
-                let k = k.map_err(|e| rpc::protocol(format!("reading a key: {e}")))?;
+            let (store, keys) = ae_rpc::read_fetch_params(p)?;
+            let st = self.store_named(&store)?;
+            for k in &keys {
                 st.check_key(k)?;
-                keys.push(k.to_vec());
             }
             // The reply answers a prefix of the keys, as many as fit in a quarter of a
             // message (at least one); the caller asks again for the rest.
@@ -962,13 +882,7 @@ impl internode::Server for InternodeServer {
                 .await
         }
         .await;
-        match answer {
-            Ok(states) => crate::rpc::anti_entropy::write_key_states(
-                results.get().init_records(states.len() as u32),
-                &states,
-            ),
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        ae_rpc::write_fetch_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -979,11 +893,8 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let answer = async {
-            let st = self.store(p.get_store())?;
-            // Sizes are checked per record by the merge (a value over this store's
-            // limit refuses that record only, and is no protocol error).
-            let records =
-                crate::rpc::anti_entropy::read_key_states(p.get_records(), u64::from(u32::MAX))?;
+            let (store, records) = ae_rpc::read_merge_records_params(p)?;
+            let st = self.store_named(&store)?;
             let core = self.node.core.clone();
             self.node
                 .engine_any("merging an anti-entropy repair", move || {
@@ -1017,9 +928,7 @@ impl internode::Server for InternodeServer {
                 .await
         }
         .await;
-        if let Err(e) = answer {
-            rpc::write_failure(results.get().init_failure(), &e);
-        }
+        ae_rpc::write_merge_records_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -1030,9 +939,8 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let answer = async {
-            let st = self.store(p.get_store())?;
-            let records =
-                crate::rpc::anti_entropy::read_key_states(p.get_records(), u64::from(u32::MAX))?;
+            let (store, records) = ae_rpc::read_reap_check_params(p)?;
+            let st = self.store_named(&store)?;
             let view = self.node.core.topology()?;
             let moving = view.next_step().is_some()
                 || self.node.core.serving_for() < self.node.core.membership_grace();
@@ -1049,17 +957,7 @@ impl internode::Server for InternodeServer {
             Ok::<_, DynamoError>((states, moving))
         }
         .await;
-        match answer {
-            Ok((states, moving)) => {
-                let mut r = results.get();
-                r.set_moving(moving);
-                let mut l = r.init_states(states.len() as u32);
-                for (i, x) in states.iter().enumerate() {
-                    l.set(i as u32, *x);
-                }
-            }
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        ae_rpc::write_reap_check_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -1070,9 +968,8 @@ impl internode::Server for InternodeServer {
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let answer = async {
-            let st = self.store(p.get_store())?;
-            let records =
-                crate::rpc::anti_entropy::read_key_states(p.get_records(), u64::from(u32::MAX))?;
+            let (store, records) = ae_rpc::read_reap_params(p)?;
+            let st = self.store_named(&store)?;
             let core = self.node.core.clone();
             self.node
                 .engine_any("reaping", move || {
@@ -1091,15 +988,7 @@ impl internode::Server for InternodeServer {
                 .await
         }
         .await;
-        match answer {
-            Ok(reaped) => {
-                let mut l = results.get().init_reaped(reaped.len() as u32);
-                for (i, x) in reaped.iter().enumerate() {
-                    l.set(i as u32, *x);
-                }
-            }
-            Err(e) => rpc::write_failure(results.get().init_failure(), &e),
-        }
+        ae_rpc::write_reap_reply(results.get(), &answer);
         Ok(())
     }
 
@@ -1112,9 +1001,11 @@ impl internode::Server for InternodeServer {
         if let Some(why) = self.node.core.storage_fault() {
             return Err(capnp::Error::failed(why));
         }
-        let mut r = results.get();
-        r.set_name(self.node.name());
-        r.set_node_id(self.node.core.identity.node_id.as_str());
+        rpc::write_ping_reply(
+            results.get(),
+            self.node.name(),
+            &self.node.core.identity.node_id,
+        );
         Ok(())
     }
 }

@@ -370,17 +370,18 @@ pub(super) async fn copy(
     for graveyard in [false, true] {
         let mut after: Vec<u8> = Vec::new();
         loop {
-            let (name, me, from) = (
-                store.name().to_owned(),
-                node.name().to_owned(),
-                after.clone(),
-            );
+            let request = rpc::PageRequest {
+                store: store.name().to_owned(),
+                partition: p,
+                after: after.clone(),
+                limit: PAGE_KEYS as usize,
+                max_bytes: PAGE_BYTES,
+                graveyard,
+            };
+            let me = node.name().to_owned();
             let page = node
                 .call_peer(source, "transfer", |c| async move {
-                    rpc::call_partition_records(
-                        &c, source, &name, p, &from, PAGE_KEYS, PAGE_BYTES, &me, graveyard,
-                    )
-                    .await
+                    rpc::call_partition_records(&c, source, &request, &me).await
                 })
                 .await?;
             rebuilding |= page.rebuilding;

@@ -339,3 +339,225 @@ pub async fn call_reap(
         .iter()
         .collect())
 }
+
+// The serving side: what a replica reads from these calls and how it answers.
+
+/// Fills a reply's `failure`, or the rest with `ok`.
+macro_rules! answer {
+    ($results:expr, $answer:expr, |$r:ident, $v:ident| $ok:block) => {{
+        #[allow(unused_mut)]
+        let mut $r = $results;
+        match $answer {
+            Ok($v) => $ok,
+            Err(e) => super::write_failure($r.init_failure(), e),
+        }
+    }};
+}
+
+/// The request of an `aaeRoots` call: the store and the partitions asked for.
+pub fn read_roots_params(
+    p: internode::aae_roots_params::Reader<'_>,
+) -> Result<(String, Vec<u32>), DynamoError> {
+    let parts = p
+        .get_partitions()
+        .map_err(|e| protocol(format!("reading partitions: {e}")))?;
+    Ok((super::text(p.get_store())?, parts.iter().collect()))
+}
+
+/// Fills an `aaeRoots` reply: per partition its root, `None` when its tree is not ready.
+pub fn write_roots_reply(
+    results: internode::aae_roots_results::Builder<'_>,
+    answer: &Result<Vec<Option<u64>>, DynamoError>,
+) {
+    answer!(results, answer, |r, roots| {
+        let mut rl = r.reborrow().init_roots(roots.len() as u32);
+        for (i, x) in roots.iter().enumerate() {
+            rl.set(i as u32, x.unwrap_or(0));
+        }
+        let mut ready = r.init_ready(roots.len() as u32);
+        for (i, x) in roots.iter().enumerate() {
+            ready.set(i as u32, x.is_some());
+        }
+    })
+}
+
+/// The request of an `aaeTree` call: store, partition and branches (empty: the branch
+/// hashes themselves), at most [`crate::store::tree::BRANCHES`] of them.
+pub fn read_tree_params(
+    p: internode::aae_tree_params::Reader<'_>,
+) -> Result<(String, u32, Vec<u16>), DynamoError> {
+    let branches = p
+        .get_branches()
+        .map_err(|e| protocol(format!("reading branches: {e}")))?
+        .iter()
+        .take(crate::store::tree::BRANCHES)
+        .collect();
+    Ok((super::text(p.get_store())?, p.get_partition(), branches))
+}
+
+/// Fills an `aaeTree` reply: the hashes, or not `ready` (`None`).
+pub fn write_tree_reply(
+    results: internode::aae_tree_results::Builder<'_>,
+    answer: &Result<Option<Vec<u64>>, DynamoError>,
+) {
+    answer!(results, answer, |r, hashes| {
+        r.set_ready(hashes.is_some());
+        let hashes = hashes.as_deref().unwrap_or_default();
+        let mut l = r.init_hashes(hashes.len() as u32);
+        for (i, h) in hashes.iter().enumerate() {
+            l.set(i as u32, *h);
+        }
+    })
+}
+
+/// The request of an `aaeSegments` call.
+#[derive(Debug)]
+pub struct SegmentsRequest {
+    /// The store.
+    pub store: String,
+    /// The partition.
+    pub partition: u32,
+    /// The segments asked for, at most [`crate::store::tree::SEGMENTS`].
+    pub segments: Vec<u8>,
+    /// Keys per segment at most, 1 to [`crate::api::MAX_KEYS_PER_PAGE`].
+    pub limit: usize,
+}
+
+/// Reads an `aaeSegments` request.
+pub fn read_segments_params(
+    p: internode::aae_segments_params::Reader<'_>,
+) -> Result<SegmentsRequest, DynamoError> {
+    let segments = p
+        .get_segments()
+        .map_err(|e| protocol(format!("reading segments: {e}")))?
+        .iter()
+        .take(crate::store::tree::SEGMENTS)
+        .map(|s| s.min(255) as u8)
+        .collect();
+    Ok(SegmentsRequest {
+        store: super::text(p.get_store())?,
+        partition: p.get_partition(),
+        segments,
+        limit: p.get_limit().clamp(1, crate::api::MAX_KEYS_PER_PAGE) as usize,
+    })
+}
+
+/// Fills an `aaeSegments` reply from a [`SegmentsPage`].
+pub fn write_segments_reply(
+    results: internode::aae_segments_results::Builder<'_>,
+    answer: &Result<SegmentsPage, DynamoError>,
+) {
+    answer!(results, answer, |r, page| {
+        let mut kl = r.reborrow().init_keys(page.keys.len() as u32);
+        for (i, (k, _)) in page.keys.iter().enumerate() {
+            kl.set(i as u32, k);
+        }
+        let mut hl = r.reborrow().init_hashes(page.keys.len() as u32);
+        for (i, (_, h)) in page.keys.iter().enumerate() {
+            hl.set(i as u32, *h);
+        }
+        r.set_more(page.more);
+        r.set_listed(u16::try_from(page.listed).unwrap_or(u16::MAX));
+    })
+}
+
+/// The request of a `fetch` call: the store and at most [`MAX_RECORDS_PER_CALL`] keys.
+pub fn read_fetch_params(
+    p: internode::fetch_params::Reader<'_>,
+) -> Result<(String, Vec<Vec<u8>>), DynamoError> {
+    let list = p
+        .get_keys()
+        .map_err(|e| protocol(format!("reading keys: {e}")))?;
+    if list.len() as usize > MAX_RECORDS_PER_CALL {
+        return Err(protocol(format!(
+            "{} keys in one fetch; at most {MAX_RECORDS_PER_CALL}",
+            list.len()
+        )));
+    }
+    let mut keys = Vec::with_capacity(list.len() as usize);
+    for k in list.iter() {
+        let k = k.map_err(|e| protocol(format!("reading a key: {e}")))?;
+        keys.push(k.to_vec());
+    }
+    Ok((super::text(p.get_store())?, keys))
+}
+
+/// Fills a `fetch` reply with the key records read.
+pub fn write_fetch_reply(
+    results: internode::fetch_results::Builder<'_>,
+    answer: &Result<Vec<KeyState>, DynamoError>,
+) {
+    answer!(results, answer, |r, states| {
+        write_key_states(r.init_records(states.len() as u32), states)
+    })
+}
+
+/// The store and key records of a `mergeRecords`, `reapCheck` or `reap` call.
+macro_rules! read_records {
+    ($p:expr) => {{
+        let p = $p;
+        // Sizes are checked per record where they are used (a value over the store's
+        // limit refuses that record only, and is no protocol error).
+        Ok((
+            super::text(p.get_store())?,
+            read_key_states(p.get_records(), u64::from(u32::MAX))?,
+        ))
+    }};
+}
+
+/// The request of a `mergeRecords` call.
+pub fn read_merge_records_params(
+    p: internode::merge_records_params::Reader<'_>,
+) -> Result<(String, Vec<KeyState>), DynamoError> {
+    read_records!(p)
+}
+
+/// Fills a `mergeRecords` reply (a failure, or nothing).
+pub fn write_merge_records_reply(
+    results: internode::merge_records_results::Builder<'_>,
+    answer: &Result<(), DynamoError>,
+) {
+    answer!(results, answer, |r, _done| {})
+}
+
+/// The request of a `reapCheck` call.
+pub fn read_reap_check_params(
+    p: internode::reap_check_params::Reader<'_>,
+) -> Result<(String, Vec<KeyState>), DynamoError> {
+    read_records!(p)
+}
+
+/// Fills a `reapCheck` reply: a state per record, and whether membership is `moving`.
+pub fn write_reap_check_reply(
+    results: internode::reap_check_results::Builder<'_>,
+    answer: &Result<(Vec<u8>, bool), DynamoError>,
+) {
+    answer!(results, answer, |r, found| {
+        let (states, moving) = found;
+        r.set_moving(*moving);
+        let mut l = r.init_states(states.len() as u32);
+        for (i, x) in states.iter().enumerate() {
+            l.set(i as u32, *x);
+        }
+    })
+}
+
+/// The request of a `reap` call.
+pub fn read_reap_params(
+    p: internode::reap_params::Reader<'_>,
+) -> Result<(String, Vec<KeyState>), DynamoError> {
+    read_records!(p)
+}
+
+/// Fills a `reap` reply: per record, whether it was reaped.
+pub fn write_reap_reply(
+    results: internode::reap_results::Builder<'_>,
+    answer: &Result<Vec<bool>, DynamoError>,
+) {
+    answer!(results, answer, |r, reaped| {
+        let mut l = r.init_reaped(reaped.len() as u32);
+        for (i, x) in reaped.iter().enumerate() {
+            l.set(i as u32, *x);
+        }
+    })
+}

@@ -44,6 +44,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The node's internode capability on this connection (pipelined: no round trip).
+    pub fn internode(&self) -> internode::Client {
+        self.dynamo.internode_request().send().pipeline.get_node()
+    }
+
     /// Whether `other` is a clone of this same connection.
     pub fn same_as(&self, other: &Connection) -> bool {
         Rc::ptr_eq(&self.alive, &other.alive)
@@ -528,10 +533,10 @@ pub fn read_deliver_hint_params(
     })
 }
 
-/// A page request (`Internode.keys`, `Internode.partitionRecords`) as a replica
-/// receives it; `limit` already clamped to 1..=[`crate::api::MAX_KEYS_PER_PAGE`].
+/// A page request (`Internode.keys`, `Internode.partitionRecords`) as it travels; as
+/// a replica reads it, `limit` is clamped to 1..=[`crate::api::MAX_KEYS_PER_PAGE`].
 #[derive(Clone, Debug)]
-pub struct IncomingPage {
+pub struct PageRequest {
     /// The store.
     pub store: String,
     /// The partition (not checked against the ring yet).
@@ -547,10 +552,8 @@ pub struct IncomingPage {
 }
 
 /// The request of an `Internode.keys` call.
-pub fn read_keys_params(
-    p: internode::keys_params::Reader<'_>,
-) -> Result<IncomingPage, DynamoError> {
-    Ok(IncomingPage {
+pub fn read_keys_params(p: internode::keys_params::Reader<'_>) -> Result<PageRequest, DynamoError> {
+    Ok(PageRequest {
         store: text(p.get_store())?,
         partition: p.get_partition(),
         after: data(p.get_after())?,
@@ -580,8 +583,8 @@ pub fn write_keys_reply(
 /// The request of an `Internode.partitionRecords` call.
 pub fn read_partition_records_params(
     p: internode::partition_records_params::Reader<'_>,
-) -> Result<IncomingPage, DynamoError> {
-    Ok(IncomingPage {
+) -> Result<PageRequest, DynamoError> {
+    Ok(PageRequest {
         store: text(p.get_store())?,
         partition: p.get_partition(),
         after: data(p.get_after())?,
@@ -677,6 +680,63 @@ pub fn write_replica_write_reply(
         }
         Err(e) => write_failure(r.init_failure(), e),
     }
+}
+
+/// Fills a `RingReply`: the ring as JSON, the members and the stores.
+pub fn write_ring_reply(
+    mut b: dynamo_capnp::ring_reply::Builder<'_>,
+    ring_json: &str,
+    members: &[MemberStatus],
+    stores: &[StoreSummary],
+) {
+    b.set_ring_json(ring_json);
+    let mut ms = b.reborrow().init_members(members.len() as u32);
+    for (i, m) in members.iter().enumerate() {
+        write_member(ms.reborrow().get(i as u32), m);
+    }
+    let mut ss = b.init_stores(stores.len() as u32);
+    for (i, s) in stores.iter().enumerate() {
+        write_store(ss.reborrow().get(i as u32), s);
+    }
+}
+
+/// The request of a `Dynamo.admin` call, parsed from its JSON.
+pub fn read_admin_params(
+    p: dynamo::admin_params::Reader<'_>,
+) -> Result<crate::admin::AdminRequest, DynamoError> {
+    let json = text(p.get_request())?;
+    serde_json::from_str(&json)
+        .map_err(|e| DynamoError::new(ErrorKind::BadRequest, format!("not an admin request: {e}")))
+}
+
+/// Fills a `Dynamo.admin` reply: the reply as JSON, or the failure.
+pub fn write_admin_reply(
+    mut r: dynamo::admin_results::Builder<'_>,
+    answer: &Result<crate::admin::AdminReply, DynamoError>,
+) {
+    let json = answer.as_ref().map_err(Clone::clone).and_then(|reply| {
+        serde_json::to_string(reply).map_err(|e| {
+            DynamoError::new(ErrorKind::Internal, format!("encoding an admin reply: {e}"))
+        })
+    });
+    match json {
+        Ok(json) => r.set_reply(json.as_str()),
+        Err(e) => write_failure(r.init_failure(), &e),
+    }
+}
+
+/// Fills a `Dynamo.internode` reply with the internode capability.
+pub fn write_internode_reply(
+    mut r: dynamo::internode_results::Builder<'_>,
+    node: internode::Client,
+) {
+    r.set_node(node);
+}
+
+/// Fills an `Internode.ping` reply: this node's name and data-directory id.
+pub fn write_ping_reply(mut r: internode::ping_results::Builder<'_>, name: &str, node_id: &str) {
+    r.set_name(name);
+    r.set_node_id(node_id);
 }
 
 /// Fills a `GetReply` from a response.
@@ -1056,27 +1116,21 @@ pub struct PartitionPage {
 
 /// One page of a partition's records from the replica at `address` (see
 /// `Internode.partitionRecords`).
-#[allow(clippy::too_many_arguments)]
 pub async fn call_partition_records(
     node: &internode::Client,
     address: &str,
-    store: &str,
-    partition: u32,
-    after: &[u8],
-    limit: u32,
-    max_bytes: u64,
+    page: &PageRequest,
     from: &str,
-    graveyard: bool,
 ) -> Result<PartitionPage, DynamoError> {
     let mut req = node.partition_records_request();
     {
         let mut p = req.get();
-        p.set_graveyard(graveyard);
-        p.set_store(store);
-        p.set_partition(partition);
-        p.set_after(after);
-        p.set_limit(limit);
-        p.set_max_bytes(max_bytes);
+        p.set_graveyard(page.graveyard);
+        p.set_store(&page.store);
+        p.set_partition(page.partition);
+        p.set_after(&page.after);
+        p.set_limit(u32::try_from(page.limit).unwrap_or(u32::MAX));
+        p.set_max_bytes(page.max_bytes);
         p.set_from(from);
     }
     let resp = req
@@ -1296,6 +1350,17 @@ pub async fn call_put(
     }
 }
 
+/// Fills a `GetReply` with an answer or its failure.
+pub fn answer_get(
+    b: dynamo_capnp::get_reply::Builder<'_>,
+    answer: &Result<GetResponse, DynamoError>,
+) {
+    match answer {
+        Ok(g) => write_get_reply(b, g),
+        Err(e) => write_failure(b.init_failure(), e),
+    }
+}
+
 /// Fills a `PutReply` with an answer or its failure.
 pub fn answer_put(
     b: dynamo_capnp::put_reply::Builder<'_>,
@@ -1305,4 +1370,119 @@ pub fn answer_put(
         Ok(r) => write_put_reply(b, r),
         Err(e) => write_failure(b.init_failure(), e),
     }
+}
+
+/// Hands `encoded` versions of `key` off to their owner at `address`
+/// (`Internode.deliverHint`); `from` names the stand-in.
+pub async fn call_deliver_hint(
+    node: &internode::Client,
+    address: &str,
+    store: &str,
+    key: &[u8],
+    from: &str,
+    encoded: &[Vec<u8>],
+) -> Result<(), DynamoError> {
+    let mut req = node.deliver_hint_request();
+    {
+        let mut p = req.get();
+        p.set_store(store);
+        p.set_key(key);
+        p.set_from(from);
+        set_versions(p.reborrow().init_versions(encoded.len() as u32), encoded);
+    }
+    let resp = req
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    let r = resp.get().map_err(|e| from_capnp(address, e))?;
+    match read_failure(r.has_failure(), r.get_failure()) {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+/// Pings the node at `address` (`Internode.ping`); `from` names the caller. Returns the
+/// name the node answers with.
+pub async fn call_ping(
+    node: &internode::Client,
+    address: &str,
+    from: &str,
+) -> Result<String, DynamoError> {
+    let mut req = node.ping_request();
+    req.get().set_from(from);
+    let resp = req
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    text(resp.get().map_err(|e| from_capnp(address, e))?.get_name())
+}
+
+/// The ring, members and stores as the node at `address` sees them (`Dynamo.ring`).
+pub async fn call_ring(
+    node: &dynamo::Client,
+    address: &str,
+) -> Result<crate::api::RingInfo, DynamoError> {
+    let resp = node
+        .ring_request()
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    let r = resp
+        .get()
+        .and_then(|r| r.get_reply())
+        .map_err(|e| from_capnp(address, e))?;
+    let ring = crate::ring::Ring::from_json(&text(r.get_ring_json())?)
+        .map_err(|e| protocol(format!("ring from {address}: {e}")))?;
+    let mut members = Vec::new();
+    for m in r.get_members().map_err(|e| from_capnp(address, e))?.iter() {
+        members.push(read_member(m)?);
+    }
+    let mut stores = Vec::new();
+    for s in r.get_stores().map_err(|e| from_capnp(address, e))?.iter() {
+        stores.push(read_store(s)?);
+    }
+    Ok(crate::api::RingInfo {
+        ring,
+        members,
+        stores,
+    })
+}
+
+/// The status of the node at `address` (`Dynamo.status`).
+pub async fn call_status(node: &dynamo::Client, address: &str) -> Result<NodeStatus, DynamoError> {
+    let resp = node
+        .status_request()
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    read_status(
+        address,
+        resp.get().map_err(|e| from_capnp(address, e))?.get_reply(),
+    )
+}
+
+/// Sends an admin request (JSON) to the node at `address` (`Dynamo.admin`).
+pub async fn call_admin(
+    node: &dynamo::Client,
+    address: &str,
+    request: &str,
+) -> Result<crate::admin::AdminReply, DynamoError> {
+    let mut req = node.admin_request();
+    req.get().set_request(request);
+    let resp = req
+        .send()
+        .promise
+        .await
+        .map_err(|e| from_capnp(address, e))?;
+    let r = resp.get().map_err(|e| from_capnp(address, e))?;
+    if let Some(f) = read_failure(r.has_failure(), r.get_failure()) {
+        return Err(f);
+    }
+    let json = text(r.get_reply())?;
+    serde_json::from_str(&json)
+        .map_err(|e| protocol(format!("reading the admin reply from {address}: {e}")))
 }
