@@ -383,8 +383,8 @@ fn render_status(s: &NodeStatus) -> String {
         out.push_str(&format!(
             "load: limit {} in flight; refused {} overloaded at the door and {} at the engine \
              queue; dropped {} expired request(s) and {} expired engine call(s); engine pool \
-             {} thread(s), {} busy, {} call(s) queued; {} call(s) to peers timed out; peers \
-             marked down {} time(s)\n",
+             {} thread(s), {} busy, {} call(s) queued; {} read(s) served from memory without \
+             the pool; {} call(s) to peers timed out; peers marked down {} time(s)\n",
             l.max_in_flight,
             l.overloaded,
             l.engine_refused,
@@ -393,6 +393,7 @@ fn render_status(s: &NodeStatus) -> String {
             l.engine_threads,
             l.engine_busy,
             l.engine_queued,
+            l.cached_reads,
             s.call_timeouts,
             l.peers_marked_down
         ));

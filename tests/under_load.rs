@@ -414,3 +414,39 @@ fn a_replica_answers_another_attempt_of_a_request_with_the_version_it_holds() {
     assert_eq!(now[0].dot, dot);
     assert_eq!(now[0].value.as_deref(), Some(&b"once"[..]));
 }
+
+/// Point 2: reads the engine can answer from memory (RocksDB's memtable and block
+/// cache) are served on the event loop, without a hop to the engine pool; `dynamo
+/// status` counts them.
+#[test]
+fn reads_of_keys_in_memory_are_served_without_an_engine_pool_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = rocks();
+    store.n = 1;
+    store.r = 1;
+    store.w = 1;
+    let cluster = start(1, dir.path(), store);
+    let addrs = cluster.addresses();
+    let c = client(&addrs, Coordination::ClientDriven);
+    let before = c
+        .status(Some(&addrs[0]))
+        .unwrap()
+        .load
+        .unwrap()
+        .cached_reads;
+    for i in 0..20 {
+        let key = format!("hot-{i}");
+        c.put("default", key.as_bytes(), b"v", None, None).unwrap();
+        assert_eq!(
+            values(&c.get("default", key.as_bytes(), None).unwrap()),
+            vec![b"v".to_vec()]
+        );
+    }
+    let after = c
+        .status(Some(&addrs[0]))
+        .unwrap()
+        .load
+        .unwrap()
+        .cached_reads;
+    assert!(after - before >= 20, "{before} -> {after}");
+}

@@ -404,6 +404,14 @@ impl Engine for BufferedEngine {
         self.shared.durable.get(keyspace, key)
     }
 
+    fn get_cached(&self, keyspace: &str, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        self.shared.check_keyspace("get", keyspace)?;
+        if let Some(hit) = self.shared.lock()?.lookup(keyspace, key) {
+            return Ok(Some(hit));
+        }
+        self.shared.durable.get_cached(keyspace, key)
+    }
+
     fn put(&self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.shared.accept(
             "put",

@@ -41,6 +41,7 @@ type Check = (&'static str, fn(&dyn Harness));
 pub fn run_all(harness: &dyn Harness) {
     let checks: &[Check] = &[
         ("round trip", round_trip),
+        ("cached reads agree", cached_reads_agree),
         ("overwrite", overwrite),
         ("empty key and value", empty_key_and_value),
         ("binary keys", binary_keys),
@@ -61,6 +62,39 @@ pub fn run_all(harness: &dyn Harness) {
         eprintln!("conformance: {name}");
         check(harness);
     }
+}
+
+/// `get_cached`, when it answers, answers what `get` does: before and after writes,
+/// deletes and a sync (which moves data out of memtables and buffers), for present and
+/// absent keys.
+fn cached_reads_agree(h: &dyn Harness) {
+    let (_dir, e) = fresh(h);
+    let check = |e: &dyn Engine, stage: &str| {
+        for k in 0..50u32 {
+            let key = k.to_be_bytes();
+            let want = e.get("data", &key).expect("get");
+            if let Some(got) = e.get_cached("data", &key).expect("get_cached") {
+                assert_eq!(got, want, "{}: get_cached {k} {stage}", e.name());
+            }
+        }
+    };
+    check(&*e, "on an empty keyspace");
+    for k in 0..40u32 {
+        e.put("data", &k.to_be_bytes(), &k.to_le_bytes())
+            .expect("put");
+    }
+    check(&*e, "after puts");
+    for k in 0..10u32 {
+        e.delete("data", &k.to_be_bytes()).expect("delete");
+    }
+    check(&*e, "after deletes");
+    e.sync().expect("sync");
+    check(&*e, "after a sync");
+    assert!(
+        !matches!(e.get_cached("missing", b"k"), Ok(Some(_))),
+        "{}: a cached read of an unknown keyspace answered",
+        e.name()
+    );
 }
 
 fn fresh(h: &dyn Harness) -> (tempfile::TempDir, Arc<dyn Engine>) {

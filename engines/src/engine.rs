@@ -296,6 +296,15 @@ pub trait Engine: Send + Sync {
     /// The value stored under `key`, if any.
     fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// [`get`](Engine::get), but only if it can answer without disk I/O (from memory:
+    /// a memtable, a block cache, a write buffer): `Ok(Some(answer))`, or `Ok(None)`
+    /// when it would have to read the disk (then call `get` from a blocking pool). An
+    /// event loop may call it. The default never answers.
+    fn get_cached(&self, keyspace: &str, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        let _ = (keyspace, key);
+        Ok(None)
+    }
+
     /// Stores `value` under `key`, replacing any previous value.
     fn put(&self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()>;
 

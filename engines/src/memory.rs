@@ -74,6 +74,11 @@ impl Engine for MemoryEngine {
         Ok(map.get(key).cloned())
     }
 
+    fn get_cached(&self, keyspace: &str, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        // Everything is in memory.
+        self.get(keyspace, key).map(Some)
+    }
+
     fn put(&self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let mut maps = self.write()?;
         keyspace_mut(&mut maps, "put", keyspace)?.insert(key.to_vec(), value.to_vec());

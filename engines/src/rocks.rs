@@ -193,6 +193,19 @@ impl Engine for RocksEngine {
             .map_err(|e| map_err(format!("get keyspace={keyspace:?}"), e))
     }
 
+    fn get_cached(&self, keyspace: &str, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        let cf = self.cf("get", keyspace)?;
+        // Memtables and the block cache only: RocksDB answers Incomplete rather than
+        // read a block from a file.
+        let mut ro = ReadOptions::default();
+        ro.set_read_tier(rocksdb::ReadTier::BlockCache);
+        match self.db.get_pinned_cf_opt(&cf, key, &ro) {
+            Ok(v) => Ok(Some(v.map(|p| p.to_vec()))),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+            Err(e) => Err(map_err(format!("get keyspace={keyspace:?}"), e)),
+        }
+    }
+
     fn put(&self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let cf = self.cf("put", keyspace)?;
         self.db

@@ -116,6 +116,10 @@ pub struct LoadStatus {
     pub engine_expired: u64,
     /// Times a peer was marked down (under load alone this stays 0: busy is not dead).
     pub peers_marked_down: u64,
+    /// Replica reads answered from memory (memtable, block cache, write buffer) on
+    /// the event loop, without a hop to the engine pool.
+    #[serde(default)]
+    pub cached_reads: u64,
 }
 
 /// The cluster's layout as a node reports it.

@@ -164,6 +164,37 @@ impl LocalNode {
         }
     }
 
+    /// This node's record of `key`: answered on the event loop when the engine has it
+    /// in memory (a memtable, the block cache, a write buffer), else read on the engine
+    /// pool like any engine call. Keys that faults are injected on always take the
+    /// pool, and so does a node whose storage failed.
+    pub(crate) async fn read_local(
+        &self,
+        store: &Arc<VersionedStore>,
+        key: &[u8],
+        deadline: Option<Deadline>,
+    ) -> Result<crate::store::ReadResult, DynamoError> {
+        let faults = &self.core.config.faults;
+        let injected = [&faults.panic_on_key, &faults.slow_key]
+            .iter()
+            .any(|k| k.as_deref().is_some_and(|k| k.as_bytes() == key));
+        if !injected && self.core.storage_fault().is_none() {
+            // An engine that panics here falls back to the pool, where the panic is
+            // caught and marks the storage failed.
+            let cached =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.get_cached(key)));
+            if let Ok(Ok(Some(read))) = cached {
+                self.core.cached_reads.fetch_add(1, Ordering::Relaxed);
+                return Ok(read);
+            }
+        }
+        let (s, k) = (store.clone(), key.to_vec());
+        self.engine_by(deadline, store.name(), key, move || {
+            s.get(&k).map_err(DynamoError::from)
+        })
+        .await
+    }
+
     /// An engine call that is not about one key (status, shutdown).
     pub(crate) async fn engine_any<T: Send + 'static>(
         &self,
@@ -404,19 +435,13 @@ impl LocalNode {
         deadline: Option<Deadline>,
     ) -> Result<ReplicaReply, DynamoError> {
         if target == self.name() {
-            let s = store.clone();
-            let k = key.to_vec();
             let rebuilding = self.core.rebuilding(store, &key);
-            return self
-                .engine_by(deadline, store.name(), &key, move || {
-                    let read = s.get(&k).map_err(DynamoError::from)?;
-                    Ok(ReplicaReply {
-                        versions: read.siblings.into_versions(),
-                        rebuilding,
-                        reaped: read.reaped,
-                    })
-                })
-                .await;
+            let read = self.read_local(store, &key, deadline).await?;
+            return Ok(ReplicaReply {
+                versions: read.siblings.into_versions(),
+                rebuilding,
+                reaped: read.reaped,
+            });
         }
         let store_name = store.name().to_owned();
         let sent = self.call_deadline(deadline);

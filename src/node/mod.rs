@@ -122,6 +122,8 @@ pub struct NodeCore {
     /// Requests and replica calls dropped unrun since start because their deadline had
     /// passed when they arrived (the engine queue's drops are counted there).
     pub expired: AtomicU64,
+    /// Replica reads answered from memory on the event loop (no engine-pool hop).
+    pub cached_reads: AtomicU64,
     /// Set once an engine call panicked: the node's storage is not trusted any more, so
     /// it refuses requests and pings until restarted.
     storage_fault: Mutex<Option<String>>,
@@ -261,6 +263,7 @@ impl NodeCore {
             engines,
             overloaded: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            cached_reads: AtomicU64::new(0),
             storage_fault: Mutex::new(None),
             max_message,
         })
@@ -592,6 +595,7 @@ impl NodeCore {
             engine_refused: engine.refused,
             engine_expired: engine.expired,
             peers_marked_down: self.health.downs(),
+            cached_reads: self.cached_reads.load(Ordering::Relaxed),
         }
     }
 

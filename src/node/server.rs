@@ -581,11 +581,7 @@ impl internode::Server for InternodeServer {
             self.check_deadline(req.deadline.as_ref(), "replica read")?;
             let st = self.store_named(&req.store)?;
             let rebuilding = self.node.core.rebuilding(&st, &req.key);
-            let k = req.key.clone();
-            let read = self
-                .node
-                .engine_by(req.deadline, &req.store, &req.key, move || Ok(st.get(&k)?))
-                .await?;
+            let read = self.node.read_local(&st, &req.key, req.deadline).await?;
             if req.as_owner && read.siblings.is_empty() {
                 self.node.core.check_owner(&req.store, &req.key)?;
             }

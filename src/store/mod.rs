@@ -927,19 +927,46 @@ impl VersionedStore {
             .get(REAPED_KEYSPACE, &ek)
             .map_err(self.engine_err("reading a reaped key"))?;
         grave
-            .map(|bytes| {
-                let (_, reaped) = decode_reaped(&bytes).map_err(|source| StoreError::Corrupt {
-                    store: self.config.name.clone(),
-                    key: printable_key(key),
-                    source,
-                })?;
-                Ok(Record {
-                    reaped: Some(reaped),
-                    in_graveyard: true,
-                    ..Record::default()
-                })
-            })
+            .map(|bytes| self.graveyard_record(key, &bytes))
             .transpose()
+    }
+
+    /// The record of a reaped key with no versions, from its `reaped` keyspace entry.
+    fn graveyard_record(&self, key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
+        let (_, reaped) = decode_reaped(bytes).map_err(|source| StoreError::Corrupt {
+            store: self.config.name.clone(),
+            key: printable_key(key),
+            source,
+        })?;
+        Ok(Record {
+            reaped: Some(reaped),
+            in_graveyard: true,
+            ..Record::default()
+        })
+    }
+
+    /// [`VersionedStore::load`] if the engine can answer from memory (see
+    /// `Engine::get_cached`); `Ok(None)`: it would block on the disk.
+    fn load_cached(&self, key: &[u8]) -> Result<Option<Option<Record>>, StoreError> {
+        let ek = self.engine_key(key);
+        let raw = self
+            .engine
+            .get_cached(&self.keyspace, &ek)
+            .map_err(self.engine_err("reading a record"))?;
+        match raw {
+            None => Ok(None),
+            Some(Some(bytes)) => self.decode_record(key, &bytes).map(|r| Some(Some(r))),
+            // No record: a reaped key's graveyard entry needs a read of its own.
+            Some(None) => match self
+                .engine
+                .get_cached(REAPED_KEYSPACE, &ek)
+                .map_err(self.engine_err("reading a reaped key"))?
+            {
+                None => Ok(None),
+                Some(None) => Ok(Some(None)),
+                Some(Some(bytes)) => self.graveyard_record(key, &bytes).map(|r| Some(Some(r))),
+            },
+        }
     }
 
     /// The segment of `key` in its partition's tree.
@@ -1096,6 +1123,21 @@ impl VersionedStore {
             context,
             reaped: record.reaped,
         })
+    }
+
+    /// [`VersionedStore::get`] if the engine can answer from memory, without disk I/O
+    /// (so an event loop may call it); `Ok(None)`: call `get` from the engine pool.
+    pub fn get_cached(&self, key: &[u8]) -> Result<Option<ReadResult>, StoreError> {
+        self.check_key(key)?;
+        Ok(self.load_cached(key)?.map(|record| {
+            let record = record.unwrap_or_default();
+            let context = record.siblings.context();
+            ReadResult {
+                siblings: record.siblings,
+                context,
+                reaped: record.reaped,
+            }
+        }))
     }
 
     /// Writes `value` (`None` writes a tombstone: a delete) as a new version
