@@ -161,16 +161,37 @@ impl Context {
     pub fn add_request(&mut self, id: u64, timestamp_ms: u64) {
         let t = self.requests.entry(id).or_insert(timestamp_ms);
         *t = (*t).max(timestamp_ms);
-        self.cap_requests();
+        self.cap_requests(None);
     }
 
-    /// Keeps the newest requests by (timestamp, id): the top of a union is the same
-    /// whatever order contexts were merged in, so merge stays a semilattice.
-    fn cap_requests(&mut self) {
+    /// Remembers request `id`, the one whose version this context is the history of,
+    /// so that it is never the one the cap forgets here: it is stamped above every
+    /// request remembered already (a Lamport stamp, so a write's request outranks the
+    /// ones it saw even when their coordinators' clocks ran ahead), and kept even if
+    /// a stamp from a skewed or forged token ties it.
+    pub fn add_own_request(&mut self, id: u64, timestamp_ms: u64) {
+        let stamp = self.request_stamp_after(timestamp_ms);
+        let t = self.requests.entry(id).or_insert(stamp);
+        *t = (*t).max(stamp);
+        self.cap_requests(Some(id));
+    }
+
+    /// The stamp a request made at `timestamp_ms` from this context gets: later than
+    /// any request it remembers.
+    pub fn request_stamp_after(&self, timestamp_ms: u64) -> u64 {
+        let newest = self.requests.values().copied().max();
+        newest.map_or(timestamp_ms, |n| timestamp_ms.max(n.saturating_add(1)))
+    }
+
+    /// Keeps the newest requests by (timestamp, id), and `keep` whatever its stamp:
+    /// without `keep`, the top of a union is the same whatever order contexts were
+    /// merged in, so merge stays a semilattice.
+    fn cap_requests(&mut self, keep: Option<u64>) {
         while self.requests.len() > MAX_CONTEXT_REQUESTS {
             let oldest = self
                 .requests
                 .iter()
+                .filter(|(id, _)| Some(**id) != keep)
                 .map(|(id, ts)| (*ts, *id))
                 .min()
                 .map(|(_, id)| id);
@@ -246,7 +267,7 @@ impl Context {
             let t = self.requests.entry(*id).or_insert(*ts);
             *t = (*t).max(*ts);
         }
-        self.cap_requests();
+        self.cap_requests(None);
     }
 
     /// Covers every event `other` covers.

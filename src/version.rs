@@ -91,7 +91,7 @@ impl Version {
         let mut h = self.past.clone();
         h.add(self.dot, self.timestamp_ms);
         if let Some(id) = self.request_id {
-            h.add_request(id, self.timestamp_ms);
+            h.add_own_request(id, self.timestamp_ms);
         }
         h
     }
@@ -245,11 +245,7 @@ impl Siblings {
     pub fn context(&self) -> Context {
         let mut c = Context::new();
         for v in &self.versions {
-            c.merge(&v.past);
-            c.add(v.dot, v.timestamp_ms);
-            if let Some(id) = v.request_id {
-                c.add_request(id, v.timestamp_ms);
-            }
+            c.merge(&v.history());
         }
         c
     }
@@ -304,20 +300,22 @@ impl Siblings {
     }
 
     /// The context to hand back after writing `written`: what the writer's context
-    /// covered, the new dot, and the pasts of the surviving siblings (versions they
-    /// supersede are dead everywhere those siblings exist, so claiming them changes
-    /// nothing; it keeps interleaved writers' contexts compact). It never covers a
-    /// surviving sibling the writer had not seen.
+    /// covered, the new dot and request, and the dots of the surviving siblings'
+    /// pasts (versions they supersede are dead everywhere those siblings exist, so
+    /// claiming them changes nothing; it keeps interleaved writers' contexts compact).
+    /// It never covers a surviving sibling the writer had not seen, and it always
+    /// remembers the written request (added last, kept by the cap), so whatever is
+    /// made with it supersedes every attempt of that request.
     pub fn context_after_write(&self, written: &Version, writer_context: &Context) -> Context {
         let mut c = writer_context.clone();
         c.add(written.dot, written.timestamp_ms);
-        if let Some(id) = written.request_id {
-            c.add_request(id, written.timestamp_ms);
-        }
         for v in &self.versions {
             if v.dot != written.dot {
                 c.merge(&v.past);
             }
+        }
+        if let Some(id) = written.request_id {
+            c.add_own_request(id, written.timestamp_ms);
         }
         c
     }
@@ -358,6 +356,7 @@ fn encoded(v: &Version) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::MAX_CONTEXT_REQUESTS;
     use crate::dot::Actor;
 
     fn version(actor: u64, counter: u64, past: &Context, value: &str) -> Version {
@@ -439,6 +438,33 @@ mod tests {
         t.merge([delete.clone()], ConflictPolicy::Siblings);
         t.merge([first, retry], ConflictPolicy::Siblings);
         assert_eq!(t.versions(), &[delete]);
+    }
+
+    #[test]
+    fn a_write_remembers_its_request_even_after_requests_stamped_in_its_future() {
+        // The writer's context remembers eight requests from a coordinator whose
+        // clock ran far ahead (or a forged token): the write's own request must not be
+        // the one the cap forgets, or another attempt of it would survive a delete.
+        let mut seen = Context::new();
+        for id in 100..100 + MAX_CONTEXT_REQUESTS as u64 {
+            seen.add_request(id, u64::MAX - 1);
+        }
+        let written = attempt(2, 1, &seen, 42);
+        let mut here = Siblings::new();
+        here.merge([written.clone()], ConflictPolicy::Siblings);
+        let answer = here.context_after_write(&written, &seen);
+        assert!(answer.covers_request(42), "{answer:?}");
+        assert!(written.history().covers_request(42));
+        assert!(here.context().covers_request(42));
+        // So a delete made with the answer supersedes an attempt it never saw.
+        let first = attempt(1, 7, &Context::new(), 42);
+        let delete = Version {
+            value: None,
+            ..version(2, 2, &answer, "")
+        };
+        let mut s = Siblings::new();
+        s.merge([first, delete.clone()], ConflictPolicy::Siblings);
+        assert_eq!(s.versions(), &[delete]);
     }
 
     #[test]

@@ -320,6 +320,8 @@ impl LocalNode {
         let mut view = view;
         let mut replanned = 0;
         let mut short: Option<Plan> = None;
+        // What replicas of earlier rounds answered they held: the answer covers it too.
+        let mut earlier_held: Vec<Version> = Vec::new();
         for _ in 0..PLAN_AGAIN {
             if !(fan.view_changed && self.learned_since(&view)) {
                 break;
@@ -340,6 +342,7 @@ impl LocalNode {
                     .any(|t| t.name == self.name() && t.hint_for == *h)
             });
             let mut first = fan;
+            earlier_held.append(&mut first.held);
             if first.pending > 0 {
                 tokio::task::spawn_local(async move {
                     while first.pending > 0 {
@@ -366,6 +369,8 @@ impl LocalNode {
         if fan.quorum(w) && !(fan.view_changed && self.learned_since(&view)) {
             // Replicas that already held another attempt's version of this request
             // named it: the answer covers it too.
+            earlier_held.append(&mut fan.held);
+            fan.held = earlier_held;
             for v in &fan.held {
                 context.add(v.dot, v.timestamp_ms);
             }
