@@ -140,6 +140,10 @@ pub struct WorkloadArgs {
     /// Operations in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// The bench client's bound on its calls in flight to one node; past it, calls
+    /// wait in the client (writes that finish a read-modify-write first).
+    #[arg(long, default_value_t = dynamo::client::DEFAULT_MAX_IN_FLIGHT_PER_NODE)]
+    pub max_in_flight_per_node: usize,
     /// Measured seconds per mode.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -772,6 +776,7 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
             duration: Duration::from_secs_f64(args.duration),
             rate: args.rate,
             coordination: *mode,
+            max_in_flight_per_node: args.max_in_flight_per_node,
             seed: 2007 + i as u64,
             // Every node's, or none (a partial sum would not be the cluster's).
             node_pids: cluster

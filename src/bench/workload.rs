@@ -109,6 +109,9 @@ pub struct WorkloadOptions {
     pub rate: Option<f64>,
     /// Coordination mode.
     pub coordination: Coordination,
+    /// The client's bound on its calls in flight per node
+    /// ([`ClientOptions::max_in_flight_per_node`]).
+    pub max_in_flight_per_node: usize,
     /// Random seed.
     pub seed: u64,
     /// The node processes, when this benchmark started them (their CPU time per
@@ -479,6 +482,7 @@ pub fn client_for(opts: &WorkloadOptions) -> Result<Client, DynamoError> {
         &opts.nodes,
         ClientOptions {
             coordination: opts.coordination,
+            max_in_flight_per_node: opts.max_in_flight_per_node,
             ..ClientOptions::default()
         },
     )

@@ -2,6 +2,7 @@
 //! address, opened once (a burst of first requests shares them), and every call under
 //! the client's timeout.
 
+use super::in_flight::{InFlight, Permit, Urgency};
 use super::*;
 
 impl State {
@@ -26,6 +27,44 @@ impl State {
             .borrow_mut()
             .insert(address.to_owned(), c.clone());
         Ok(c)
+    }
+
+    /// A place among this client's calls in flight to `address`
+    /// ([`ClientOptions::max_in_flight_per_node`]), waited for up to the client's
+    /// timeout; past it the call fails as `overloaded`, untouched.
+    pub(super) async fn place(
+        &self,
+        address: &str,
+        urgency: Urgency,
+    ) -> Result<Permit, DynamoError> {
+        let bound = self.bound(address);
+        let t = self.options.timeout;
+        tokio::time::timeout(t, bound.acquire(urgency))
+            .await
+            .map_err(|_| {
+                DynamoError::new(
+                    ErrorKind::Overloaded,
+                    format!(
+                        "this client already has {} calls in flight to node {address}                          (ClientOptions::max_in_flight_per_node) and none finished within                          {} ms; the request was not sent",
+                        self.options.max_in_flight_per_node,
+                        t.as_millis()
+                    ),
+                )
+            })
+    }
+
+    /// A place among the calls in flight to `address` if one is free now: for work
+    /// that is dropped rather than queued under load (read repair).
+    pub(super) fn place_if_free(&self, address: &str) -> Option<Permit> {
+        self.bound(address).try_acquire()
+    }
+
+    fn bound(&self, address: &str) -> Rc<InFlight> {
+        self.in_flight
+            .borrow_mut()
+            .entry(address.to_owned())
+            .or_insert_with(|| InFlight::new(self.options.max_in_flight_per_node))
+            .clone()
     }
 
     pub(super) async fn timed<T>(

@@ -165,6 +165,8 @@ impl State {
         }
         self.internodes.borrow_mut().retain(|a, _| keep(a));
         self.failed.borrow_mut().retain(|a, _| keep(a));
+        // A departed node's waiters keep their bound (they hold an `Rc` of it).
+        self.in_flight.borrow_mut().retain(|a, _| keep(a));
     }
 
     /// The cached layout; refreshed in the background when old or after an error,

@@ -94,7 +94,14 @@ pub struct ClientOptions {
     /// version it names answers with it instead of writing again (a retry that reaches
     /// a node the first attempt's version has not reached yet may still add a sibling).
     pub retries: u32,
+    /// Most calls in flight to one node; past it, calls wait in this client (a write
+    /// carrying a context first: it finishes a read-modify-write), for up to `timeout`,
+    /// then fail as `overloaded`. Bounds what one client can pile onto a busy node.
+    pub max_in_flight_per_node: usize,
 }
+
+/// The default of [`ClientOptions::max_in_flight_per_node`].
+pub const DEFAULT_MAX_IN_FLIGHT_PER_NODE: usize = 128;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -104,12 +111,14 @@ impl Default for ClientOptions {
             ring_refresh: Duration::from_secs(10),
             max_message_size: 256 << 20,
             retries: 0,
+            max_in_flight_per_node: DEFAULT_MAX_IN_FLIGHT_PER_NODE,
         }
     }
 }
 
 mod blocking;
 mod connections;
+mod in_flight;
 mod keys;
 mod layout;
 mod reads;
@@ -181,6 +190,8 @@ struct State {
     /// The highest serving ring version a reply reported: a layout below it is
     /// fetched again before the next request uses it.
     known_version: Cell<u64>,
+    /// This client's bound on its calls in flight, per node address.
+    in_flight: RefCell<HashMap<String, Rc<in_flight::InFlight>>>,
 }
 
 impl Client {
@@ -210,6 +221,7 @@ impl Client {
             fetching: tokio::sync::Mutex::new(()),
             repairs: RefCell::default(),
             known_version: Cell::new(0),
+            in_flight: RefCell::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -399,7 +411,7 @@ impl Client {
     ) -> Result<Vec<Version>, DynamoError> {
         let (address, store, key) = (address.to_owned(), store.to_owned(), key.to_vec());
         self.run(move |st| async move {
-            st.replica_read(&address, &store, &key)
+            st.replica_read(&address, &store, &key, &Cell::new(false))
                 .await
                 .map(|r| r.versions)
         })

@@ -2,6 +2,7 @@
 //! itself under the shared sloppy-quorum rules of [`crate::quorum`], and repairs stale
 //! replicas after answering.
 
+use super::in_flight::Urgency;
 use super::*;
 
 impl State {
@@ -11,7 +12,18 @@ impl State {
         address: &str,
         store: &str,
         key: &[u8],
+        answered: &Cell<bool>,
     ) -> Result<crate::quorum::ReplicaReply, DynamoError> {
+        let _place = self.place(address, Urgency::Starting).await?;
+        // A read that waited in this client's queue until the get had its answer
+        // would only feed read repair, with a reply older than what the others are
+        // told to take by then: under load that is work to shed, not to send.
+        if answered.get() {
+            return Err(DynamoError::new(
+                ErrorKind::Overloaded,
+                format!("read of {address} not sent: the get was answered while it waited"),
+            ));
+        }
         let node = self.internode(address).await?;
         // The replica drops the read once this call has timed out here.
         let deadline = Deadline::after(self.options.timeout);
@@ -78,19 +90,27 @@ impl State {
             crate::quorum::stand_ins_for(&walk, n, &down_owners, &owners, |m| !down(m));
         targets.extend(stand_ins);
         let key_rc = Rc::new(key.to_vec());
+        let answered = Rc::new(Cell::new(false));
         let read: ReadFn = {
-            let (st, layout, store_name, key) = (
+            let (st, layout, store_name, key, answered) = (
                 self.clone(),
                 layout.clone(),
                 store.name.clone(),
                 key_rc.clone(),
+                answered.clone(),
             );
             Rc::new(move |t: Target| {
-                let (st, layout, store_name, key) =
-                    (st.clone(), layout.clone(), store_name.clone(), key.clone());
+                let (st, layout, store_name, key, answered) = (
+                    st.clone(),
+                    layout.clone(),
+                    store_name.clone(),
+                    key.clone(),
+                    answered.clone(),
+                );
                 Box::pin(async move {
                     let address = layout.address_of(&t.name)?;
-                    st.replica_read(&address, &store_name, &key).await
+                    st.replica_read(&address, &store_name, &key, &answered)
+                        .await
                 })
             })
         };
@@ -98,6 +118,7 @@ impl State {
         let ok = q
             .wait(|used| crate::quorum::next_stand_in(&walk, n, used, |m| !down(m)))
             .await;
+        answered.set(true);
         if !ok {
             // A request every replica refuses (an oversize key, a store it does not
             // host) is that error, not a quorum failure.
@@ -170,6 +191,11 @@ impl State {
                     step: "",
                     reaped: reaped.as_ref(),
                     deadline: None,
+                };
+                // Best effort: a repair that would queue behind this client's own
+                // requests is dropped (the next read or anti-entropy repairs it).
+                let Some(_place) = st.place_if_free(&address) else {
+                    continue;
                 };
                 let write = rpc::call_replica_write(&node, &address, &repair);
                 // A failed repair is retried by the next read (or anti-entropy).

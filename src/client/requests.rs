@@ -1,6 +1,7 @@
 //! Gets, puts and deletes sent to a coordinator: the first reachable node of the key's
 //! preference list (client-driven) or the nodes in turn (server-driven), with retries.
 
+use super::in_flight::Urgency;
 use super::*;
 
 /// The pause after the `n`th `overloaded` refusal of one request before it tries the
@@ -156,6 +157,11 @@ impl State {
         key: &[u8],
         retry: bool,
     ) -> Result<Answer, DynamoError> {
+        let urgency = match op {
+            Op::Put { context, .. } if !context.is_empty() => Urgency::Finishing,
+            _ => Urgency::Starting,
+        };
+        let _place = self.place(address, urgency).await?;
         let conn = self
             .conn(address)
             .await
