@@ -158,6 +158,11 @@ pub struct QuorumRead {
 }
 
 impl QuorumRead {
+    /// True once every read sent has answered (or failed).
+    pub fn is_done(&self) -> bool {
+        self.pending == 0
+    }
+
     /// Sends a read to every target at once.
     pub fn start(r: usize, policy: ConflictPolicy, targets: Vec<Target>, read: ReadFn) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -3,6 +3,7 @@
 //! replicas after answering.
 
 use super::in_flight::Urgency;
+use crate::version::Siblings;
 use super::*;
 
 impl State {
@@ -159,49 +160,85 @@ impl State {
             .to_token(crate::ring::key_fingerprint(&store.name, key));
         let mut answer = GetResponse::from_siblings(&q.merged, context, "client".to_owned());
         answer.stale_replicas = lacking_replicas(&q.merged, &q.replies);
-        // Read repair after the answer, late replies included.
+        // Read repair after the answer, late replies included. When every reply is
+        // in already (one replica, or all answered together), the check runs here and
+        // a task starts only if some replica is stale.
         let (st, layout, store_name) = (self.clone(), layout.clone(), store.name.clone());
         let mut repairs = self.repairs.borrow_mut();
         while repairs.try_join_next().is_some() {}
-        repairs.spawn_local(async move {
+        if q.is_done() {
             let (merged, replies, reaped) = q.finish().await;
-            let mut stale = crate::quorum::holding_reaped(&replies, &reaped);
-            for t in stale_replicas(&merged, replies, policy) {
-                if !stale.contains(&t) {
-                    stale.push(t);
+            let stale = stale_targets(&merged, replies, &reaped, policy);
+            if !stale.is_empty() {
+                repairs.spawn_local(write_repairs(
+                    st, layout, store_name, key_rc, merged, stale, reaped,
+                ));
+            }
+        } else {
+            repairs.spawn_local(async move {
+                let (merged, replies, reaped) = q.finish().await;
+                let stale = stale_targets(&merged, replies, &reaped, policy);
+                if !stale.is_empty() {
+                    write_repairs(st, layout, store_name, key_rc, merged, stale, reaped).await;
                 }
-            }
-            if stale.is_empty() {
-                return;
-            }
-            let reaped = (!reaped.is_empty()).then_some(reaped);
-            let encoded = rpc::encode_versions(merged.versions());
-            for t in stale {
-                let Ok(address) = layout.address_of(&t.name) else {
-                    continue;
-                };
-                let Ok(node) = st.internode(&address).await else {
-                    continue;
-                };
-                let repair = rpc::ReplicaWrite {
-                    store: &store_name,
-                    key: &key_rc,
-                    encoded: &encoded,
-                    hint_for: t.hint_for.as_deref(),
-                    step: "",
-                    reaped: reaped.as_ref(),
-                    deadline: None,
-                };
-                // Best effort: a repair that would queue behind this client's own
-                // requests is dropped (the next read or anti-entropy repairs it).
-                let Some(_place) = st.place_if_free(&address) else {
-                    continue;
-                };
-                let write = rpc::call_replica_write(&node, &address, &repair);
-                // A failed repair is retried by the next read (or anti-entropy).
-                let _ = st.timed(&address, write).await;
-            }
-        });
+            });
+        }
         Ok(answer)
+    }
+}
+
+/// The replicas a read's replies show to be stale: holding what `reaped` covers, or
+/// lacking something of `merged`.
+fn stale_targets(
+    merged: &Siblings,
+    replies: Vec<(Target, Vec<Version>)>,
+    reaped: &crate::context::Context,
+    policy: ConflictPolicy,
+) -> Vec<Target> {
+    let mut stale = crate::quorum::holding_reaped(&replies, reaped);
+    for t in stale_replicas(merged, replies, policy) {
+        if !stale.contains(&t) {
+            stale.push(t);
+        }
+    }
+    stale
+}
+
+/// Sends `merged` (and the reaped context) to each stale replica, best effort.
+async fn write_repairs(
+    st: Rc<State>,
+    layout: Rc<Layout>,
+    store_name: String,
+    key: Rc<Vec<u8>>,
+    merged: Siblings,
+    stale: Vec<Target>,
+    reaped: crate::context::Context,
+) {
+    let reaped = (!reaped.is_empty()).then_some(reaped);
+    let encoded = rpc::encode_versions(merged.versions());
+    for t in stale {
+        let Ok(address) = layout.address_of(&t.name) else {
+            continue;
+        };
+        // Best effort: a repair that would queue behind this client's own requests
+        // is dropped (the next read or anti-entropy repairs it).
+        let Some(_place) = st.place_if_free(&address) else {
+            continue;
+        };
+        let Ok(node) = st.internode(&address).await else {
+            continue;
+        };
+        let repair = rpc::ReplicaWrite {
+            store: &store_name,
+            key: &key,
+            encoded: &encoded,
+            hint_for: t.hint_for.as_deref(),
+            step: "",
+            reaped: reaped.as_ref(),
+            deadline: None,
+        };
+        let write = rpc::call_replica_write(&node, &address, &repair);
+        // A failed repair is retried by the next read (or anti-entropy).
+        let _ = st.timed(&address, write).await;
     }
 }
