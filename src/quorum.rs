@@ -163,6 +163,12 @@ impl QuorumRead {
         self.pending == 0
     }
 
+    /// What [`QuorumRead::finish`] returns, without waiting: for a read that
+    /// [`QuorumRead::is_done`] (a read still out is not waited for).
+    pub fn into_results(self) -> (Siblings, Vec<(Target, Vec<Version>)>, Context) {
+        (self.merged, self.replies, self.reaped)
+    }
+
     /// Sends a read to every target at once.
     pub fn start(r: usize, policy: ConflictPolicy, targets: Vec<Target>, read: ReadFn) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -3,8 +3,8 @@
 //! replicas after answering.
 
 use super::in_flight::Urgency;
-use crate::version::Siblings;
 use super::*;
+use crate::version::Siblings;
 
 impl State {
     /// The versions of `key` at the replica at `address`, timed.
@@ -167,7 +167,7 @@ impl State {
         let mut repairs = self.repairs.borrow_mut();
         while repairs.try_join_next().is_some() {}
         if q.is_done() {
-            let (merged, replies, reaped) = q.finish().await;
+            let (merged, replies, reaped) = q.into_results();
             let stale = stale_targets(&merged, replies, &reaped, policy);
             if !stale.is_empty() {
                 repairs.spawn_local(write_repairs(
