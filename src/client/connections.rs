@@ -45,7 +45,9 @@ impl State {
                 DynamoError::new(
                     ErrorKind::Overloaded,
                     format!(
-                        "this client already has {} calls in flight to node {address}                          (ClientOptions::max_in_flight_per_node) and none finished within                          {} ms; the request was not sent",
+                        "this client already has {} calls in flight to node {address} \
+                         (ClientOptions::max_in_flight_per_node) and none finished within \
+                         {} ms; the request was not sent",
                         self.options.max_in_flight_per_node,
                         t.as_millis()
                     ),

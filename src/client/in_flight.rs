@@ -30,7 +30,13 @@ pub(super) struct InFlight {
     used: Cell<usize>,
     finishing: RefCell<VecDeque<oneshot::Sender<Permit>>>,
     starting: RefCell<VecDeque<oneshot::Sender<Permit>>>,
+    /// Places handed to finishing calls in a row while starting ones waited.
+    streak: Cell<u32>,
 }
+
+/// Finishing calls go first, but after this many in a row a starting one gets a place,
+/// so a steady stream of read-modify-writes never starves new work.
+const FINISHING_STREAK: u32 = 8;
 
 /// One call's place in flight; dropping it hands the place to the next waiter.
 #[derive(Debug)]
@@ -44,6 +50,7 @@ impl InFlight {
             used: Cell::new(0),
             finishing: RefCell::default(),
             starting: RefCell::default(),
+            streak: Cell::new(0),
         })
     }
 
@@ -67,8 +74,8 @@ impl InFlight {
         }
         match rx.await {
             Ok(p) => p,
-            // The bound was dropped with its waiters (the client is closing): go on
-            // unbounded rather than never.
+            // Unreachable while this call holds the bound (`self`); should the bound
+            // ever go with its waiters, go on unbounded rather than never.
             Err(_) => Permit(None),
         }
     }
@@ -85,8 +92,26 @@ impl InFlight {
     fn release(self: &Rc<Self>) {
         loop {
             let next = {
-                let waiter = self.finishing.borrow_mut().pop_front();
-                waiter.or_else(|| self.starting.borrow_mut().pop_front())
+                let starting_waits = !self.starting.borrow().is_empty();
+                let turn_of_starting = starting_waits && self.streak.get() >= FINISHING_STREAK;
+                let finishing = if turn_of_starting {
+                    None
+                } else {
+                    self.finishing.borrow_mut().pop_front()
+                };
+                match finishing {
+                    Some(w) => {
+                        if starting_waits {
+                            self.streak.set(self.streak.get() + 1);
+                        }
+                        Some(w)
+                    }
+                    None => {
+                        self.streak.set(0);
+                        let w = self.starting.borrow_mut().pop_front();
+                        w.or_else(|| self.finishing.borrow_mut().pop_front())
+                    }
+                }
             };
             let Some(tx) = next else {
                 self.used.set(self.used.get().saturating_sub(1));
@@ -150,6 +175,44 @@ mod tests {
             .await;
         assert_eq!(*order.borrow(), vec!["finish-1", "start-1", "start-2"]);
         assert_eq!(bound.used(), 0, "every place came back");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stream_of_finishing_calls_never_starves_a_starting_one() {
+        let bound = InFlight::new(1);
+        let first = bound.acquire(Urgency::Starting).await;
+        let local = tokio::task::LocalSet::new();
+        let granted = Rc::new(RefCell::new(Vec::new()));
+        local
+            .run_until(async {
+                let mut tasks = Vec::new();
+                let (b, g) = (bound.clone(), granted.clone());
+                tasks.push(tokio::task::spawn_local(async move {
+                    drop(b.acquire(Urgency::Starting).await);
+                    g.borrow_mut().push("starting");
+                }));
+                for _ in 0..2 * FINISHING_STREAK {
+                    let (b, g) = (bound.clone(), granted.clone());
+                    tasks.push(tokio::task::spawn_local(async move {
+                        drop(b.acquire(Urgency::Finishing).await);
+                        g.borrow_mut().push("finishing");
+                    }));
+                }
+                tokio::task::yield_now().await;
+                drop(first);
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+            .await;
+        let at = granted.borrow().iter().position(|g| *g == "starting");
+        assert_eq!(
+            at,
+            Some(FINISHING_STREAK as usize),
+            "{:?}",
+            granted.borrow()
+        );
+        assert_eq!(bound.used(), 0);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -130,6 +130,22 @@ impl State {
             {
                 return Err(e.clone());
             }
+            // Nobody answered and every read was refused untouched (busy nodes, or this
+            // client's own queue): the get is overloaded, to retry after a pause.
+            if q.replies.is_empty()
+                && !q.errors.is_empty()
+                && q.errors.iter().all(|e| e.kind == ErrorKind::Overloaded)
+            {
+                return Err(DynamoError::new(
+                    ErrorKind::Overloaded,
+                    format!(
+                        "every replica read of key {} in store {} was refused as overloaded: {}",
+                        crate::store::printable_key(key),
+                        store.name,
+                        q.failed.join("; ")
+                    ),
+                ));
+            }
             // Nobody answered and only the transport failed: the cluster is unreachable.
             if q.replies.is_empty()
                 && !q.errors.is_empty()
