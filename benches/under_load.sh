@@ -48,12 +48,35 @@ else
   echo "-- taskset: not installed; skipped"
 fi
 # Efficiency against an older build: OLD_DYNAMO=path/to/its/dynamo (build the commit
-# before issue 19 in a second worktree: git worktree add /tmp/old d58f34c^ ...).
+# before issue 19, 73f1734, in a second worktree with its own CARGO_TARGET_DIR: a shared
+# one gets this checkout's artifacts overwritten). Builds that old print no CPU line, so
+# both builds are measured the same way here: the node processes' CPU time from /proc
+# over most of the measured run.
+node_cpu_per_op() { # binary workload
+  local bin=$1 w=$2 out err pids c0 c1 t0 t1 ops
+  out=$(mktemp); err=$(mktemp)
+  "$bin" bench --spawn 3 --workload "$w" --concurrency 64 --duration "$SECS" >"$out" 2>"$err" &
+  local bench=$!
+  until grep -aq "running workload" "$err" || ! kill -0 "$bench" 2>/dev/null; do sleep 0.1; done
+  sleep 0.3
+  pids=$(pgrep -P "$bench" | tr '\n' ' ')
+  ticks() { local s=0 p v; for p in $pids; do v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0); s=$((s + v)); done; echo "$s"; }
+  c0=$(ticks); t0=$(date +%s.%N)
+  sleep "$(awk -v s="$SECS" 'BEGIN { print s * 0.9 }')"
+  c1=$(ticks); t1=$(date +%s.%N)
+  wait "$bench" || true
+  ops=$(grep -a "client-driven  all" "$out" | awk '{print $3}')
+  awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v t0="$t0" -v t1="$t1" -v ops="${ops:-0}" -v secs="$SECS" 'BEGIN {
+    rate = ops / secs
+    if (rate > 0) printf "%.0f ops/s; node CPU %.0f us per operation\n", rate, c / hz / (t1 - t0) * 1e6 / rate
+    else print "no operations measured" }'
+  rm -f "$out" "$err"
+}
 if [ -n "${OLD_DYNAMO:-}" ]; then
   for w in a c; do
     for bin in "$OLD_DYNAMO" "$DYNAMO"; do
       echo "== efficiency: workload $w, 3 nodes, 64 in flight: $bin"
-      "$bin" bench --spawn 3 --workload "$w" --concurrency 64 --duration "$SECS" 2>/dev/null | row
+      node_cpu_per_op "$bin" "$w"
     done
   done
 fi
