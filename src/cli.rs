@@ -711,6 +711,10 @@ pub fn bench_workload(args: WorkloadArgs) -> Result<()> {
     };
     anyhow::ensure!(args.keys >= 1, "--keys must be at least 1");
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    anyhow::ensure!(
+        args.max_in_flight_per_node >= 1,
+        "--max-in-flight-per-node must be at least 1"
+    );
     anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
     if let Some(r) = args.rate {
         anyhow::ensure!(r > 0.0, "--rate must be positive");

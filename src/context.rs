@@ -178,7 +178,7 @@ impl Context {
 
     /// The stamp a request made at `timestamp_ms` from this context gets: later than
     /// any request it remembers.
-    pub fn request_stamp_after(&self, timestamp_ms: u64) -> u64 {
+    fn request_stamp_after(&self, timestamp_ms: u64) -> u64 {
         let newest = self.requests.values().copied().max();
         newest.map_or(timestamp_ms, |n| timestamp_ms.max(n.saturating_add(1)))
     }

@@ -300,9 +300,9 @@ impl Siblings {
     }
 
     /// The context to hand back after writing `written`: what the writer's context
-    /// covered, the new dot and request, and the dots of the surviving siblings'
-    /// pasts (versions they supersede are dead everywhere those siblings exist, so
-    /// claiming them changes nothing; it keeps interleaved writers' contexts compact).
+    /// covered, the new dot and request, and the pasts of the surviving siblings
+    /// (versions they supersede are dead everywhere those siblings exist, so claiming
+    /// them changes nothing; it keeps interleaved writers' contexts compact).
     /// It never covers a surviving sibling the writer had not seen, and it always
     /// remembers the written request (added last, kept by the cap), so whatever is
     /// made with it supersedes every attempt of that request.

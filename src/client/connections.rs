@@ -38,6 +38,9 @@ impl State {
         urgency: Urgency,
     ) -> Result<Permit, DynamoError> {
         let bound = self.bound(address);
+        if let Some(p) = bound.try_acquire() {
+            return Ok(p);
+        }
         let t = self.options.timeout;
         tokio::time::timeout(t, bound.acquire(urgency))
             .await
@@ -62,6 +65,9 @@ impl State {
     }
 
     fn bound(&self, address: &str) -> Rc<InFlight> {
+        if let Some(b) = self.in_flight.borrow().get(address) {
+            return b.clone();
+        }
         self.in_flight
             .borrow_mut()
             .entry(address.to_owned())

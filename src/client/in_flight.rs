@@ -88,32 +88,29 @@ impl InFlight {
         })
     }
 
+    /// The waiter a freed place goes to: finishing calls first, but a starting one
+    /// after [`FINISHING_STREAK`] finishing ones in a row.
+    fn next_waiter(&self) -> Option<oneshot::Sender<Permit>> {
+        let starting_waits = !self.starting.borrow().is_empty();
+        if starting_waits && self.streak.get() >= FINISHING_STREAK {
+            self.streak.set(0);
+            return self.starting.borrow_mut().pop_front();
+        }
+        let finishing = self.finishing.borrow_mut().pop_front();
+        if finishing.is_some() {
+            if starting_waits {
+                self.streak.set(self.streak.get() + 1);
+            }
+            return finishing;
+        }
+        self.streak.set(0);
+        self.starting.borrow_mut().pop_front()
+    }
+
     /// Gives a place that was freed to the next waiter, or frees it.
     fn release(self: &Rc<Self>) {
         loop {
-            let next = {
-                let starting_waits = !self.starting.borrow().is_empty();
-                let turn_of_starting = starting_waits && self.streak.get() >= FINISHING_STREAK;
-                let finishing = if turn_of_starting {
-                    None
-                } else {
-                    self.finishing.borrow_mut().pop_front()
-                };
-                match finishing {
-                    Some(w) => {
-                        if starting_waits {
-                            self.streak.set(self.streak.get() + 1);
-                        }
-                        Some(w)
-                    }
-                    None => {
-                        self.streak.set(0);
-                        let w = self.starting.borrow_mut().pop_front();
-                        w.or_else(|| self.finishing.borrow_mut().pop_front())
-                    }
-                }
-            };
-            let Some(tx) = next else {
+            let Some(tx) = self.next_waiter() else {
                 self.used.set(self.used.get().saturating_sub(1));
                 return;
             };

@@ -97,6 +97,7 @@ pub struct ClientOptions {
     /// Most calls in flight to one node; past it, calls wait in this client (a write
     /// carrying a context first: it finishes a read-modify-write), for up to `timeout`,
     /// then fail as `overloaded`. Bounds what one client can pile onto a busy node.
+    /// At least 1 (0 is taken as 1).
     pub max_in_flight_per_node: usize,
 }
 
