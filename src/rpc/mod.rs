@@ -12,7 +12,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
-use futures::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
@@ -23,6 +22,7 @@ use crate::quorum::ReplicaReply;
 use crate::version::Version;
 
 pub mod anti_entropy;
+mod write_batch;
 
 /// Code generated from `src/rpc/dynamo.capnp` by build.rs (see the schema for docs).
 #[allow(missing_docs)]
@@ -109,13 +109,15 @@ fn run_rpc(
     last_read: Rc<Cell<Instant>>,
 ) -> RpcSystem<rpc_twoparty_capnp::Side> {
     tune(&stream);
-    let (reader, writer) = stream.compat().split();
+    let (reader, writer) = stream.into_split();
+    let (writer, sender) = write_batch::batch_writer(writer);
+    tokio::task::spawn_local(sender);
     let network = twoparty::VatNetwork::new(
         futures::io::BufReader::new(ActivityReader {
-            inner: reader,
+            inner: reader.compat(),
             last: last_read,
         }),
-        futures::io::BufWriter::new(writer),
+        writer,
         side,
         reader_options(max_message),
     );
