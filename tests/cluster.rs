@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use dynamo::client::{BlockingClient, Coordination};
+use dynamo::client::{BlockingClient, Client, ClientOptions, Coordination};
 use dynamo::error::ErrorKind;
 use dynamo::store::StoreConfig;
 
@@ -474,4 +474,62 @@ fn a_single_node_with_the_default_quorum_says_why_writes_fail() {
         values(&c.get("default", b"k", Some(1)).unwrap()),
         vec![b"v".to_vec()]
     );
+}
+
+/// Calls made on the client's connection thread (`LocalClient`, no thread hop) behave as
+/// through `Client`: many at once, puts with contexts resolve siblings, a delete with a
+/// put's context leaves nothing, and what they write reads back through `Client`.
+#[test]
+fn calls_on_the_connection_thread_match_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(3, dir.path(), rocks());
+    let client = Client::connect(&cluster.addresses(), ClientOptions::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = rt
+        .block_on(client.on_connection_thread(|local| async move {
+            let mut tasks = Vec::new();
+            for i in 0..64u32 {
+                let local = local.clone();
+                tasks.push(tokio::task::spawn_local(async move {
+                    let key = format!("local-{i}");
+                    let put = local
+                        .put("default", key.as_bytes(), b"one", None, None)
+                        .await?;
+                    local
+                        .put("default", key.as_bytes(), b"two", Some(&put.context), None)
+                        .await?;
+                    let got = local.get("default", key.as_bytes(), None).await?;
+                    Ok::<_, dynamo::error::DynamoError>((key, got))
+                }));
+            }
+            let mut seen = Vec::new();
+            for t in tasks {
+                seen.push(t.await.expect("task ran"));
+            }
+            let put = local
+                .put("default", b"local-gone", b"x", None, None)
+                .await?;
+            local
+                .delete("default", b"local-gone", Some(&put.context), None)
+                .await?;
+            let gone = local.get("default", b"local-gone", None).await?;
+            Ok::<_, dynamo::error::DynamoError>((seen, gone))
+        }))
+        .expect("the connection thread ran the closure");
+    let (seen, gone) = outcome.expect("every call succeeded");
+    assert_eq!(seen.len(), 64);
+    for result in seen {
+        let (key, got) = result.expect("each put, put and get succeeded");
+        assert_eq!(values(&got), vec![b"two".to_vec()], "key {key}");
+    }
+    assert!(
+        gone.siblings.is_empty(),
+        "a delete with the put's context leaves nothing"
+    );
+    let blocking = client.blocking();
+    let g = blocking.get("default", b"local-7", None).unwrap();
+    assert_eq!(values(&g), vec![b"two".to_vec()]);
 }

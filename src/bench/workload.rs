@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::cpu::CpuMeter;
 use super::latency::{format_rate, format_us, LatencyRecorder, PhaseSummary};
-use crate::client::{Client, ClientOptions, Coordination};
+use crate::client::{Client, ClientOptions, Coordination, LocalClient};
 use crate::error::DynamoError;
 
 /// A YCSB workload mix.
@@ -251,7 +251,12 @@ fn note_error(shared: &Mutex<Shared>, e: &DynamoError) {
     }
 }
 
-async fn update(client: &Client, store: &str, key: &[u8], value: &[u8]) -> Result<(), DynamoError> {
+async fn update(
+    client: &LocalClient,
+    store: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), DynamoError> {
     let got = client.get(store, key, None).await?;
     client
         .put(store, key, value, Some(&got.context), None)
@@ -267,44 +272,58 @@ pub async fn load(
     progress: impl Fn(u64),
 ) -> Result<(), DynamoError> {
     let next = Arc::new(AtomicU64::new(0));
-    let value = vec![b'x'; opts.value_size];
-    let mut tasks = Vec::new();
-    for _ in 0..opts.concurrency.max(1) {
-        let (client, next, value, store, keys) = (
-            client.clone(),
-            next.clone(),
-            value.clone(),
-            opts.store.clone(),
-            opts.keys,
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= keys {
-                    return Ok::<(), DynamoError>(());
+    let (writers, value, store, keys) = (
+        opts.concurrency.max(1),
+        vec![b'x'; opts.value_size],
+        opts.store.clone(),
+        opts.keys,
+    );
+    let counter = next.clone();
+    // On the connection thread, as the measured phase runs (see `run_phased`).
+    let loading = client.on_connection_thread(move |local| async move {
+        let mut tasks = Vec::new();
+        for _ in 0..writers {
+            let (client, next, value, store) =
+                (local.clone(), counter.clone(), value.clone(), store.clone());
+            tasks.push(tokio::task::spawn_local(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= keys {
+                        return Ok::<(), DynamoError>(());
+                    }
+                    // Reading first gives a context, so a re-run does not pile up siblings.
+                    update(&client, &store, &key_name(i), &value).await?;
                 }
-                // Reading first gives a context, so a re-run does not pile up siblings.
-                update(&client, &store, &key_name(i), &value).await?;
+            }));
+        }
+        let mut first_error = None;
+        for t in tasks {
+            let done = t
+                .await
+                .map_err(|e| DynamoError::new(crate::error::ErrorKind::Internal, e.to_string()))
+                .and_then(|r| r);
+            if let Err(e) = done {
+                first_error.get_or_insert(e);
             }
-        }));
-    }
+        }
+        first_error.map_or(Ok(()), Err)
+    });
+    tokio::pin!(loading);
     let mut last = 0;
     loop {
+        let finished = tokio::select! {
+            done = &mut loading => Some(done),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => None,
+        };
         let done = next.load(Ordering::Relaxed).min(opts.keys);
-        if done >= last + opts.keys / 10 || done == opts.keys {
+        if done > last && (done >= last + opts.keys / 10 || done == opts.keys) {
             progress(done);
             last = done;
         }
-        if tasks.iter().all(|t| t.is_finished()) {
-            break;
+        if let Some(result) = finished {
+            return result?;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for t in tasks {
-        t.await
-            .map_err(|e| DynamoError::new(crate::error::ErrorKind::Internal, e.to_string()))??;
-    }
-    Ok(())
 }
 
 /// Runs the measured phase. Must be called inside a tokio runtime.
@@ -343,10 +362,10 @@ pub async fn run_phased(
     let start = Instant::now();
     let end = start + opts.duration;
     let value = vec![b'v'; opts.value_size];
-    let mut tasks = Vec::new();
-    for worker in 0..opts.concurrency.max(1) {
-        let (client, shared, zipf, counter, requests, stop, value, phases) = (
-            client.clone(),
+    // The workers run on the client's connection thread: each call through `Client`
+    // would cross threads twice, and a load generator should spend its CPU on load.
+    let workers = {
+        let (shared, zipf, counter, requests, stop, value, phases, opts) = (
             shared.clone(),
             zipf.clone(),
             counter.clone(),
@@ -354,78 +373,98 @@ pub async fn run_phased(
             stop.clone(),
             value.clone(),
             phases.clone(),
+            opts.clone(),
         );
-        let opts = opts.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(worker as u64));
-            loop {
-                let due = match opts.rate {
-                    Some(rate) => {
-                        let k = counter.fetch_add(1, Ordering::Relaxed);
-                        let due = start + Duration::from_secs_f64(k as f64 / rate);
-                        if due >= end {
-                            break;
-                        }
-                        if due > Instant::now() {
-                            // On schedule: the timer wakes up to a millisecond late,
-                            // which is the client's slack, not the cluster's latency.
-                            tokio::time::sleep_until(due.into()).await;
-                            Instant::now()
-                        } else {
-                            // Behind schedule: the wait since `due` is queueing the
-                            // cluster caused, so it counts (no coordinated omission).
-                            due
-                        }
-                    }
-                    None => {
-                        let now = Instant::now();
-                        if now >= end || stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        now
-                    }
-                };
-                let i = match opts.distribution {
-                    KeyDistribution::Zipfian => zipf.next(&mut rng),
-                    KeyDistribution::Uniform => rng.random_range(0..opts.keys.max(1)),
-                };
-                let key = key_name(i);
-                let phase = phases.as_ref().map(|p| p.current());
-                let is_read = rng.random::<f64>() < opts.workload.read_fraction();
-                let result = if is_read {
-                    requests.fetch_add(1, Ordering::Relaxed);
-                    client.get(&opts.store, &key, None).await.map(|_| ())
-                } else {
-                    requests.fetch_add(2, Ordering::Relaxed);
-                    update(&client, &opts.store, &key, &value).await
-                };
-                let latency = due.elapsed();
-                match result {
-                    // One set of histograms for all workers: each is ~1 MB, and
-                    // per-worker copies made the start of a run stall while they were
-                    // allocated and zeroed.
-                    Ok(()) => {
-                        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                        s.total.record(latency);
-                        if let Some(ph) = phase {
-                            while s.by_phase.len() <= ph {
-                                s.by_phase.push(LatencyRecorder::default());
+        client.on_connection_thread(move |local| async move {
+            let mut tasks = Vec::new();
+            for worker in 0..opts.concurrency.max(1) {
+                let (client, shared, zipf, counter, requests, stop, value, phases) = (
+                    local.clone(),
+                    shared.clone(),
+                    zipf.clone(),
+                    counter.clone(),
+                    requests.clone(),
+                    stop.clone(),
+                    value.clone(),
+                    phases.clone(),
+                );
+                let opts = opts.clone();
+                tasks.push(tokio::task::spawn_local(async move {
+                    let mut rng =
+                        rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(worker as u64));
+                    loop {
+                        let due = match opts.rate {
+                            Some(rate) => {
+                                let k = counter.fetch_add(1, Ordering::Relaxed);
+                                let due = start + Duration::from_secs_f64(k as f64 / rate);
+                                if due >= end {
+                                    break;
+                                }
+                                if due > Instant::now() {
+                                    // On schedule: the timer wakes up to a millisecond late,
+                                    // which is the client's slack, not the cluster's latency.
+                                    tokio::time::sleep_until(due.into()).await;
+                                    Instant::now()
+                                } else {
+                                    // Behind schedule: the wait since `due` is queueing the
+                                    // cluster caused, so it counts (no coordinated omission).
+                                    due
+                                }
                             }
-                            s.by_phase[ph].record(latency);
-                        }
-                        if is_read {
-                            s.reads.record(latency)
+                            None => {
+                                let now = Instant::now();
+                                if now >= end || stop.load(Ordering::Relaxed) {
+                                    break;
+                                }
+                                now
+                            }
+                        };
+                        let i = match opts.distribution {
+                            KeyDistribution::Zipfian => zipf.next(&mut rng),
+                            KeyDistribution::Uniform => rng.random_range(0..opts.keys.max(1)),
+                        };
+                        let key = key_name(i);
+                        let phase = phases.as_ref().map(|p| p.current());
+                        let is_read = rng.random::<f64>() < opts.workload.read_fraction();
+                        let result = if is_read {
+                            requests.fetch_add(1, Ordering::Relaxed);
+                            client.get(&opts.store, &key, None).await.map(|_| ())
                         } else {
-                            s.updates.record(latency)
+                            requests.fetch_add(2, Ordering::Relaxed);
+                            update(&client, &opts.store, &key, &value).await
+                        };
+                        let latency = due.elapsed();
+                        match result {
+                            // One set of histograms for all workers: each is ~1 MB, and
+                            // per-worker copies made the start of a run stall while they were
+                            // allocated and zeroed.
+                            Ok(()) => {
+                                let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                                s.total.record(latency);
+                                if let Some(ph) = phase {
+                                    while s.by_phase.len() <= ph {
+                                        s.by_phase.push(LatencyRecorder::default());
+                                    }
+                                    s.by_phase[ph].record(latency);
+                                }
+                                if is_read {
+                                    s.reads.record(latency)
+                                } else {
+                                    s.updates.record(latency)
+                                }
+                            }
+                            Err(e) => note_error(&shared, &e),
                         }
                     }
-                    Err(e) => note_error(&shared, &e),
-                }
+                }));
             }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+    };
+    if let Err(e) = workers.await {
+        note_error(&shared, &e);
     }
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();

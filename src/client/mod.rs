@@ -14,7 +14,8 @@
 //! The parts, one concept a file: `layout` (the routing layout and which nodes are
 //! avoided), `connections` (connections and timeouts), `requests` (gets and puts sent
 //! to a coordinator, with retries), `reads` (client-coordinated reads and their read
-//! repair), `keys` (key listing), `blocking` ([`BlockingClient`]). The answer types
+//! repair), `keys` (key listing), `blocking` ([`BlockingClient`]), `local`
+//! ([`LocalClient`]: calls made on the connection thread, without a thread hop). The answer types
 //! are in [`crate::api`].
 //!
 //! `Client` is `Send + Sync + Clone`; its RPC connections live on a thread of its own
@@ -122,11 +123,13 @@ mod connections;
 mod in_flight;
 mod keys;
 mod layout;
+mod local;
 mod reads;
 mod requests;
 
 pub use blocking::BlockingClient;
 use layout::{retry_pause, Layout};
+pub use local::LocalClient;
 use requests::Op;
 
 type Job = Box<dyn FnOnce(Rc<State>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -295,7 +298,7 @@ impl Client {
         r: Option<u8>,
     ) -> Result<GetResponse, DynamoError> {
         let (store, key) = (store.to_owned(), key.to_vec());
-        self.run(move |st| async move { st.request(Op::Get { r }, &store, &key).await?.into_get() })
+        self.run(move |state| async move { LocalClient { state }.get(&store, &key, r).await })
             .await
     }
 
@@ -335,18 +338,11 @@ impl Client {
         w: Option<u8>,
     ) -> Result<PutResponse, DynamoError> {
         let (store, key) = (store.to_owned(), key.to_vec());
-        let context = context.unwrap_or_default().to_owned();
-        // One id for every attempt of this write: a node that already applied it
-        // answers with that version instead of writing a second one.
-        let request_id = Some(rand::random::<u64>() | 1);
-        self.run(move |st| async move {
-            let op = Op::Put {
-                value,
-                context,
-                w,
-                request_id,
-            };
-            st.request(op, &store, &key).await?.into_put()
+        let context = context.map(str::to_owned);
+        self.run(move |state| async move {
+            LocalClient { state }
+                .write(&store, &key, value, context.as_deref(), w)
+                .await
         })
         .await
     }
