@@ -364,6 +364,17 @@ pub fn stale_replicas(
     replies
         .into_iter()
         .filter_map(|(t, had)| {
+            // The common case, a replica that holds exactly the newest versions, needs
+            // no merge to tell (a dot names one write: the same dots, the same set).
+            let newest_versions = newest.versions();
+            let within =
+                |a: &[Version], b: &[Version]| a.iter().all(|v| b.iter().any(|w| w.dot == v.dot));
+            if had.len() == newest_versions.len()
+                && within(&had, newest_versions)
+                && within(newest_versions, &had)
+            {
+                return None;
+            }
             let mut theirs = Siblings::from_versions(had, policy);
             theirs
                 .merge(newest.versions().iter().cloned(), policy)
@@ -386,6 +397,27 @@ mod tests {
             value: value.map(|v| v.as_bytes().to_vec()),
             request_id: None,
         }
+    }
+
+    /// A replica whose reply names the newest versions' dots exactly is not repaired;
+    /// one that repeats a dot in place of a missing one (a malformed reply of the
+    /// same length) still is.
+    #[test]
+    fn a_reply_is_stale_unless_it_holds_exactly_the_newest_dots() {
+        let a = version(1, 1, &Context::new(), Some("a"));
+        let b = version(2, 1, &Context::new(), Some("b"));
+        let policy = ConflictPolicy::Siblings;
+        let newest = Siblings::from_versions(vec![a.clone(), b.clone()], policy);
+        let replies = vec![
+            (Target::owner("same"), vec![b.clone(), a.clone()]),
+            (Target::owner("repeats"), vec![a.clone(), a.clone()]),
+            (Target::owner("short"), vec![a.clone()]),
+        ];
+        let stale: Vec<String> = stale_replicas(&newest, replies, policy)
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(stale, vec!["repeats".to_string(), "short".to_string()]);
     }
 
     /// What a read reports (`lacking_replicas`, by dots) and what it repairs
