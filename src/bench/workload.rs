@@ -10,7 +10,9 @@
 //! when the workers fall behind, its latency is measured from that due time, so a slow
 //! system cannot hide queueing delay by slowing the client down (coordinated omission).
 //! A worker that is ahead sleeps until the due time and measures from when it woke,
-//! since the timer's own lateness (up to a millisecond) is not the cluster's.
+//! since the timer's own lateness (up to a millisecond) is not the cluster's; woken
+//! later than that, it measures from the due time (the workers share the client's
+//! connection thread, and time it was busy is the client's queueing).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -403,8 +405,15 @@ pub async fn run_phased(
                                 if due > Instant::now() {
                                     // On schedule: the timer wakes up to a millisecond late,
                                     // which is the client's slack, not the cluster's latency.
+                                    // Later than that, the connection thread these
+                                    // workers share was busy: that counts from `due`.
                                     tokio::time::sleep_until(due.into()).await;
-                                    Instant::now()
+                                    let woke = Instant::now();
+                                    if woke > due + Duration::from_millis(1) {
+                                        due
+                                    } else {
+                                        woke
+                                    }
                                 } else {
                                     // Behind schedule: the wait since `due` is queueing the
                                     // cluster caused, so it counts (no coordinated omission).

@@ -41,6 +41,7 @@ pub struct Connection {
     pub dynamo: dynamo::Client,
     alive: Rc<Cell<bool>>,
     task: Rc<tokio::task::AbortHandle>,
+    abandon: write_batch::Abandon,
 }
 
 impl Connection {
@@ -64,6 +65,7 @@ impl Connection {
     /// keep it open forever). Calls still waiting on it fail.
     pub fn close(&self) {
         self.alive.set(false);
+        self.abandon.abandon();
         self.task.abort();
     }
 }
@@ -107,10 +109,10 @@ fn run_rpc(
     bootstrap: Option<capnp::capability::Client>,
     max_message: usize,
     last_read: Rc<Cell<Instant>>,
-) -> RpcSystem<rpc_twoparty_capnp::Side> {
+) -> (RpcSystem<rpc_twoparty_capnp::Side>, write_batch::Abandon) {
     tune(&stream);
     let (reader, writer) = stream.into_split();
-    let (writer, sender) = write_batch::batch_writer(writer);
+    let (writer, abandon, sender) = write_batch::batch_writer(writer);
     tokio::task::spawn_local(sender);
     let network = twoparty::VatNetwork::new(
         futures::io::BufReader::new(ActivityReader {
@@ -121,12 +123,12 @@ fn run_rpc(
         side,
         reader_options(max_message),
     );
-    RpcSystem::new(Box::new(network), bootstrap)
+    (RpcSystem::new(Box::new(network), bootstrap), abandon)
 }
 
 fn attach(stream: TcpStream, max_message: usize) -> Connection {
     let last_read = Rc::new(Cell::new(Instant::now()));
-    let mut system = run_rpc(
+    let (mut system, abandon) = run_rpc(
         stream,
         rpc_twoparty_capnp::Side::Client,
         None,
@@ -144,6 +146,7 @@ fn attach(stream: TcpStream, max_message: usize) -> Connection {
         dynamo,
         alive,
         task: Rc::new(task.abort_handle()),
+        abandon,
     }
 }
 
@@ -192,7 +195,7 @@ pub fn serve_stream(
     open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let last_read = Rc::new(Cell::new(Instant::now()));
-    let system = run_rpc(
+    let (system, abandon) = run_rpc(
         stream,
         rpc_twoparty_capnp::Side::Server,
         Some(bootstrap.client),
@@ -212,7 +215,8 @@ pub fn serve_stream(
         };
         tokio::select! {
             _ = system => {},
-            _ = watch => {},
+            // Idle: the socket is released now, whatever is unsent.
+            _ = watch => abandon.abandon(),
         }
         open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     });

@@ -8,19 +8,31 @@
 //! the same turn of the event loop, or while the socket was busy, leave together.
 //!
 //! Invariant: bytes reach the socket in the order they were written, none twice; once
-//! a socket write fails, every later write and flush fails too.
+//! a socket write fails, every later write and flush fails too. When the RPC system
+//! ends (capnp-futures drops its writer without closing it, right after queueing a
+//! last `Abort` message), what it wrote is still sent, for up to [`DRAIN_LIMIT`];
+//! only [`Abandon::abandon`] lets unsent bytes go.
 
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
 /// The most bytes gathered before the RPC system has to wait for the socket: the
 /// back-pressure a plain buffered writer gives, with room for many small messages.
 const GATHER_LIMIT: usize = 1 << 20;
+
+/// The largest buffer kept between writes (a rare large message's buffer is let go,
+/// so an idle connection holds little memory).
+const KEPT_CAPACITY: usize = 64 << 10;
+
+/// How long the bytes left when the writer goes away may take to leave (a peer that
+/// stopped reading cannot hold the socket open longer).
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Gathered {
@@ -31,13 +43,16 @@ struct Gathered {
     writer: Option<Waker>,
     /// Why the socket stopped taking bytes, once it did.
     failed: Option<(io::ErrorKind, String)>,
-    /// The writer was closed: send what is left, then shut down.
+    /// The writer was closed or dropped: send what is left (within `DRAIN_LIMIT`),
+    /// then shut down.
     closed: bool,
-    /// The writer is gone (the RPC system ended or was dropped): nothing more will be
-    /// waited for, so what is left is let go and the socket released now.
-    dropped: bool,
+    /// The connection was given up: what is left is let go and the socket released
+    /// now.
+    abandoned: bool,
     /// The sender holds taken bytes it has not yet written.
     sending: bool,
+    /// The sender has ended (the socket is shut down or released).
+    finished: bool,
 }
 
 impl Gathered {
@@ -62,36 +77,71 @@ impl Gathered {
 
 /// The RPC system's end: an `AsyncWrite` whose writes gather in memory and whose flush
 /// returns at once (the sender task sends what gathered as soon as the event loop
-/// runs it). Closing it sends what is left and shuts the socket's write side down;
-/// dropping it releases the socket at once (a peer that stopped reading cannot keep
-/// it open).
+/// runs it). Closing or dropping it sends what is left and then shuts the socket's
+/// write side down.
 pub(crate) struct BatchWriter {
     gathered: Rc<RefCell<Gathered>>,
 }
 
-/// Splits `socket` into the writer the RPC system uses and the task that sends what it
-/// writes (spawn it on the same `LocalSet`; it ends once the writer is closed and its
-/// bytes are sent, once the writer is dropped, or once the socket fails).
-pub(crate) fn batch_writer<W>(socket: W) -> (BatchWriter, impl std::future::Future<Output = ()>)
+/// Gives a connection up without waiting for its unsent bytes (see
+/// [`Abandon::abandon`]).
+#[derive(Clone)]
+pub(crate) struct Abandon {
+    gathered: Rc<RefCell<Gathered>>,
+}
+
+impl Abandon {
+    /// Lets the unsent bytes go and makes the sender release the socket now, even if
+    /// the peer stopped reading.
+    pub(crate) fn abandon(&self) {
+        let mut g = self.gathered.borrow_mut();
+        g.abandoned = true;
+        g.wake_sender();
+    }
+}
+
+/// Splits `socket` into the writer the RPC system uses, a handle that abandons the
+/// connection, and the task that sends what the writer writes (spawn it on the same
+/// `LocalSet`; it ends once the writer is closed or dropped and its bytes are sent or
+/// `DRAIN_LIMIT` passed, once the connection is abandoned, or once the socket fails).
+pub(crate) fn batch_writer<W>(
+    socket: W,
+) -> (BatchWriter, Abandon, impl std::future::Future<Output = ()>)
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
     let gathered = Rc::new(RefCell::new(Gathered::default()));
     let sender = send_gathered(gathered.clone(), socket);
-    (BatchWriter { gathered }, sender)
+    let abandon = Abandon {
+        gathered: gathered.clone(),
+    };
+    (BatchWriter { gathered }, abandon, sender)
 }
 
-async fn send_gathered<W>(gathered: Rc<RefCell<Gathered>>, mut socket: W)
+async fn send_gathered<W>(gathered: Rc<RefCell<Gathered>>, socket: W)
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    send_until_done(&gathered, socket).await;
+    let mut g = gathered.borrow_mut();
+    g.finished = true;
+    g.sending = false;
+    g.wake_writer();
+}
+
+async fn send_until_done<W>(gathered: &Rc<RefCell<Gathered>>, mut socket: W)
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
     let mut out = Vec::new();
+    // Set once the writer is closed or gone: the last bytes must leave by then.
+    let mut drain_by: Option<tokio::time::Instant> = None;
     loop {
         // Wait for bytes, then let the tasks woken meanwhile run before taking them:
         // their replies join this write instead of needing one of their own.
         let waiting = std::future::poll_fn(|cx| {
             let mut g = gathered.borrow_mut();
-            if g.dropped || g.closed || !g.bytes.is_empty() {
+            if g.abandoned || g.closed || !g.bytes.is_empty() {
                 Poll::Ready(())
             } else {
                 g.sender = Some(cx.waker().clone());
@@ -99,30 +149,37 @@ where
             }
         });
         waiting.await;
-        tokio::task::yield_now().await;
-        let more = std::future::poll_fn(|cx| {
+        if !gathered.borrow().closed {
+            tokio::task::yield_now().await;
+        }
+        let more = {
             let mut g = gathered.borrow_mut();
-            if g.dropped {
-                Poll::Ready(None)
+            if g.closed && drain_by.is_none() {
+                drain_by = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+            }
+            if g.abandoned {
+                None
             } else if !g.bytes.is_empty() {
                 std::mem::swap(&mut out, &mut g.bytes);
                 g.sending = true;
                 // Room again for the RPC system.
                 g.wake_writer();
-                Poll::Ready(Some(true))
+                Some(true)
             } else if g.closed {
-                Poll::Ready(Some(false))
+                Some(false)
             } else {
-                g.sender = Some(cx.waker().clone());
-                Poll::Pending
+                // Woken with nothing to do (the bytes were taken already).
+                continue;
             }
-        })
-        .await;
+        };
         match more {
             None => return,
             Some(false) => {
-                let _ = socket.shutdown().await;
-                gathered.borrow_mut().wake_writer();
+                let at = drain_by.unwrap_or_else(tokio::time::Instant::now);
+                tokio::select! {
+                    _ = socket.shutdown() => {}
+                    _ = tokio::time::sleep_until(at) => {}
+                }
                 return;
             }
             Some(true) => {}
@@ -130,19 +187,37 @@ where
         let sent = {
             let write = socket.write_all(&out);
             tokio::pin!(write);
-            let dropped = std::future::poll_fn(|cx| {
-                let mut g = gathered.borrow_mut();
-                if g.dropped {
-                    Poll::Ready(())
-                } else {
-                    g.sender = Some(cx.waker().clone());
-                    Poll::Pending
+            loop {
+                let deadline = async {
+                    match drain_by {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                // Ready(true): abandoned; Ready(false): closed just now (the drain
+                // limit starts).
+                let given_up = std::future::poll_fn(|cx| {
+                    let mut g = gathered.borrow_mut();
+                    if g.abandoned {
+                        Poll::Ready(true)
+                    } else if g.closed && drain_by.is_none() {
+                        Poll::Ready(false)
+                    } else {
+                        g.sender = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                });
+                tokio::select! {
+                    biased;
+                    sent = &mut write => break sent,
+                    abandoned = given_up => {
+                        if abandoned {
+                            return;
+                        }
+                        drain_by = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+                    }
+                    _ = deadline => return,
                 }
-            });
-            tokio::select! {
-                biased;
-                sent = &mut write => sent,
-                _ = dropped => return,
             }
         };
         let mut g = gathered.borrow_mut();
@@ -150,16 +225,11 @@ where
         if let Err(e) = sent {
             g.failed = Some((e.kind(), e.to_string()));
             g.bytes = Vec::new();
-            g.wake_writer();
             return;
         }
-        // Keep the larger buffer for the next round; a rare huge message is let go.
         out.clear();
-        if out.capacity() > GATHER_LIMIT {
+        if out.capacity() > KEPT_CAPACITY {
             out = Vec::new();
-        }
-        if g.closed && g.bytes.is_empty() {
-            g.wake_writer();
         }
     }
 }
@@ -174,10 +244,10 @@ impl futures::io::AsyncWrite for BatchWriter {
         if let Some(e) = g.error() {
             return Poll::Ready(Err(e));
         }
-        if g.closed {
+        if g.closed || g.abandoned {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
-                "write after close",
+                "write after the connection was closed",
             )));
         }
         // Over the limit, wait for the sender to take the bytes (a single larger
@@ -207,10 +277,11 @@ impl futures::io::AsyncWrite for BatchWriter {
         if let Some(e) = g.error() {
             return Poll::Ready(Err(e));
         }
-        if g.bytes.is_empty() && !g.sending {
-            g.wake_sender();
+        if g.abandoned || g.finished {
             return Poll::Ready(Ok(()));
         }
+        // Done once the sender has sent everything and shut the socket down (it wakes
+        // this writer as it returns).
         g.writer = Some(cx.waker().clone());
         g.wake_sender();
         Poll::Pending
@@ -220,7 +291,7 @@ impl futures::io::AsyncWrite for BatchWriter {
 impl Drop for BatchWriter {
     fn drop(&mut self) {
         let mut g = self.gathered.borrow_mut();
-        g.dropped = true;
+        g.closed = true;
         g.wake_sender();
     }
 }
@@ -237,7 +308,7 @@ mod tests {
         local
             .run_until(async {
                 let (near, mut far) = tokio::io::duplex(1 << 16);
-                let (mut writer, sender) = batch_writer(near);
+                let (mut writer, _abandon, sender) = batch_writer(near);
                 let sending = tokio::task::spawn_local(sender);
                 for i in 0..100u8 {
                     writer.write_all(&[i; 10]).await.unwrap();
@@ -262,7 +333,7 @@ mod tests {
             .run_until(async {
                 let (near, far) = tokio::io::duplex(64);
                 drop(far);
-                let (mut writer, sender) = batch_writer(near);
+                let (mut writer, _abandon, sender) = batch_writer(near);
                 let sending = tokio::task::spawn_local(sender);
                 writer.write_all(b"hello").await.unwrap();
                 sending.await.unwrap();
@@ -274,28 +345,61 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_dropped_writer_releases_a_socket_its_peer_stopped_reading() {
+    async fn a_dropped_writer_still_sends_its_last_bytes() {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
-                // The peer never reads: the sender's write can never finish.
-                let (near, _far) = tokio::io::duplex(16);
-                let (mut writer, sender) = batch_writer(near);
+                let (near, mut far) = tokio::io::duplex(1 << 16);
+                let (mut writer, _abandon, sender) = batch_writer(near);
                 let sending = tokio::task::spawn_local(sender);
-                writer.write_all(&[1u8; 1024]).await.unwrap();
-                // Let the sender take the bytes and block on the full socket.
-                for _ in 0..1000 {
-                    if writer.gathered.borrow().sending {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                assert!(writer.gathered.borrow().sending);
+                // As capnp-futures ends: a last message, then the writer is dropped
+                // without a close.
+                writer.write_all(b"abort: why").await.unwrap();
                 drop(writer);
-                tokio::time::timeout(std::time::Duration::from_secs(10), sending)
-                    .await
-                    .expect("the sender ends once its writer is dropped")
-                    .unwrap();
+                sending.await.unwrap();
+                let mut got = Vec::new();
+                far.read_to_end(&mut got).await.unwrap();
+                assert_eq!(got, b"abort: why");
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_peer_that_stopped_reading_cannot_hold_the_socket() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                for abandon_it in [false, true] {
+                    // The peer never reads: the sender's write can never finish.
+                    let (near, _far) = tokio::io::duplex(16);
+                    let (mut writer, abandon, sender) = batch_writer(near);
+                    let sending = tokio::task::spawn_local(sender);
+                    writer.write_all(&[1u8; 1024]).await.unwrap();
+                    // Let the sender take the bytes and block on the full socket.
+                    for _ in 0..1000 {
+                        if writer.gathered.borrow().sending {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    assert!(writer.gathered.borrow().sending);
+                    drop(writer);
+                    if abandon_it {
+                        // Abandoned: it ends within a few turns, no timer involved.
+                        abandon.abandon();
+                        for _ in 0..100 {
+                            if sending.is_finished() {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        assert!(sending.is_finished(), "an abandoned sender ends at once");
+                    }
+                    tokio::time::timeout(DRAIN_LIMIT * 10, sending)
+                        .await
+                        .expect("a dropped writer's sender ends within the drain limit")
+                        .unwrap();
+                }
             })
             .await;
     }
@@ -306,7 +410,7 @@ mod tests {
         local
             .run_until(async {
                 let (near, mut far) = tokio::io::duplex(1 << 16);
-                let (mut writer, sender) = batch_writer(near);
+                let (mut writer, _abandon, sender) = batch_writer(near);
                 let sending = tokio::task::spawn_local(sender);
                 let chunk = vec![7u8; 1 << 16];
                 let reader = tokio::task::spawn_local(async move {
