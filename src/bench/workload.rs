@@ -328,6 +328,97 @@ pub async fn load(
     }
 }
 
+/// What every worker of a measured run shares; each runs [`Worker::run`].
+#[derive(Clone)]
+struct Worker {
+    opts: WorkloadOptions,
+    shared: Arc<Mutex<Shared>>,
+    zipf: Arc<Zipfian>,
+    /// Operations scheduled so far (with a target rate).
+    counter: Arc<AtomicU64>,
+    /// Requests sent to the cluster (an update is two).
+    requests: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    value: Arc<Vec<u8>>,
+    phases: Option<Arc<Phases>>,
+    start: Instant,
+    end: Instant,
+}
+
+impl Worker {
+    /// Worker `n`'s loop: operations until the run ends, each recorded in `shared`.
+    async fn run(self, client: LocalClient, n: usize) {
+        let opts = &self.opts;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(n as u64));
+        while let Some(due) = self.next_due().await {
+            let i = match opts.distribution {
+                KeyDistribution::Zipfian => self.zipf.next(&mut rng),
+                KeyDistribution::Uniform => rng.random_range(0..opts.keys.max(1)),
+            };
+            let key = key_name(i);
+            let phase = self.phases.as_ref().map(|p| p.current());
+            let is_read = rng.random::<f64>() < opts.workload.read_fraction();
+            let result = if is_read {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                client.get(&opts.store, &key, None).await.map(|_| ())
+            } else {
+                self.requests.fetch_add(2, Ordering::Relaxed);
+                update(&client, &opts.store, &key, &self.value).await
+            };
+            let latency = due.elapsed();
+            match result {
+                // One set of histograms for all workers: each is ~1 MB, and per-worker
+                // copies made the start of a run stall while they were allocated and
+                // zeroed.
+                Ok(()) => {
+                    let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                    s.total.record(latency);
+                    if let Some(ph) = phase {
+                        while s.by_phase.len() <= ph {
+                            s.by_phase.push(LatencyRecorder::default());
+                        }
+                        s.by_phase[ph].record(latency);
+                    }
+                    if is_read {
+                        s.reads.record(latency)
+                    } else {
+                        s.updates.record(latency)
+                    }
+                }
+                Err(e) => note_error(&self.shared, &e),
+            }
+        }
+    }
+
+    /// When the next operation counts from, or `None` once the run is over.
+    async fn next_due(&self) -> Option<Instant> {
+        let Some(rate) = self.opts.rate else {
+            let now = Instant::now();
+            return (now < self.end && !self.stop.load(Ordering::Relaxed)).then_some(now);
+        };
+        let k = self.counter.fetch_add(1, Ordering::Relaxed);
+        let due = self.start + Duration::from_secs_f64(k as f64 / rate);
+        if due >= self.end {
+            return None;
+        }
+        if due <= Instant::now() {
+            // Behind schedule: the wait since `due` is queueing the cluster caused, so
+            // it counts (no coordinated omission).
+            return Some(due);
+        }
+        // On schedule: the timer wakes up to a millisecond late, which is the client's
+        // slack, not the cluster's latency. Later than that, the connection thread the
+        // workers share was busy: that counts from `due`.
+        tokio::time::sleep_until(due.into()).await;
+        let woke = Instant::now();
+        Some(if woke > due + Duration::from_millis(1) {
+            due
+        } else {
+            woke
+        })
+    }
+}
+
 /// Runs the measured phase. Must be called inside a tokio runtime.
 pub async fn run(client: &Client, opts: &WorkloadOptions) -> WorkloadReport {
     run_phased(client, opts, None).await.0
@@ -355,124 +446,35 @@ pub async fn run_phased(
         errors: 0,
         samples: Vec::new(),
     }));
-    let zipf = Arc::new(Zipfian::new(opts.keys));
-    let counter = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let cluster_cpu = (!opts.node_pids.is_empty()).then(|| CpuMeter::start(opts.node_pids.clone()));
     let client_cpu = CpuMeter::start(vec![std::process::id()]);
     let start = Instant::now();
-    let end = start + opts.duration;
-    let value = vec![b'v'; opts.value_size];
+    let worker = Worker {
+        opts: opts.clone(),
+        shared: shared.clone(),
+        zipf: Arc::new(Zipfian::new(opts.keys)),
+        counter: Arc::new(AtomicU64::new(0)),
+        requests: requests.clone(),
+        stop: stop.clone(),
+        value: Arc::new(vec![b'v'; opts.value_size]),
+        phases: phases.clone(),
+        start,
+        end: start + opts.duration,
+    };
+    let workers = opts.concurrency.max(1);
     // The workers run on the client's connection thread: each call through `Client`
     // would cross threads twice, and a load generator should spend its CPU on load.
-    let workers = {
-        let (shared, zipf, counter, requests, stop, value, phases, opts) = (
-            shared.clone(),
-            zipf.clone(),
-            counter.clone(),
-            requests.clone(),
-            stop.clone(),
-            value.clone(),
-            phases.clone(),
-            opts.clone(),
-        );
-        client.on_connection_thread(move |local| async move {
-            let mut tasks = Vec::new();
-            for worker in 0..opts.concurrency.max(1) {
-                let (client, shared, zipf, counter, requests, stop, value, phases) = (
-                    local.clone(),
-                    shared.clone(),
-                    zipf.clone(),
-                    counter.clone(),
-                    requests.clone(),
-                    stop.clone(),
-                    value.clone(),
-                    phases.clone(),
-                );
-                let opts = opts.clone();
-                tasks.push(tokio::task::spawn_local(async move {
-                    let mut rng =
-                        rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(worker as u64));
-                    loop {
-                        let due = match opts.rate {
-                            Some(rate) => {
-                                let k = counter.fetch_add(1, Ordering::Relaxed);
-                                let due = start + Duration::from_secs_f64(k as f64 / rate);
-                                if due >= end {
-                                    break;
-                                }
-                                if due > Instant::now() {
-                                    // On schedule: the timer wakes up to a millisecond late,
-                                    // which is the client's slack, not the cluster's latency.
-                                    // Later than that, the connection thread these
-                                    // workers share was busy: that counts from `due`.
-                                    tokio::time::sleep_until(due.into()).await;
-                                    let woke = Instant::now();
-                                    if woke > due + Duration::from_millis(1) {
-                                        due
-                                    } else {
-                                        woke
-                                    }
-                                } else {
-                                    // Behind schedule: the wait since `due` is queueing the
-                                    // cluster caused, so it counts (no coordinated omission).
-                                    due
-                                }
-                            }
-                            None => {
-                                let now = Instant::now();
-                                if now >= end || stop.load(Ordering::Relaxed) {
-                                    break;
-                                }
-                                now
-                            }
-                        };
-                        let i = match opts.distribution {
-                            KeyDistribution::Zipfian => zipf.next(&mut rng),
-                            KeyDistribution::Uniform => rng.random_range(0..opts.keys.max(1)),
-                        };
-                        let key = key_name(i);
-                        let phase = phases.as_ref().map(|p| p.current());
-                        let is_read = rng.random::<f64>() < opts.workload.read_fraction();
-                        let result = if is_read {
-                            requests.fetch_add(1, Ordering::Relaxed);
-                            client.get(&opts.store, &key, None).await.map(|_| ())
-                        } else {
-                            requests.fetch_add(2, Ordering::Relaxed);
-                            update(&client, &opts.store, &key, &value).await
-                        };
-                        let latency = due.elapsed();
-                        match result {
-                            // One set of histograms for all workers: each is ~1 MB, and
-                            // per-worker copies made the start of a run stall while they were
-                            // allocated and zeroed.
-                            Ok(()) => {
-                                let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                                s.total.record(latency);
-                                if let Some(ph) = phase {
-                                    while s.by_phase.len() <= ph {
-                                        s.by_phase.push(LatencyRecorder::default());
-                                    }
-                                    s.by_phase[ph].record(latency);
-                                }
-                                if is_read {
-                                    s.reads.record(latency)
-                                } else {
-                                    s.updates.record(latency)
-                                }
-                            }
-                            Err(e) => note_error(&shared, &e),
-                        }
-                    }
-                }));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-        })
-    };
-    if let Err(e) = workers.await {
+    let working = client.on_connection_thread(move |local| async move {
+        let tasks: Vec<_> = (0..workers)
+            .map(|n| tokio::task::spawn_local(worker.clone().run(local.clone(), n)))
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    if let Err(e) = working.await {
         note_error(&shared, &e);
     }
     stop.store(true, Ordering::Relaxed);

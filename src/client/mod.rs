@@ -15,8 +15,8 @@
 //! avoided), `connections` (connections and timeouts), `requests` (gets and puts sent
 //! to a coordinator, with retries), `reads` (client-coordinated reads and their read
 //! repair), `keys` (key listing), `blocking` ([`BlockingClient`]), `local`
-//! ([`LocalClient`]: calls made on the connection thread, without a thread hop). The answer types
-//! are in [`crate::api`].
+//! ([`LocalClient`]: calls made on the connection thread, without a thread hop). The
+//! answer types are in [`crate::api`].
 //!
 //! `Client` is `Send + Sync + Clone`; its RPC connections live on a thread of its own
 //! (capnp-rpc is `!Send`), so it can be used from any async runtime or, through

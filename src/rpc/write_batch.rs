@@ -302,136 +302,133 @@ mod tests {
     use futures::AsyncWriteExt as _;
     use tokio::io::AsyncReadExt;
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn bytes_arrive_in_order_and_writes_in_one_turn_leave_together() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let (near, mut far) = tokio::io::duplex(1 << 16);
-                let (mut writer, _abandon, sender) = batch_writer(near);
-                let sending = tokio::task::spawn_local(sender);
-                for i in 0..100u8 {
-                    writer.write_all(&[i; 10]).await.unwrap();
-                    writer.flush().await.unwrap();
+    /// Runs `test` on a current-thread runtime inside a `LocalSet`, as the RPC does.
+    fn on_local_set(test: impl std::future::Future<Output = ()>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, test);
+    }
+
+    /// A batch writer over `socket` with its sender already spawned.
+    fn started(
+        socket: tokio::io::DuplexStream,
+    ) -> (BatchWriter, Abandon, tokio::task::JoinHandle<()>) {
+        let (writer, abandon, sender) = batch_writer(socket);
+        (writer, abandon, tokio::task::spawn_local(sender))
+    }
+
+    #[test]
+    fn bytes_arrive_in_order_and_writes_in_one_turn_leave_together() {
+        on_local_set(async {
+            let (near, mut far) = tokio::io::duplex(1 << 16);
+            let (mut writer, _abandon, sending) = started(near);
+            for i in 0..100u8 {
+                writer.write_all(&[i; 10]).await.unwrap();
+                writer.flush().await.unwrap();
+            }
+            // Nothing ran the sender yet: all 100 messages wait in one buffer.
+            assert_eq!(writer.gathered.borrow().bytes.len(), 1000);
+            writer.close().await.unwrap();
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await.unwrap();
+            sending.await.unwrap();
+            let want: Vec<u8> = (0..100u8).flat_map(|i| [i; 10]).collect();
+            assert_eq!(got, want);
+        });
+    }
+
+    #[test]
+    fn a_failed_socket_fails_later_writes() {
+        on_local_set(async {
+            let (near, far) = tokio::io::duplex(64);
+            drop(far);
+            let (mut writer, _abandon, sending) = started(near);
+            writer.write_all(b"hello").await.unwrap();
+            sending.await.unwrap();
+            let e = writer.write_all(b"again").await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+            assert!(writer.flush().await.is_err());
+        });
+    }
+
+    #[test]
+    fn a_dropped_writer_still_sends_its_last_bytes() {
+        on_local_set(async {
+            let (near, mut far) = tokio::io::duplex(1 << 16);
+            let (mut writer, _abandon, sending) = started(near);
+            // As capnp-futures ends: a last message, then the writer is dropped
+            // without a close.
+            writer.write_all(b"abort: why").await.unwrap();
+            drop(writer);
+            sending.await.unwrap();
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"abort: why");
+        });
+    }
+
+    #[test]
+    fn a_peer_that_stopped_reading_cannot_hold_the_socket() {
+        on_local_set(async {
+            for abandon_it in [false, true] {
+                // The peer never reads: the sender's write can never finish.
+                let (near, _far) = tokio::io::duplex(16);
+                let (mut writer, abandon, sending) = started(near);
+                writer.write_all(&[1u8; 1024]).await.unwrap();
+                // Let the sender take the bytes and block on the full socket.
+                for _ in 0..1000 {
+                    if writer.gathered.borrow().sending {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
                 }
-                // Nothing ran the sender yet: all 100 messages wait in one buffer.
-                assert_eq!(writer.gathered.borrow().bytes.len(), 1000);
-                writer.close().await.unwrap();
-                let mut got = Vec::new();
-                far.read_to_end(&mut got).await.unwrap();
-                sending.await.unwrap();
-                let want: Vec<u8> = (0..100u8).flat_map(|i| [i; 10]).collect();
-                assert_eq!(got, want);
-            })
-            .await;
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_failed_socket_fails_later_writes() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let (near, far) = tokio::io::duplex(64);
-                drop(far);
-                let (mut writer, _abandon, sender) = batch_writer(near);
-                let sending = tokio::task::spawn_local(sender);
-                writer.write_all(b"hello").await.unwrap();
-                sending.await.unwrap();
-                let e = writer.write_all(b"again").await.unwrap_err();
-                assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
-                assert!(writer.flush().await.is_err());
-            })
-            .await;
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_dropped_writer_still_sends_its_last_bytes() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let (near, mut far) = tokio::io::duplex(1 << 16);
-                let (mut writer, _abandon, sender) = batch_writer(near);
-                let sending = tokio::task::spawn_local(sender);
-                // As capnp-futures ends: a last message, then the writer is dropped
-                // without a close.
-                writer.write_all(b"abort: why").await.unwrap();
+                assert!(writer.gathered.borrow().sending);
                 drop(writer);
-                sending.await.unwrap();
-                let mut got = Vec::new();
-                far.read_to_end(&mut got).await.unwrap();
-                assert_eq!(got, b"abort: why");
-            })
-            .await;
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_peer_that_stopped_reading_cannot_hold_the_socket() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                for abandon_it in [false, true] {
-                    // The peer never reads: the sender's write can never finish.
-                    let (near, _far) = tokio::io::duplex(16);
-                    let (mut writer, abandon, sender) = batch_writer(near);
-                    let sending = tokio::task::spawn_local(sender);
-                    writer.write_all(&[1u8; 1024]).await.unwrap();
-                    // Let the sender take the bytes and block on the full socket.
-                    for _ in 0..1000 {
-                        if writer.gathered.borrow().sending {
+                if abandon_it {
+                    // Abandoned: it ends within a few turns, no timer involved.
+                    abandon.abandon();
+                    for _ in 0..100 {
+                        if sending.is_finished() {
                             break;
                         }
                         tokio::task::yield_now().await;
                     }
-                    assert!(writer.gathered.borrow().sending);
-                    drop(writer);
-                    if abandon_it {
-                        // Abandoned: it ends within a few turns, no timer involved.
-                        abandon.abandon();
-                        for _ in 0..100 {
-                            if sending.is_finished() {
-                                break;
-                            }
-                            tokio::task::yield_now().await;
-                        }
-                        assert!(sending.is_finished(), "an abandoned sender ends at once");
-                    }
-                    tokio::time::timeout(DRAIN_LIMIT * 10, sending)
-                        .await
-                        .expect("a dropped writer's sender ends within the drain limit")
-                        .unwrap();
+                    assert!(sending.is_finished(), "an abandoned sender ends at once");
                 }
-            })
-            .await;
+                tokio::time::timeout(DRAIN_LIMIT * 10, sending)
+                    .await
+                    .expect("a dropped writer's sender ends within the drain limit")
+                    .unwrap();
+            }
+        });
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_full_buffer_waits_for_the_socket_instead_of_growing() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let (near, mut far) = tokio::io::duplex(1 << 16);
-                let (mut writer, _abandon, sender) = batch_writer(near);
-                let sending = tokio::task::spawn_local(sender);
-                let chunk = vec![7u8; 1 << 16];
-                let reader = tokio::task::spawn_local(async move {
-                    let mut got = 0usize;
-                    let mut buf = vec![0u8; 1 << 16];
-                    loop {
-                        let n = far.read(&mut buf).await.unwrap();
-                        if n == 0 {
-                            return got;
-                        }
-                        got += n;
+    #[test]
+    fn a_full_buffer_waits_for_the_socket_instead_of_growing() {
+        on_local_set(async {
+            let (near, mut far) = tokio::io::duplex(1 << 16);
+            let (mut writer, _abandon, sending) = started(near);
+            let chunk = vec![7u8; 1 << 16];
+            let reader = tokio::task::spawn_local(async move {
+                let mut got = 0usize;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = far.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return got;
                     }
-                });
-                for _ in 0..64 {
-                    writer.write_all(&chunk).await.unwrap();
-                    assert!(writer.gathered.borrow().bytes.len() <= GATHER_LIMIT);
+                    got += n;
                 }
-                writer.close().await.unwrap();
-                sending.await.unwrap();
-                assert_eq!(reader.await.unwrap(), 64 << 16);
-            })
-            .await;
+            });
+            for _ in 0..64 {
+                writer.write_all(&chunk).await.unwrap();
+                assert!(writer.gathered.borrow().bytes.len() <= GATHER_LIMIT);
+            }
+            writer.close().await.unwrap();
+            sending.await.unwrap();
+            assert_eq!(reader.await.unwrap(), 64 << 16);
+        });
     }
 }
