@@ -446,6 +446,8 @@ pub async fn run_phased(
         errors: 0,
         samples: Vec::new(),
     }));
+    // Built before the clocks start: its table costs one `powf` per key.
+    let zipf = Arc::new(Zipfian::new(opts.keys));
     let requests = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let cluster_cpu = (!opts.node_pids.is_empty()).then(|| CpuMeter::start(opts.node_pids.clone()));
@@ -454,7 +456,7 @@ pub async fn run_phased(
     let worker = Worker {
         opts: opts.clone(),
         shared: shared.clone(),
-        zipf: Arc::new(Zipfian::new(opts.keys)),
+        zipf,
         counter: Arc::new(AtomicU64::new(0)),
         requests: requests.clone(),
         stop: stop.clone(),
